@@ -1,0 +1,29 @@
+"""Software-defined assets, one module per pipeline stage: corpora → base → experts → candidates →
+evaluations → surrogates → mixture."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from ..partitions import PipelinePartitions
+from .base import build_base_assets
+from .candidates import build_candidate_assets
+from .corpora import build_corpus_assets
+from .evaluations import build_evaluation_assets
+from .experts import build_expert_assets
+from .mixture import build_mixture_assets
+from .report import build_report_assets
+from .surrogates import build_surrogate_assets
+
+
+def build_assets(parts: PipelinePartitions) -> list[dg.AssetsDefinition]:
+    return [
+        *build_corpus_assets(parts),
+        *build_base_assets(parts),
+        *build_expert_assets(parts),
+        *build_candidate_assets(parts),
+        *build_evaluation_assets(parts),
+        *build_surrogate_assets(parts),
+        *build_mixture_assets(parts),
+        *build_report_assets(parts),
+    ]

@@ -1,0 +1,170 @@
+"""The tokenizer and the per-stage base checkpoint that every expert of that stage starts from."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+import dagster as dg
+
+from ..core.corpora import tokenize_documents
+from ..core.mixture import Mixture
+from ..core.model import (
+    TinyModelSpec,
+    checkpoint_fingerprint,
+    load_checkpoint,
+    new_tiny_llama,
+    save_checkpoint,
+    train_tokenizer,
+)
+from ..core.train import TrainRecipe, train
+from ..partitions import PipelinePartitions
+from ..resources import CheckpointStore
+from ..resources.settings import PipelineSettings
+from ..settings import Settings
+from . import layout
+from .loading import corpus_documents, read_pointer
+
+BASE_CODE_VERSION = "1"
+TOKENIZER_POINTER = f"{layout.TOKENIZER}/current.json"
+
+
+def tiny_spec(settings: Settings, vocab_size: int) -> TinyModelSpec:
+    m = settings.model
+    return TinyModelSpec(
+        vocab_size=vocab_size,
+        hidden_size=m.hidden_size,
+        num_layers=m.num_layers,
+        num_heads=m.num_heads,
+        intermediate_size=m.intermediate_size,
+        max_position_embeddings=m.max_position_embeddings,
+    )
+
+
+def recipe_from(settings_recipe) -> TrainRecipe:
+    fields = settings_recipe.model_dump()
+    fields.pop("general_fraction", None)
+    return TrainRecipe(**fields)
+
+
+def _pretrain_embedded_base(context, s: Settings, store: CheckpointStore, out_dir: Path) -> dict:
+    tok_pointer = read_pointer(store, TOKENIZER_POINTER, "the tokenizer")
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(str(store.get_dir(tok_pointer["key"])))
+    docs, _ = corpus_documents(store, "general")
+    stream = tokenize_documents(docs, tokenizer)
+    model = new_tiny_llama(tiny_spec(s, len(tokenizer)), tokenizer, seed=s.pretrain.seed)
+    recipe = recipe_from(s.pretrain)
+    n_params = sum(p.numel() for p in model.parameters())
+    context.log.info(f"pre-training a {n_params / 1e6:.2f}M-parameter base on {len(stream):,} general tokens")
+    report = train(
+        model,
+        {"general": stream},
+        Mixture(("general",), (1.0,)),
+        recipe,
+        progress=lambda step, loss: context.log.info(f"base step {step}: loss {loss:.3f}") if step % 50 == 0 else None,
+    )
+    save_checkpoint(model, tokenizer, out_dir)
+    return {
+        "parameters": dg.MetadataValue.int(n_params),
+        "tokens_trained": dg.MetadataValue.int(report.tokens),
+        "final_loss": dg.MetadataValue.float(report.final_loss),
+        "train_seconds": dg.MetadataValue.float(report.seconds),
+        "tokens_per_second": dg.MetadataValue.float(report.tokens_per_second),
+    }
+
+
+def build_base_assets(parts: PipelinePartitions) -> list[dg.AssetsDefinition]:
+    @dg.asset(group_name="base", code_version=BASE_CODE_VERSION, deps=["general_corpus"], kinds={"huggingface"})
+    def base_tokenizer(settings: PipelineSettings, store: CheckpointStore) -> dg.MaterializeResult:
+        """BPE tokenizer trained on the general corpus (embedded base) or taken from the user's base model."""
+        s = settings.get()
+        with tempfile.TemporaryDirectory() as tmp:
+            if s.model.base == "embedded":
+                docs, fingerprint = corpus_documents(store, "general")
+                tokenizer = train_tokenizer(docs, s.model.vocab_size)
+                version = layout.content_version({"corpus": fingerprint, "vocab": s.model.vocab_size})
+            else:
+                from transformers import AutoTokenizer
+
+                tokenizer = AutoTokenizer.from_pretrained(s.model.base)
+                version = layout.content_version({"base": s.model.base})
+            key = f"{layout.TOKENIZER}/{version}"
+            if not store.exists(key):
+                tokenizer.save_pretrained(tmp)
+                store.put_dir(Path(tmp), key)
+        store.put_json(TOKENIZER_POINTER, {"key": key, "fingerprint": version}, overwrite=True)
+        return dg.MaterializeResult(
+            metadata={"vocab_size": dg.MetadataValue.int(len(tokenizer)), "uri": store.uri(key)},
+            data_version=dg.DataVersion(version),
+        )
+
+    @dg.asset(
+        partitions_def=parts.stage,
+        group_name="base",
+        code_version=BASE_CODE_VERSION,
+        deps=["base_tokenizer", "general_corpus"],
+        kinds={"pytorch"},
+    )
+    def stage_base(
+        context: dg.AssetExecutionContext, settings: PipelineSettings, store: CheckpointStore
+    ) -> dg.MaterializeResult:
+        """The base checkpoint of a stage: the initial base for the first stage, a registered
+        mid-training checkpoint for later ones. Experts of this stage all start from it."""
+        s = settings.get()
+        stage = context.partition_key
+        if stage != s.initial_stage or s.model.base != "embedded":
+            # An outside checkpoint: record where it is, never copy a big model we do not need to.
+            if stage == s.initial_stage:
+                source = s.model.base
+            else:
+                source = read_pointer(store, layout.stage_registration(stage), f"registration of stage {stage!r}")[
+                    "checkpoint"
+                ]
+            local = Path(store.fetch_external(source))
+            if local.is_dir():
+                fingerprint = checkpoint_fingerprint(local)
+                pointer = {"path": source, "fingerprint": fingerprint}
+            else:  # a hub id: load once and keep a local copy in the store
+                model, tokenizer = load_checkpoint(source)
+                with tempfile.TemporaryDirectory() as tmp:
+                    save_checkpoint(model, tokenizer, Path(tmp) / "ckpt")
+                    fingerprint = checkpoint_fingerprint(Path(tmp) / "ckpt")
+                    key = layout.base_key(stage, fingerprint[:16])
+                    if not store.exists(key):
+                        store.put_dir(Path(tmp) / "ckpt", key)
+                pointer = {"key": key, "fingerprint": fingerprint}
+            store.put_json(layout.base_pointer(stage), pointer | {"source": source}, overwrite=True)
+            return dg.MaterializeResult(
+                metadata={"source": source, "fingerprint": fingerprint},
+                data_version=dg.DataVersion(fingerprint[:16]),
+            )
+
+        tok = read_pointer(store, TOKENIZER_POINTER, "the tokenizer")
+        general = read_pointer(store, layout.corpus_pointer("general"), "the general corpus")
+        version = layout.content_version(
+            {
+                "tokenizer": tok["fingerprint"],
+                "corpus": general["fingerprint"],
+                "spec": asdict(tiny_spec(s, 0)),
+                "recipe": s.pretrain.model_dump(),
+                "code": BASE_CODE_VERSION,
+            }
+        )
+        key = layout.base_key(stage, version)
+        metadata: dict = {}
+        if store.exists(key):
+            context.log.info(f"base {key} already trained with these inputs: reusing it")
+            metadata["reused"] = True
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                metadata = _pretrain_embedded_base(context, s, store, Path(tmp) / "ckpt")
+                store.put_dir(Path(tmp) / "ckpt", key)
+        fingerprint = checkpoint_fingerprint(store.get_dir(key))
+        store.put_json(layout.base_pointer(stage), {"key": key, "fingerprint": fingerprint}, overwrite=True)
+        metadata |= {"uri": dg.MetadataValue.path(store.uri(key)), "fingerprint": fingerprint}
+        return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(fingerprint[:16]))
+
+    return [base_tokenizer, stage_base]

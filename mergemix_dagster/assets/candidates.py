@@ -1,0 +1,70 @@
+"""Merged candidates of a stage: the seed design of mixtures α and the recipe that merges each one.
+
+Candidates are not written as checkpoints: the evaluation asset merges each into one loaded model in
+memory. What is stored is the recipe — α, the expert and base fingerprints, the merge method — which is
+enough to rebuild any candidate exactly (``mergemix merge`` writes one to disk on demand).
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from ..core.designs import seed_design
+from ..partitions import SAME_STAGE, PipelinePartitions
+from ..resources import CheckpointStore
+from ..resources.settings import PipelineSettings
+from . import layout
+from .loading import read_pointer
+
+CANDIDATES_CODE_VERSION = "1"
+
+
+def candidate_fingerprint(recipe: dict, weights: dict[str, float]) -> str:
+    """Identity of one merged model: its α and everything it is merged from."""
+    return layout.content_version(
+        {"base": recipe["base"], "experts": recipe["experts"], "method": recipe["method"], "alpha": weights}
+    )
+
+
+def build_candidate_assets(parts: PipelinePartitions) -> list[dg.AssetsDefinition]:
+    @dg.asset(
+        partitions_def=parts.stage,
+        group_name="search",
+        code_version=CANDIDATES_CODE_VERSION,
+        deps=[dg.AssetDep("expert_checkpoint", partition_mapping=SAME_STAGE)],
+    )
+    def merge_candidates(
+        context: dg.AssetExecutionContext, settings: PipelineSettings, store: CheckpointStore
+    ) -> dg.MaterializeResult:
+        """Seed set of N mixtures (vertices, pairwise midpoints, centroid, Dirichlet fill) with merge recipes."""
+        s = settings.get()
+        stage = context.partition_key
+        base = read_pointer(store, layout.base_pointer(stage), f"base of stage {stage!r}")
+        experts = {
+            d: read_pointer(store, layout.expert_pointer(stage, d), f"expert {d!r} of stage {stage!r}")["fingerprint"]
+            for d in s.domain_names
+        }
+        recipe = {"stage": stage, "base": base["fingerprint"], "experts": experts, "method": s.search.merge_method}
+        design = seed_design(s.domain_names, s.search.n_candidates, seed=s.search.seed)
+        candidates = []
+        for i, mixture in enumerate(design):
+            weights = mixture.as_dict()
+            candidates.append(
+                {"candidate_id": f"c{i:03d}", "alpha": weights, "fingerprint": candidate_fingerprint(recipe, weights)}
+            )
+        payload = recipe | {"domains": list(s.domain_names), "candidates": candidates}
+        store.put_json(layout.candidates_key(stage), payload, overwrite=True)
+        table = "| id | " + " | ".join(s.domain_names) + " |\n|---|" + "---|" * len(s.domain_names) + "\n"
+        for c in candidates:
+            table += f"| {c['candidate_id']} | " + " | ".join(f"{c['alpha'][d]:.3f}" for d in s.domain_names) + " |\n"
+        return dg.MaterializeResult(
+            metadata={
+                "candidates": dg.MetadataValue.int(len(candidates)),
+                "merge_method": s.search.merge_method,
+                "design": dg.MetadataValue.md(table),
+                "uri": dg.MetadataValue.path(store.uri(layout.candidates_key(stage))),
+            },
+            data_version=dg.DataVersion(layout.content_version(payload)),
+        )
+
+    return [merge_candidates]

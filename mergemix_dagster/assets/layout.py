@@ -1,0 +1,65 @@
+"""Where each artifact lives in the checkpoint store, and the pointers that name the current version.
+
+Artifacts are written once under a key that contains the hash of their inputs
+(``stages/s0/experts/math/<version>/``), so finished work is never overwritten; a small
+``current.json`` pointer per slot names the version downstream assets use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+GENERAL_CORPUS = "corpora/general.jsonl.gz"
+TOKENIZER = "tokenizer"
+
+
+def corpus_key(domain: str, fingerprint: str) -> str:
+    return f"corpora/{domain}/{fingerprint[:16]}.jsonl.gz"
+
+
+def corpus_pointer(domain: str) -> str:
+    return f"corpora/{domain}/current.json"
+
+
+def base_key(stage: str, version: str) -> str:
+    return f"stages/{stage}/base/{version}"
+
+
+def base_pointer(stage: str) -> str:
+    return f"stages/{stage}/base/current.json"
+
+
+def stage_registration(stage: str) -> str:
+    return f"stages/{stage}/registration.json"
+
+
+def expert_key(stage: str, domain: str, version: str) -> str:
+    return f"stages/{stage}/experts/{domain}/{version}"
+
+
+def expert_pointer(stage: str, domain: str) -> str:
+    return f"stages/{stage}/experts/{domain}/current.json"
+
+
+def candidates_key(stage: str) -> str:
+    return f"stages/{stage}/candidates.json"
+
+
+def surrogates_key(stage: str, version: str) -> str:
+    return f"stages/{stage}/surrogates/{version}"
+
+
+def surrogates_pointer(stage: str) -> str:
+    return f"stages/{stage}/surrogates/current.json"
+
+
+def mixture_key(stage: str) -> str:
+    return f"stages/{stage}/mixture.json"
+
+
+def content_version(payload: Any, length: int = 16) -> str:
+    """A short stable hash of JSON-serializable inputs: the identity of an artifact."""
+    blob = json.dumps(payload, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:length]

@@ -1,0 +1,144 @@
+"""``mergemix``: run the pipeline for a stage, register stages, show chosen mixtures.
+
+Everything here goes through the same Dagster definitions and instance the UI shows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from .core.errors import MergeMixError
+
+
+def _settings_and_defs(config: str):
+    from .definitions import build_definitions
+    from .settings import load_settings
+
+    settings = load_settings(config or None)
+    return settings, build_definitions(settings, config=config)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .pipeline import dagster_instance, run_stage
+
+    settings, defs = _settings_and_defs(args.config)
+    instance = dagster_instance(settings)
+    stage = args.stage or settings.initial_stage
+    print(f"mergemix: stage {stage!r}, {len(settings.domain_names)} domains {list(settings.domain_names)}")
+    print(f"mergemix: results under {settings.home_path}, Dagster instance {instance.root_directory}")
+
+    def on_step(job: str, partition, seconds: float) -> None:
+        print(f"  {job:<16} {str(partition or '-'):<14} {seconds:7.1f} s", flush=True)
+
+    timings = run_stage(defs, settings, instance, stage, on_step=on_step)
+    print("\nStage timings (s): " + ", ".join(f"{k}={v:.1f}" for k, v in timings.items()))
+    _print_mixture(settings, stage)
+    return 0
+
+
+def _print_mixture(settings, stage: str) -> None:
+    from .resources import CheckpointStore, EvaluationDatabase
+
+    db = EvaluationDatabase(path=settings.database_path)
+    rows = db.query("SELECT domain, weight, predicted_utility, verified_utility FROM chosen_mixture WHERE stage = ?", [stage])
+    if rows.empty:
+        print(f"no chosen mixture for stage {stage!r} yet")
+        return
+    print(f"\nChosen mixture for stage {stage!r}:")
+    for _, r in rows.iterrows():
+        print(f"  {r['domain']:<10} {r['weight']:.3f}")
+    r0 = rows.iloc[0]
+    print(f"  predicted utility {r0['predicted_utility']:.3f}, verified utility {r0['verified_utility']:.3f}")
+    store = CheckpointStore(root=settings.store_uri)
+    print(f"\nmixture.json:  {store.uri(f'stages/{stage}/mixture.json')}")
+    print(f"DuckDB:        {settings.database_path}  (tables: evaluations, chosen_mixture)")
+    print("Dagster UI:    DAGSTER_HOME=<instance above> .venv/bin/dagster dev   (or: make ui)")
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from .settings import load_settings
+
+    settings = load_settings(args.config or None)
+    from .resources import EvaluationDatabase
+
+    db = EvaluationDatabase(path=settings.database_path)
+    rows = db.query("SELECT stage, domain, weight, predicted_utility, verified_utility FROM chosen_mixture ORDER BY stage, domain")
+    if args.json:
+        print(json.dumps(rows.to_dict("records"), indent=2, default=str))
+    else:
+        print(rows.to_string(index=False) if not rows.empty else "no chosen mixtures yet")
+    return 0
+
+
+def cmd_stage_add(args: argparse.Namespace) -> int:
+    from .pipeline import dagster_instance, register_stage
+    from .resources import CheckpointStore
+    from .settings import load_settings
+
+    settings = load_settings(args.config or None)
+    if not args.checkpoint:
+        if args.name != settings.initial_stage:
+            raise MergeMixError(f"stage {args.name!r} needs --checkpoint (only the initial stage uses the base)")
+        added = register_stage(dagster_instance(settings), args.name)
+        print(f"initial stage {args.name!r} ({'added' if added else 'already present'})")
+        return 0
+    store = CheckpointStore(root=settings.store_uri)
+    key = f"stages/{args.name}/registration.json"
+    if store.exists(key) and not args.force:
+        existing = store.get_json(key)
+        if existing.get("checkpoint") != args.checkpoint:
+            raise MergeMixError(
+                f"stage {args.name!r} is already registered with {existing.get('checkpoint')!r}; "
+                "pick a new stage name (or --force to re-point it)"
+            )
+    store.put_json(key, {"stage": args.name, "checkpoint": args.checkpoint}, overwrite=True)
+    added = register_stage(dagster_instance(settings), args.name)
+    print(f"stage {args.name!r} -> {args.checkpoint} ({'added' if added else 'already present'})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mergemix",
+        description="Choose LLM mid-training data mixtures by merging per-domain experts (MergeMix), on Dagster.",
+    )
+    parser.add_argument(
+        "--config", default="", help="settings YAML path or bundled name (default, smoke); default $MERGEMIX_CONFIG"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="materialize every asset of a stage and print the chosen mixture")
+    run.add_argument("--stage", default="", help="stage to optimize (default: the initial stage, s0)")
+    run.set_defaults(func=cmd_run)
+
+    show = sub.add_parser("show", help="print the chosen mixture of every stage")
+    show.add_argument("--json", action="store_true", help="print JSON")
+    show.set_defaults(func=cmd_show)
+
+    stage = sub.add_parser("stage", help="manage stages (mid-training checkpoints)")
+    stage_sub = stage.add_subparsers(dest="stage_command", required=True)
+    add = stage_sub.add_parser("add", help="register a mid-training checkpoint as a new stage")
+    add.add_argument("name", help="stage name, e.g. s1")
+    add.add_argument(
+        "--checkpoint", default="", help="HF checkpoint directory, s3:// URI or hub id (not for the initial stage)"
+    )
+    add.add_argument("--force", action="store_true", help="re-point an existing stage to another checkpoint")
+    add.set_defaults(func=cmd_stage_add)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    try:
+        return args.func(args)
+    except MergeMixError as exc:
+        print(f"mergemix: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""Sensors: discover mid-training checkpoints as new stages, notice corpus edits, and carry a stage's
+re-optimization from layer to layer (base → experts → candidates … mixture)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+
+from .assets.corpora import source_fingerprint
+from .assets.layout import content_version, stage_registration
+from .jobs import ALL_JOBS
+from .partitions import stage_partitions
+from .resources import CheckpointStore
+from .resources.settings import PipelineSettings
+from .settings import Settings
+from .staleness import latest_stage, next_runs, stage_status
+
+STAGE_TAG = "mergemix/stage"
+
+
+def discover_checkpoints(watch: str) -> dict[str, str]:
+    """Stage name -> checkpoint path for every HF checkpoint folder directly under ``watch``.
+
+    A folder counts once it holds ``config.json`` and a safetensors file (or index), so a checkpoint that is
+    still being written (config last is the usual HF order) is picked up on a later tick.
+    """
+    root = Path(watch)
+    if not root.is_dir():
+        return {}
+    found = {}
+    for child in sorted(root.iterdir()):
+        has_weights = any(child.glob("*.safetensors")) or (child / "model.safetensors.index.json").exists()
+        if child.is_dir() and (child / "config.json").exists() and has_weights:
+            found[child.name] = str(child.resolve())
+    return found
+
+
+def stage_run_requests(instance: dg.DagsterInstance, defs: dg.Definitions, settings: Settings, stage: str, why: str):
+    """Run requests for the first layer of ``stage`` that is missing or stale (none while one is in flight)."""
+    in_flight = instance.get_run_records(
+        dg.RunsFilter(
+            tags={STAGE_TAG: stage},
+            statuses=[dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED,
+                      dg.DagsterRunStatus.NOT_STARTED],
+        ),
+        limit=1,
+    )
+    if in_flight:
+        return [], f"a run for stage {stage!r} is still in flight"
+    status = stage_status(instance, defs, settings.domain_names, stage)
+    plan = next_runs(status)
+    if not plan:
+        return [], f"stage {stage!r} is fresh"
+    marker = content_version(status.all())
+    requests = [
+        dg.RunRequest(
+            job_name=job,
+            partition_key=str(partition),
+            run_key=f"{job}:{partition}:{marker}",
+            tags={STAGE_TAG: stage, "mergemix/reason": why},
+        )
+        for job, partition in plan
+    ]
+    return requests, ""
+
+
+def build_sensors(defs_ref: list) -> list[dg.SensorDefinition]:
+    """``defs_ref`` holds the Definitions once built (sensors need the asset graph for staleness)."""
+
+    @dg.sensor(
+        name="stage_checkpoint_sensor",
+        minimum_interval_seconds=60,
+        jobs=ALL_JOBS,
+        description="Registers each new mid-training checkpoint (watched folder or `stages.checkpoints`) as a stage.",
+    )
+    def stage_checkpoint_sensor(context: dg.SensorEvaluationContext, settings: PipelineSettings, store: CheckpointStore):
+        s = settings.get()
+        candidates = dict(s.stages.checkpoints)
+        if s.stages.watch:
+            candidates |= discover_checkpoints(str(store.fetch_external(s.stages.watch)))
+        known = set(context.instance.get_dynamic_partitions(stage_partitions.name))
+        new = {name: path for name, path in candidates.items() if name not in known and name != s.initial_stage}
+        if not new:
+            return dg.SkipReason(f"no new checkpoints ({len(candidates)} known)")
+        for name, path in new.items():
+            store.put_json(stage_registration(name), {"stage": name, "checkpoint": path}, overwrite=True)
+        return dg.SensorResult(
+            dynamic_partitions_requests=[stage_partitions.build_add_request(list(new))],
+            run_requests=[
+                dg.RunRequest(
+                    job_name="stage_base_job",
+                    partition_key=name,
+                    run_key=f"stage_base_job:{name}:{path}",
+                    tags={STAGE_TAG: name, "mergemix/reason": "new checkpoint"},
+                )
+                for name, path in new.items()
+            ],
+        )
+
+    @dg.sensor(
+        name="latest_stage_sensor",
+        minimum_interval_seconds=60,
+        jobs=ALL_JOBS,
+        description="Keeps the latest stage fresh: requests the next layer of missing or stale partitions.",
+    )
+    def latest_stage_sensor(context: dg.SensorEvaluationContext, settings: PipelineSettings):
+        stage = latest_stage(context.instance)
+        if stage is None:
+            return dg.SkipReason("no stage registered yet")
+        requests, why = stage_run_requests(context.instance, defs_ref[0], settings.get(), stage, "latest stage sensor")
+        return requests or dg.SkipReason(why)
+
+    @dg.sensor(
+        name="corpus_change_sensor",
+        minimum_interval_seconds=300,
+        jobs=ALL_JOBS,
+        description="Re-materializes a domain corpus when its source files change (paths, sizes, mtimes).",
+    )
+    def corpus_change_sensor(context: dg.SensorEvaluationContext, settings: PipelineSettings):
+        s = settings.get()
+        requests = []
+        for d in s.domains:
+            current = source_fingerprint(d)
+            records = context.instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=dg.AssetKey("domain_corpus"), asset_partitions=[d.name]), limit=1
+            ).records
+            if not records:
+                continue  # never built: the stage plan materializes it
+            recorded = records[0].asset_materialization.metadata.get("source_fingerprint")
+            if recorded is None or recorded.value != current:
+                requests.append(
+                    dg.RunRequest(
+                        job_name="corpora_job",
+                        partition_key=d.name,
+                        run_key=f"corpora_job:{d.name}:{current}",
+                        tags={"mergemix/reason": "corpus source changed"},
+                    )
+                )
+        return requests or dg.SkipReason("no corpus source changed")
+
+    return [stage_checkpoint_sensor, latest_stage_sensor, corpus_change_sensor]

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Materialize the whole graph with the `dagster asset materialize` CLI, one call per partition,
+# because a Dagster run cannot mix assets with different partitions definitions.
+# Usage: scripts/smoke_materialize.sh [config]   (default: smoke). Honors MERGEMIX_HOME and DAGSTER_HOME.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${BIN:-.venv/bin}
+export MERGEMIX_CONFIG=${1:-${MERGEMIX_CONFIG:-smoke}}
+export MERGEMIX_HOME=${MERGEMIX_HOME:-$(mktemp -d)/mergemix}
+export DAGSTER_HOME=${DAGSTER_HOME:-$MERGEMIX_HOME/dagster}
+export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+mkdir -p "$DAGSTER_HOME"
+STAGE=s0
+DOMAINS=$($BIN/python -c "from mergemix_dagster.settings import load_settings; print(' '.join(load_settings().domain_names))")
+materialize() { echo "+ dagster asset materialize $*"; $BIN/dagster asset materialize -m mergemix_dagster.definitions "$@" >"$MERGEMIX_HOME/last_materialize.log" 2>&1 || { tail -60 "$MERGEMIX_HOME/last_materialize.log"; exit 1; }; }
+
+$BIN/mergemix stage add "$STAGE"
+materialize --select general_corpus,base_tokenizer
+for d in $DOMAINS; do materialize --select domain_corpus --partition "$d"; done
+materialize --select stage_base --partition "$STAGE"
+for d in $DOMAINS; do materialize --select expert_checkpoint --partition "$d|$STAGE"; done
+materialize --select merge_candidates,candidate_evaluations,capability_surrogates,chosen_mixture --partition "$STAGE"
+$BIN/mergemix show
+echo "smoke materialize OK: $MERGEMIX_HOME"

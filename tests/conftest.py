@@ -1,0 +1,64 @@
+"""Test environment: offline, smoke-sized config, one temporary MERGEMIX_HOME and Dagster instance."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+# Set before anything imports the package: settings and partitions are read at definitions load.
+_SESSION_HOME = tempfile.mkdtemp(prefix="mergemix-test-")
+os.environ["MERGEMIX_HOME"] = os.path.join(_SESSION_HOME, "home")
+os.environ["MERGEMIX_CONFIG"] = "smoke"
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.pop("DAGSTER_HOME", None)
+
+import dagster as dg  # noqa: E402
+import pytest  # noqa: E402
+import yaml  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def session_dir() -> str:
+    return _SESSION_HOME
+
+
+@pytest.fixture(scope="session")
+def pipeline_config(session_dir) -> Path:
+    """The smoke config, with the `sft` domain read from a user's jsonl file instead of the builder.
+
+    This exercises the real loading path and lets tests edit one domain's corpus.
+    """
+    from mergemix_dagster.core.corpora import write_corpus
+    from mergemix_dagster.core.defaults import build_domain_documents
+    from mergemix_dagster.settings import resolve_config_path
+
+    raw = yaml.safe_load(resolve_config_path("smoke").read_text())
+    data_dir = Path(session_dir) / "user-data"
+    data_dir.mkdir()
+    corpus = data_dir / "sft.jsonl.gz"
+    write_corpus(build_domain_documents("sft", max_chars=200_000, seed=0), corpus)
+    for d in raw["domains"]:
+        if d["name"] == "sft":
+            d["paths"] = [str(corpus)]
+    raw["home"] = str(Path(session_dir) / "pipeline-home")
+    raw["stages"] = {"watch": str(Path(session_dir) / "checkpoints")}
+    path = Path(session_dir) / "pipeline.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.fixture(scope="session")
+def smoke_run(session_dir, pipeline_config):
+    """Stage s0 of the whole graph, materialized once for the session on a real Dagster instance."""
+    from mergemix_dagster.definitions import build_definitions
+    from mergemix_dagster.pipeline import run_stage
+    from mergemix_dagster.settings import load_settings
+
+    settings = load_settings(str(pipeline_config))
+    defs = build_definitions(settings, config=str(pipeline_config))
+    with dg.instance_for_test(temp_dir=f"{session_dir}/dagster") as instance:
+        timings = run_stage(defs, settings, instance, "s0")
+        yield settings, defs, instance, timings
