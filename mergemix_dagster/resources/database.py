@@ -1,0 +1,289 @@
+"""The DuckDB evaluation database: every benchmark score of every candidate, and the chosen mixtures.
+
+Tables
+------
+``evaluations(stage, candidate_id, kind, alpha MAP(VARCHAR, DOUBLE), task, metric, value, capability,
+model_fingerprint, evaluated_at)``, primary key ``(stage, candidate_id, task, metric)``.
+``alpha`` is a DuckDB ``MAP``; in DuckDB ≥ 1.1 (this project pins 2.0) subscripting returns the value
+itself, not a one-element list, and ``NULL`` for a domain that is not in the map::
+
+    SELECT candidate_id, alpha['math'] AS w_math, value FROM evaluations WHERE task = 'arith'
+
+(``map_keys(alpha)`` / ``map_values(alpha)`` / ``map_extract_value(alpha, 'math')`` also work.)
+
+``chosen_mixture(stage, domain, weight, predicted_utility, verified_utility, details JSON, chosen_at)``,
+primary key ``(stage, domain)``: one row per domain of the chosen mixture of each stage.
+
+DuckDB allows one writing process per file. A second process waits up to ``lock_timeout_s`` for the
+lock (DuckDB raises ``IOException: ... Could not set lock on file ...``) and then fails with
+``DatabaseLockedError`` naming the file. Connections are short-lived, so waits are short.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import dagster as dg
+import duckdb
+import numpy as np
+import pandas as pd
+
+from ..core.errors import DatabaseLockedError, MergeMixError
+from ..core.mixture import Mixture
+
+EVALUATION_COLUMNS = [
+    "stage",
+    "candidate_id",
+    "kind",
+    "alpha",
+    "task",
+    "metric",
+    "value",
+    "capability",
+    "model_fingerprint",
+    "evaluated_at",
+]
+CHOSEN_COLUMNS = ["stage", "domain", "weight", "predicted_utility", "verified_utility", "details", "chosen_at"]
+_KEY = ["stage", "candidate_id", "task", "metric"]
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS evaluations (
+    stage VARCHAR NOT NULL,
+    candidate_id VARCHAR NOT NULL,
+    kind VARCHAR,
+    alpha MAP(VARCHAR, DOUBLE),
+    task VARCHAR NOT NULL,
+    metric VARCHAR NOT NULL,
+    value DOUBLE,
+    capability VARCHAR,
+    model_fingerprint VARCHAR,
+    evaluated_at TIMESTAMP,
+    PRIMARY KEY (stage, candidate_id, task, metric)
+);
+CREATE TABLE IF NOT EXISTS chosen_mixture (
+    stage VARCHAR NOT NULL,
+    domain VARCHAR NOT NULL,
+    weight DOUBLE,
+    predicted_utility DOUBLE,
+    verified_utility DOUBLE,
+    details JSON,
+    chosen_at TIMESTAMP,
+    PRIMARY KEY (stage, domain)
+);
+"""
+
+
+def _is_lock_error(e: Exception) -> bool:
+    text = str(e)
+    return "Could not set lock" in text or "Conflicting lock" in text
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def _json_safe(obj: Any) -> Any:
+    """JSON-serializable copy with NaN/inf as null (JSON has no NaN)."""
+    if isinstance(obj, Mapping):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, (float, np.floating)):
+        v = float(obj)
+        return v if math.isfinite(v) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, (str, int, bool)) or obj is None:
+        return obj
+    return str(obj)
+
+
+def _opt_float(v: float | None) -> float | None:
+    if v is None:
+        return None
+    v = float(v)
+    return None if math.isnan(v) else v
+
+
+class EvaluationDatabase(dg.ConfigurableResource):
+    """``path``: the DuckDB file; ``lock_timeout_s``: how long to wait for another process's lock."""
+
+    path: str = ".mergemix/mergemix.duckdb"
+    lock_timeout_s: float = 30.0
+
+    # -------------------------------------------------------------- connect
+    @contextmanager
+    def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A DuckDB connection with the schema in place, closed on exit.
+
+        Retries while another process holds the file lock, then raises ``DatabaseLockedError``.
+        ``read_only`` on a file that does not exist yet yields an in-memory database with the (empty)
+        schema, so reads of a fresh project return empty results instead of failing.
+        """
+        path = Path(self.path).expanduser()
+        if read_only and not path.exists():
+            con = duckdb.connect(":memory:")
+            try:
+                con.execute(SCHEMA)
+                yield con
+            finally:
+                con.close()
+            return
+        if not read_only:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + max(0.0, float(self.lock_timeout_s))
+        delay = 0.05
+        while True:
+            try:
+                con = duckdb.connect(str(path), read_only=read_only)
+                break
+            except duckdb.IOException as e:
+                if not _is_lock_error(e):
+                    raise
+                now = time.monotonic()
+                if now >= deadline:
+                    raise DatabaseLockedError(
+                        f"DuckDB file {path} is locked by another process (waited {self.lock_timeout_s:g}s): {e}"
+                    ) from e
+                time.sleep(min(delay * (1 + random.random()), deadline - now))
+                delay = min(delay * 2, 1.0)
+        try:
+            if not read_only:
+                con.execute(SCHEMA)
+            yield con
+        finally:
+            con.close()
+
+    # ---------------------------------------------------------- evaluations
+    def upsert_evaluations(self, rows: pd.DataFrame) -> int:
+        """Insert or replace rows keyed by (stage, candidate_id, task, metric); returns the row count.
+
+        ``alpha`` holds ``{domain: weight}`` dicts; ``evaluated_at`` is optional (default: now, UTC).
+        Within ``rows`` a repeated key keeps its last occurrence. A NaN ``value`` is refused.
+        """
+        if rows is None or len(rows) == 0:
+            return 0
+        missing = [c for c in EVALUATION_COLUMNS if c not in rows.columns and c != "evaluated_at"]
+        if missing:
+            raise MergeMixError(f"evaluation rows lack columns {missing}; have {list(rows.columns)}")
+        df = rows.reset_index(drop=True).copy()
+        for col in _KEY:
+            if df[col].isna().any():
+                bad = int(np.where(df[col].isna())[0][0])
+                raise MergeMixError(f"evaluation row {bad} has no {col}: {df.iloc[bad].to_dict()}")
+        values = pd.to_numeric(df["value"], errors="coerce")
+        if values.isna().any():
+            bad = int(np.where(values.isna())[0][0])
+            r = df.iloc[bad]
+            raise MergeMixError(
+                f"evaluation row {bad} (stage={r['stage']!r}, candidate={r['candidate_id']!r}, task={r['task']!r}, "
+                f"metric={r['metric']!r}) has a NaN or non-numeric value: {r['value']!r}"
+            )
+        df["value"] = values.astype(float)
+        keys, vals = [], []
+        for i, a in enumerate(df["alpha"]):
+            try:
+                d = dict(a)
+                keys.append([str(k) for k in d])
+                vals.append([float(v) for v in d.values()])
+            except (TypeError, ValueError) as e:
+                raise MergeMixError(f"evaluation row {i}: alpha must be a {{domain: weight}} mapping, got {a!r}") from e
+        df["alpha_keys"] = keys
+        df["alpha_values"] = vals
+        if "evaluated_at" not in df.columns:
+            df["evaluated_at"] = _utcnow()
+        ts = pd.to_datetime(df["evaluated_at"], errors="coerce", utc=True).dt.tz_convert(None)
+        df["evaluated_at"] = ts.fillna(pd.Timestamp(_utcnow()))
+        for col in ["stage", "candidate_id", "kind", "task", "metric", "capability", "model_fingerprint"]:
+            df[col] = df[col].map(lambda v: None if v is None or (isinstance(v, float) and math.isnan(v)) else str(v))
+        df = df.drop_duplicates(_KEY, keep="last")
+        staged = df[
+            ["stage", "candidate_id", "kind", "alpha_keys", "alpha_values", "task", "metric", "value",
+             "capability", "model_fingerprint", "evaluated_at"]
+        ]
+        with self.connect() as con:
+            con.register("_mm_rows", staged)
+            try:
+                con.execute("BEGIN TRANSACTION")
+                con.execute(
+                    "DELETE FROM evaluations e USING _mm_rows r WHERE e.stage = r.stage AND "
+                    "e.candidate_id = r.candidate_id AND e.task = r.task AND e.metric = r.metric"
+                )
+                con.execute(
+                    "INSERT INTO evaluations SELECT stage, candidate_id, kind, "
+                    "MAP(CAST(alpha_keys AS VARCHAR[]), CAST(alpha_values AS DOUBLE[])), task, metric, "
+                    "value, capability, model_fingerprint, CAST(evaluated_at AS TIMESTAMP) FROM _mm_rows"
+                )
+                con.execute("COMMIT")
+            except Exception:
+                con.execute("ROLLBACK")
+                raise
+            finally:
+                con.unregister("_mm_rows")
+        return len(staged)
+
+    def evaluations(self, stage: str | None = None) -> pd.DataFrame:
+        """Rows of ``evaluations`` (of one stage, or all), ``alpha`` as plain ``{domain: weight}`` dicts."""
+        sql = (
+            "SELECT stage, candidate_id, kind, map_keys(alpha) AS _ak, map_values(alpha) AS _av, task, metric, "
+            "value, capability, model_fingerprint, evaluated_at FROM evaluations"
+        )
+        params: list = []
+        if stage is not None:
+            sql += " WHERE stage = ?"
+            params.append(stage)
+        sql += " ORDER BY stage, candidate_id, task, metric"
+        with self.connect(read_only=False) as con:
+            df = con.execute(sql, params).df()
+        alphas = [
+            {} if k is None else {str(a): float(b) for a, b in zip(list(k), list(v))}
+            for k, v in zip(df["_ak"], df["_av"])
+        ]
+        df = df.drop(columns=["_ak", "_av"])
+        df.insert(3, "alpha", pd.Series(alphas, index=df.index, dtype=object))
+        return df[EVALUATION_COLUMNS].reset_index(drop=True)
+
+    # -------------------------------------------------------- chosen mixture
+    def upsert_chosen_mixture(
+        self,
+        stage: str,
+        weights: Mapping[str, float],
+        predicted_utility: float,
+        verified_utility: float | None,
+        details: Mapping | None = None,
+    ) -> None:
+        """Replace the chosen mixture of ``stage`` (one transaction). Weights must be on the simplex."""
+        mixture = Mixture.from_dict(dict(weights))
+        now = _utcnow()
+        blob = json.dumps(_json_safe(dict(details or {})), sort_keys=True)
+        rows = [
+            (str(stage), d, float(w), _opt_float(predicted_utility), _opt_float(verified_utility), blob, now)
+            for d, w in zip(mixture.domains, mixture.weights)
+        ]
+        with self.connect() as con:
+            try:
+                con.execute("BEGIN TRANSACTION")
+                con.execute("DELETE FROM chosen_mixture WHERE stage = ?", [str(stage)])
+                con.executemany("INSERT INTO chosen_mixture VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+                con.execute("COMMIT")
+            except Exception:
+                con.execute("ROLLBACK")
+                raise
+
+    def chosen_mixture(self, stage: str) -> dict[str, float] | None:
+        """``{domain: weight}`` of the chosen mixture of ``stage``, or None."""
+        df = self.query("SELECT domain, weight FROM chosen_mixture WHERE stage = ? ORDER BY domain", [stage])
+        return None if df.empty else dict(zip(df["domain"], df["weight"].astype(float)))
+
+    # ---------------------------------------------------------------- query
+    def query(self, sql: str, params: Any = None) -> pd.DataFrame:
+        """Run any SQL (``?`` placeholders) and return a DataFrame; the schema exists beforehand."""
+        with self.connect() as con:
+            return con.execute(sql, params or []).df()
