@@ -47,6 +47,22 @@ def structured_points(k: int) -> np.ndarray:
     return _dedup(np.array(rows))
 
 
+def coarse_grid(k: int, resolution: int) -> np.ndarray:
+    """Every simplex point whose coordinates are multiples of ``1/resolution``.
+
+    ``C(resolution + k - 1, k - 1)`` rows (stars and bars), e.g. k=4, resolution=10 gives 286 points.
+    """
+    if k < 1:
+        raise ConfigError(f"simplex dimension must be >= 1, got {k}")
+    if not isinstance(resolution, (int, np.integer)) or isinstance(resolution, bool) or resolution < 1:
+        raise ConfigError(f"grid resolution must be an integer >= 1, got {resolution!r}")
+    rows = []
+    for bars in combinations(range(resolution + k - 1), k - 1):
+        edges = (-1, *bars, resolution + k - 1)
+        rows.append([edges[i + 1] - edges[i] - 1 for i in range(k)])
+    return np.asarray(rows, dtype=float) / resolution
+
+
 def _dedup(points: np.ndarray) -> np.ndarray:
     seen: set[tuple[float, ...]] = set()
     keep = []

@@ -1,0 +1,43 @@
+"""Linear merging (task arithmetic), the default.
+
+    Θ = Θ_base + Σ_k α_k · δ_k,     δ_k = Θ_k − Θ_base
+
+computed exactly as written, in float32 for fp16/bf16 tensors (the computation dtype c is
+float32 for half types, the tensor's own dtype otherwise), then cast back to the base dtype:
+
+    b = c(Θ_base);  Θ = b + (((α_1·(c(Θ_1) − b)) + α_2·(c(Θ_2) − b)) + ...)
+
+i.e. the task-vector terms are summed one at a time in expert order, then added to the base.
+No renormalisation or scaling. At a vertex of the simplex (α_k = 1, all others 0) the expert's
+tensor is returned unchanged: Θ_base + (Θ_k − Θ_base) is not always bit-equal to Θ_k in floating
+point, but a vertex must reproduce the expert exactly.
+
+``prepare`` only stacks the experts in their own dtype (no precision lost, K × the tensor in
+memory); the deltas are formed in ``combine``.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from .base import MergeMethodBase, accumulate, compute_dtype, register, vertex_index
+
+
+@register
+class Linear(MergeMethodBase):
+    name = "linear"
+
+    def prepare(self, name: str, base: Tensor, experts: Sequence[Tensor], keys: Sequence[str] | None = None) -> Tensor:
+        return torch.stack([e.to(device=base.device) for e in experts])  # (K, *shape), expert dtype
+
+    def combine(self, name: str, base: Tensor, prepared: Tensor, weights: Sequence[float]) -> Tensor:
+        k = vertex_index(weights)
+        if k is not None:
+            return prepared[k].to(dtype=base.dtype, copy=True)
+        c = compute_dtype(base)
+        b = base.to(c)
+        terms = [float(a) * (prepared[i].to(c) - b) for i, a in enumerate(weights)]
+        return (b + accumulate(terms)).to(base.dtype)

@@ -1,0 +1,225 @@
+"""lm-eval evaluation of an in-memory model on the bundled tasks: resolution, scores, no stale cache, offline."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+
+from mergemix_dagster.core.errors import MissingTaskError
+from mergemix_dagster.core.evaluate import (
+    DEFAULT_TASKS,
+    HELDOUT_TASKS,
+    BenchmarkScore,
+    Evaluator,
+    TaskSpec,
+    default_tasks_dir,
+)
+
+
+def _tiny_model_and_tokenizer(vocab_size: int = 512, seed: int = 0):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    from mergemix_dagster.core.defaults import build_general_documents
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=["<unk>", "<s>", "</s>", "<pad>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+    )
+    tok.train_from_iterator(build_general_documents(20_000, seed=0), trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="<pad>"
+    )
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+        max_position_embeddings=256, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(config).eval(), tokenizer
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return _tiny_model_and_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def evaluator():
+    return Evaluator(DEFAULT_TASKS, batch_size=32, limit=12)
+
+
+class _NetworkUsed(AssertionError):
+    pass
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any attempt to open a network connection fails the test."""
+
+    def refuse(*args, **kwargs):
+        raise _NetworkUsed(f"network access attempted: {args[1:] if len(args) > 1 else args}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    yield
+
+
+def test_bundled_tasks_exist():
+    d = default_tasks_dir()
+    for spec in DEFAULT_TASKS + HELDOUT_TASKS:
+        assert (d / f"{spec.name}.yaml").is_file() and (d / "data" / f"{spec.name}.jsonl").is_file()
+    assert [t.capability for t in DEFAULT_TASKS] == ["math", "code", "language", "knowledge"]
+    assert HELDOUT_TASKS[0].capability == "heldout"
+
+
+def test_missing_task_names_task_and_location(tmp_path):
+    with pytest.raises(MissingTaskError, match=r"mm_nonexistent.*" + str(default_tasks_dir()).replace("\\", "\\\\")):
+        Evaluator([TaskSpec("mm_math", "math"), TaskSpec("mm_nonexistent", "x")])
+    with pytest.raises(MissingTaskError, match=str(tmp_path)):
+        Evaluator([TaskSpec("mm_math", "math")], tasks_dir=tmp_path)
+    # YAML present but its data file missing
+    shutil.copy(default_tasks_dir() / "mm_math.yaml", tmp_path / "mm_math.yaml")
+    with pytest.raises(MissingTaskError, match="data file"):
+        Evaluator([TaskSpec("mm_math", "math")], tasks_dir=tmp_path)
+
+
+def test_one_score_per_task_in_unit_interval(tiny, evaluator):
+    model, tokenizer = tiny
+    scores = evaluator.evaluate(model, tokenizer)
+    assert [s.task for s in scores] == [t.name for t in DEFAULT_TASKS]
+    for s, spec in zip(scores, DEFAULT_TASKS):
+        assert isinstance(s, BenchmarkScore)
+        assert s.metric == "acc" and s.capability == spec.capability
+        assert 0.0 <= s.value <= 1.0
+        assert s.stderr is None or s.stderr >= 0
+
+
+def test_other_metric_and_heldout_task(tiny):
+    model, tokenizer = tiny
+    ev = Evaluator([TaskSpec("mm_arith_words", "heldout", "acc_norm")], limit=8)
+    (score,) = ev.evaluate(model, tokenizer)
+    assert score.task == "mm_arith_words" and score.metric == "acc_norm" and 0 <= score.value <= 1
+
+
+def _record_loglikelihoods(monkeypatch) -> list[list[float]]:
+    from lm_eval.models.huggingface import HFLM
+
+    calls: list[list[float]] = []
+    original = HFLM.loglikelihood
+
+    def recording(self, requests, disable_tqdm: bool = False):
+        out = original(self, requests, disable_tqdm=disable_tqdm)
+        calls.append([float(ll) for ll, _ in out])
+        return out
+
+    monkeypatch.setattr(HFLM, "loglikelihood", recording)
+    return calls
+
+
+def test_in_place_weight_change_is_seen(tiny, evaluator, monkeypatch):
+    """No cache may answer for the old weights: perturb in place, scores come from the new weights."""
+    model, tokenizer = tiny
+    calls = _record_loglikelihoods(monkeypatch)
+    before_scores = evaluator.evaluate(model, tokenizer)
+    saved = {k: v.clone() for k, v in model.state_dict().items()}
+    try:
+        gen = torch.Generator().manual_seed(1)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn(p.shape, generator=gen) * 0.5)
+        after_scores = evaluator.evaluate(model, tokenizer)
+    finally:
+        with torch.no_grad():
+            for k, v in model.state_dict().items():
+                v.copy_(saved[k])
+    restored_scores = evaluator.evaluate(model, tokenizer)
+    assert len(calls) == 3 and len(calls[0]) == len(calls[1]) == 4 * 12 * len(DEFAULT_TASKS)
+    diffs = [abs(a - b) for a, b in zip(calls[0], calls[1])]
+    assert min(diffs) > 0, "some log-likelihoods did not change with the weights"
+    # restoring the weights restores the answers: evaluation is a pure function of the weights
+    assert calls[2] == pytest.approx(calls[0], abs=1e-4)
+    assert [s.value for s in restored_scores] == [s.value for s in before_scores]
+    assert [s.value for s in after_scores] != [s.value for s in before_scores] or max(diffs) > 0.1
+
+
+def test_prompt_token_cache_never_crosses_tokenizers(tiny, evaluator, monkeypatch):
+    """The evaluator reuses prompt token ids across calls; another tokenizer must get its own ids."""
+    model_a, tok_a = tiny
+    model_b, tok_b = _tiny_model_and_tokenizer(vocab_size=300, seed=3)
+    assert len(tok_b) != len(tok_a)
+    calls = _record_loglikelihoods(monkeypatch)
+    evaluator.evaluate(model_a, tok_a)
+    evaluator.evaluate(model_b, tok_b)  # shares the evaluator (and its caches) with tokenizer A's run
+    Evaluator(DEFAULT_TASKS, batch_size=32, limit=12).evaluate(model_b, tok_b)  # fresh evaluator
+    assert len(calls) == 3
+    assert calls[1] == pytest.approx(calls[2], abs=1e-4)
+    assert calls[1] != pytest.approx(calls[0], abs=1e-4)
+
+
+def test_no_network_and_any_working_directory(tiny, tmp_path, monkeypatch, no_network):
+    # the guard is live
+    with pytest.raises(_NetworkUsed):
+        socket.create_connection(("127.0.0.1", 9))
+    # a fresh copy of the tasks (new paths: no datasets cache hit) loaded from another working directory
+    tasks = tmp_path / "tasks"
+    shutil.copytree(default_tasks_dir(), tasks)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    model, tokenizer = tiny
+    ev = Evaluator(DEFAULT_TASKS, tasks_dir=Path("..") / "tasks", limit=4)
+    monkeypatch.chdir(tmp_path)  # the data paths were made absolute at construction
+    scores = ev.evaluate(model, tokenizer)
+    assert len(scores) == len(DEFAULT_TASKS)
+
+
+_FRESH_PROCESS = r'''
+import os, socket, sys
+for var in [v for v in os.environ if v.startswith(("HF_", "TRANSFORMERS_"))]:
+    del os.environ[var]
+os.environ["HF_HOME"] = sys.argv[1]  # empty cache: datasets must build from the local files
+
+def refuse(*args, **kwargs):
+    raise SystemExit("NETWORK ACCESS ATTEMPTED: %r" % (args[1:],))
+
+socket.socket.connect = refuse
+socket.socket.connect_ex = refuse
+socket.create_connection = refuse
+socket.getaddrinfo = refuse
+
+from mergemix_dagster.core.evaluate import Evaluator, TaskSpec  # sets the offline switches itself
+assert os.environ["HF_HUB_OFFLINE"] == "1" and os.environ["HF_DATASETS_OFFLINE"] == "1"
+ev = Evaluator([TaskSpec("mm_facts", "knowledge")], limit=2)
+import huggingface_hub.constants, datasets
+assert huggingface_hub.constants.HF_HUB_OFFLINE and datasets.config.HF_HUB_OFFLINE
+sys.path.insert(0, sys.argv[2])
+from test_evaluate import _tiny_model_and_tokenizer
+model, tok = _tiny_model_and_tokenizer()
+(score,) = ev.evaluate(model, tok)
+print("OK", score.value)
+'''
+
+
+def test_fresh_process_without_offline_env_never_touches_network(tmp_path):
+    """The module itself makes everything offline: no HF_* variables set, sockets refused, empty HF cache."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith(("HF_", "TRANSFORMERS_"))}
+    proc = subprocess.run(
+        [sys.executable, "-c", _FRESH_PROCESS, str(tmp_path / "hf"), str(Path(__file__).parent)],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-2000:]
+    assert "OK" in proc.stdout
+    assert "NETWORK ACCESS ATTEMPTED" not in proc.stderr + proc.stdout
