@@ -13,7 +13,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install run test smoke ui bench clean
+.PHONY: install run stages test smoke ui bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,12 @@ install: $(STAMP)
 run: install
 	mkdir -p $(DAGSTER_HOME)
 	$(BIN)/mergemix run
+
+# A second stage: mid-train s0's base on its chosen mixture, re-optimize from that checkpoint, compare.
+stages: install
+	$(BIN)/mergemix midtrain --from-stage s0 --name s1
+	$(BIN)/mergemix run --stage s1
+	$(BIN)/mergemix compare
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -100,6 +100,57 @@ def cmd_stage_add(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_midtrain(args: argparse.Namespace) -> int:
+    """Continue training a stage's base on its chosen mixture: the real run MergeMix hands off to.
+
+    On the embedded default this makes the mid-training checkpoint that becomes the next stage.
+    """
+    from pathlib import Path
+
+    from .assets.base import recipe_from
+    from .assets.loading import base_checkpoint, corpus_documents
+    from .core.corpora import tokenize_documents
+    from .core.mixture import Mixture
+    from .core.model import load_checkpoint, save_checkpoint
+    from .core.train import train
+    from .resources import CheckpointStore, EvaluationDatabase
+
+    settings, _ = _settings_and_defs(args.config)
+    store = CheckpointStore(root=settings.store_uri)
+    rows = EvaluationDatabase(path=settings.database_path).query(
+        "SELECT domain, weight FROM chosen_mixture WHERE stage = ?", [args.from_stage]
+    )
+    if rows.empty:
+        raise MergeMixError(f"stage {args.from_stage!r} has no chosen mixture yet: run `mergemix run` first")
+    mixture = Mixture.from_dict(dict(zip(rows["domain"], rows["weight"])), settings.domain_names)
+    watch = Path(settings.stages.watch or settings.home_path / "checkpoints")
+    out = watch / args.name
+    if out.exists():
+        raise MergeMixError(f"{out} already exists; choose another --name")
+    model, tokenizer = load_checkpoint(base_checkpoint(store, args.from_stage)[0])
+    streams = {d: tokenize_documents(corpus_documents(store, d)[0], tokenizer) for d in settings.domain_names}
+    recipe = recipe_from(settings.experts.model_copy(update={"tokens": args.tokens}))
+    print(f"mid-training {args.from_stage} on {mixture.label()} for {args.tokens:,} tokens")
+    report = train(model, streams, mixture, recipe)
+    save_checkpoint(model, tokenizer, out)
+    print(f"checkpoint {out} (loss {report.final_loss:.3f}, {report.seconds:.0f} s)")
+    if not args.no_register:
+        args.checkpoint, args.force = str(out), False
+        return cmd_stage_add(args)
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .pipeline import dagster_instance, run_report
+
+    settings, defs = _settings_and_defs(args.config)
+    run_report(defs, dagster_instance(settings))
+    path = settings.home_path / "stage_comparison.json"
+    print(path.read_text() if path.exists() else "no chosen mixtures yet")
+    print(f"plot: {settings.home_path / 'stage_comparison.png'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mergemix",
@@ -127,6 +178,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add.add_argument("--force", action="store_true", help="re-point an existing stage to another checkpoint")
     add.set_defaults(func=cmd_stage_add)
+
+    midtrain = sub.add_parser("midtrain", help="train a stage's base on its chosen mixture; register the result as a stage")
+    midtrain.add_argument("--from-stage", default="s0", help="stage whose base and chosen mixture to use")
+    midtrain.add_argument("--name", required=True, help="name of the new stage / checkpoint folder, e.g. s1")
+    midtrain.add_argument("--tokens", type=int, default=250_000, help="tokens to train (default 250000)")
+    midtrain.add_argument("--no-register", action="store_true", help="only write the checkpoint")
+    midtrain.set_defaults(func=cmd_midtrain)
+
+    compare = sub.add_parser("compare", help="compare the chosen mixtures of all stages (table, plot)")
+    compare.set_defaults(func=cmd_compare)
     return parser
 
 

@@ -12,8 +12,11 @@ from typing import Callable
 
 import dagster as dg
 
-from .partitions import STAGE_PARTITIONS_NAME, expert_partition_key
+from .partitions import STAGE_PARTITIONS_NAME
 from .settings import Settings
+from .staleness import next_runs, stage_status
+
+STAGE_TAG = "mergemix/stage"
 
 
 def dagster_instance(settings: Settings) -> dg.DagsterInstance:
@@ -32,38 +35,39 @@ def register_stage(instance: dg.DagsterInstance, stage: str) -> bool:
     return True
 
 
-def stage_plan(settings: Settings, stage: str, include_foundation: bool = True) -> list[tuple[str, object]]:
-    """(job name, partition key) pairs that materialize everything a stage needs, in order."""
-    plan: list[tuple[str, object]] = []
-    if include_foundation:
-        plan.append(("foundation_job", None))
-        plan += [("corpora_job", d) for d in settings.domain_names]
-    plan.append(("stage_base_job", stage))
-    plan += [("experts_job", expert_partition_key(d, stage)) for d in settings.domain_names]
-    plan.append(("optimize_job", stage))
-    return plan
-
-
 def run_stage(
     defs: dg.Definitions,
     settings: Settings,
     instance: dg.DagsterInstance,
     stage: str,
     on_step: Callable[[str, object, float], None] | None = None,
+    max_layers: int = 12,
 ) -> dict[str, float]:
-    """Materialize every asset of ``stage``; returns seconds per job. Raises on the first failed run."""
+    """Materialize whatever ``stage`` is missing or stale, layer by layer; returns seconds per job.
+
+    Fresh partitions are skipped, so a rerun after an interruption picks up where it stopped and a
+    second stage reuses the corpora and tokenizer of the first. Raises on the first failed run.
+    """
     import time
 
     register_stage(instance, stage)
     timings: dict[str, float] = {}
-    for job_name, partition in stage_plan(settings, stage):
-        start = time.perf_counter()
-        job = defs.resolve_job_def(job_name)
-        result = job.execute_in_process(instance=instance, partition_key=partition, raise_on_error=True)
-        if not result.success:  # pragma: no cover - raise_on_error raises first
-            raise RuntimeError(f"{job_name} [{partition}] failed")
-        elapsed = time.perf_counter() - start
-        timings[job_name] = timings.get(job_name, 0.0) + elapsed
-        if on_step:
-            on_step(job_name, partition, elapsed)
-    return timings
+    for _ in range(max_layers):
+        plan = next_runs(stage_status(instance, defs, settings.domain_names, stage))
+        if not plan:
+            return timings
+        for job_name, partition in plan:
+            start = time.perf_counter()
+            job = defs.resolve_job_def(job_name)
+            job.execute_in_process(
+                instance=instance, partition_key=partition, raise_on_error=True, tags={STAGE_TAG: stage}
+            )
+            elapsed = time.perf_counter() - start
+            timings[job_name] = timings.get(job_name, 0.0) + elapsed
+            if on_step:
+                on_step(job_name, partition, elapsed)
+    raise RuntimeError(f"stage {stage!r} still not fresh after {max_layers} layers: {stage_status(instance, defs, settings.domain_names, stage).not_fresh()}")
+
+
+def run_report(defs: dg.Definitions, instance: dg.DagsterInstance) -> None:
+    defs.resolve_job_def("report_job").execute_in_process(instance=instance, raise_on_error=True)

@@ -11,12 +11,12 @@ from .assets.corpora import source_fingerprint
 from .assets.layout import content_version, stage_registration
 from .jobs import ALL_JOBS
 from .partitions import stage_partitions
+from .pipeline import STAGE_TAG
 from .resources import CheckpointStore
 from .resources.settings import PipelineSettings
 from .settings import Settings
 from .staleness import latest_stage, next_runs, stage_status
 
-STAGE_TAG = "mergemix/stage"
 
 
 def discover_checkpoints(watch: str) -> dict[str, str]:

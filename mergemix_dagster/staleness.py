@@ -32,6 +32,7 @@ class Status(str, Enum):
 @dataclass(frozen=True)
 class StageStatus:
     stage: str
+    foundation: dict[str, Status]  # general corpus and tokenizer (unpartitioned)
     corpora: dict[str, Status]
     base: Status
     experts: dict[str, Status]
@@ -42,7 +43,8 @@ class StageStatus:
         return all(s is Status.FRESH for s in self.all().values())
 
     def all(self) -> dict[str, Status]:
-        out = {f"domain_corpus[{d}]": s for d, s in self.corpora.items()}
+        out = dict(self.foundation)
+        out |= {f"domain_corpus[{d}]": s for d, s in self.corpora.items()}
         out[f"stage_base[{self.stage}]"] = self.base
         out |= {f"expert_checkpoint[{d}|{self.stage}]": s for d, s in self.experts.items()}
         out |= {f"{a}[{self.stage}]": s for a, s in self.downstream.items()}
@@ -76,8 +78,10 @@ def _after(upstream: list[Status], own: Status) -> Status:
 
 def stage_status(instance: dg.DagsterInstance, defs: dg.Definitions, domains: tuple[str, ...], stage: str) -> StageStatus:
     r = _resolver(instance, defs)
+    general = _direct(r, "general_corpus", None)
+    foundation = {"general_corpus": general, "base_tokenizer": _after([general], _direct(r, "base_tokenizer", None))}
     corpora = {d: _direct(r, "domain_corpus", d) for d in domains}
-    base = _direct(r, "stage_base", stage)
+    base = _after(list(foundation.values()), _direct(r, "stage_base", stage))
     experts = {
         d: _after([corpora[d], base], _direct(r, "expert_checkpoint", str(expert_partition_key(d, stage))))
         for d in domains
@@ -87,11 +91,13 @@ def stage_status(instance: dg.DagsterInstance, defs: dg.Definitions, domains: tu
     for asset in OPTIMIZE_ASSETS:
         downstream[asset] = _after(upstream, _direct(r, asset, stage))
         upstream = [downstream[asset]]
-    return StageStatus(stage, corpora, base, experts, downstream)
+    return StageStatus(stage, foundation, corpora, base, experts, downstream)
 
 
 def next_runs(status: StageStatus) -> list[tuple[str, object]]:
     """(job name, partition key) of the first layer that is not fresh; empty when the stage is fresh."""
+    if any(s is not Status.FRESH for s in status.foundation.values()):
+        return [("foundation_job", None)]
     if any(s is not Status.FRESH for s in status.corpora.values()):
         return [("corpora_job", d) for d, s in status.corpora.items() if s is not Status.FRESH]
     if status.base is not Status.FRESH:

@@ -87,6 +87,20 @@ def test_local_incomplete_directory_is_not_seen(tmp_path):
     assert (store.get_dir("stages/s0/experts/math/v1") / "sub" / "weights.bin").exists()
 
 
+def test_local_path_for_in_place_writes(tmp_path):
+    store = CheckpointStore(root=str(tmp_path / "store"))
+    p = store.local_path("stages/s0/tmp/x.bin")
+    assert p == (tmp_path / "store" / "stages" / "s0" / "tmp" / "x.bin").absolute()
+    assert str(p) == store.uri("stages/s0/tmp/x.bin")
+    p.parent.mkdir(parents=True)
+    p.write_bytes(b"in place")
+    assert store.exists("stages/s0/tmp/x.bin")
+    with pytest.raises(StoreError):
+        store.local_path("../outside")
+    with pytest.raises(StoreError, match="s3://bucket/pre/k"):
+        CheckpointStore(root="s3://bucket/pre").local_path("k")
+
+
 def test_bad_keys_and_fetch_external_local(tmp_path):
     store = CheckpointStore(root=str(tmp_path / "store"))
     with pytest.raises(StoreError):

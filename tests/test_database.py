@@ -39,6 +39,20 @@ def test_fresh_database_has_schema_and_empty_frames(tmp_path):
     assert not (tmp_path / "never-created.duckdb").exists()
 
 
+def test_ensure_schema_is_idempotent_on_any_connection():
+    import duckdb
+
+    con = duckdb.connect(":memory:")
+    EvaluationDatabase.ensure_schema(con)
+    EvaluationDatabase.ensure_schema(con)
+    tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+    assert {"evaluations", "chosen_mixture"} <= tables
+    cols = dict(con.execute("SELECT column_name, data_type FROM information_schema.columns "
+                            "WHERE table_name = 'evaluations'").fetchall())
+    assert cols["alpha"] == "MAP(VARCHAR, DOUBLE)" and cols["evaluated_at"] == "TIMESTAMP"
+    con.close()
+
+
 def test_upsert_is_idempotent_and_updates(tmp_path):
     db = EvaluationDatabase(path=str(tmp_path / "db.duckdb"))
     assert db.upsert_evaluations(_rows(0.5)) == 4

@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from mergemix_dagster.core.designs import sample_simplex, seed_design
+from mergemix_dagster.core.designs import coarse_grid, sample_simplex, seed_design
 from mergemix_dagster.core.errors import ConfigError
 from mergemix_dagster.core.mixture import Mixture
 from mergemix_dagster.core.search import (
@@ -67,6 +67,19 @@ def test_seed_design_small_n_keeps_priority_and_priors_dedup():
     assert [m.weights for m in two] == [(1.0, 0.0), (0.0, 1.0), (0.5, 0.5)]
     with pytest.raises(ConfigError):
         seed_design(DOMAINS, 0)
+
+
+def test_coarse_grid_counts_and_multiples():
+    g = coarse_grid(4, 10)
+    assert g.shape == (286, 4)  # C(13, 3)
+    np.testing.assert_allclose(g.sum(axis=1), 1.0, atol=1e-12)
+    assert (g >= 0).all()
+    np.testing.assert_allclose(g * 10, np.round(g * 10), atol=1e-9)
+    assert len({tuple(r) for r in np.round(g * 10).astype(int)}) == 286
+    assert coarse_grid(3, 2).tolist() == [[0.0, 0.0, 1.0], [0.0, 0.5, 0.5], [0.0, 1.0, 0.0],
+                                          [0.5, 0.0, 0.5], [0.5, 0.5, 0.0], [1.0, 0.0, 0.0]]
+    with pytest.raises(ConfigError):
+        coarse_grid(4, 0)
 
 
 class QuadraticSurrogates:

@@ -1,7 +1,6 @@
 """Software-defined assets, one module per pipeline stage: corpora → base → experts → candidates →
 evaluations → surrogates → mixture."""
 
-from __future__ import annotations
 
 import dagster as dg
 

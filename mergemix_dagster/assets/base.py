@@ -1,6 +1,5 @@
 """The tokenizer and the per-stage base checkpoint that every expert of that stage starts from."""
 
-from __future__ import annotations
 
 import tempfile
 from dataclasses import asdict

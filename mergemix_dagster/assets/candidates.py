@@ -5,7 +5,6 @@ memory. What is stored is the recipe — α, the expert and base fingerprints, t
 enough to rebuild any candidate exactly (``mergemix merge`` writes one to disk on demand).
 """
 
-from __future__ import annotations
 
 import dagster as dg
 

@@ -1,6 +1,5 @@
 """Domain corpora (one partition per domain) and the general corpus used for the tokenizer and base."""
 
-from __future__ import annotations
 
 import os
 import tempfile

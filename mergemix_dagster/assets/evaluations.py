@@ -5,7 +5,6 @@ a rerun skips candidates whose rows already carry the same model fingerprint, so
 resumes where it stopped and a finished one costs nothing.
 """
 
-from __future__ import annotations
 
 import time
 

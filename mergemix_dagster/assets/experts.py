@@ -1,6 +1,5 @@
 """Expert checkpoints: one per domain × stage, trained from the stage base with a constant LR, short horizon."""
 
-from __future__ import annotations
 
 import tempfile
 from pathlib import Path

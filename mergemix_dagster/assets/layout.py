@@ -5,7 +5,6 @@ Artifacts are written once under a key that contains the hash of their inputs
 ``current.json`` pointer per slot names the version downstream assets use.
 """
 
-from __future__ import annotations
 
 import hashlib
 import json

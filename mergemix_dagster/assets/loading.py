@@ -1,6 +1,5 @@
 """Reading upstream artifacts through their pointers (shared by the asset modules)."""
 
-from __future__ import annotations
 
 from pathlib import Path
 

@@ -5,7 +5,6 @@ the best seed candidate actually measured, that candidate is chosen instead (and
 a demanding user wants the best *measured* mixture, never a prediction that did not hold up.
 """
 
-from __future__ import annotations
 
 import dagster as dg
 import numpy as np

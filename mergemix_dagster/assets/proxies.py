@@ -1,6 +1,5 @@
 """A stage's merged proxies, ready to score: one loaded model, its experts' deltas, one evaluator."""
 
-from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timezone

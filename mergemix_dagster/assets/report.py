@@ -5,7 +5,6 @@ experts and scored, so "utility lost" is measured, not predicted: utility(new mi
 mixture), both verified at the new stage and normalized with the new stage's seed-score scale.
 """
 
-from __future__ import annotations
 
 import json
 

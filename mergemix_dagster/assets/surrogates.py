@@ -1,6 +1,5 @@
 """Surrogate models of a stage: one LightGBM regressor per capability, α -> capability score."""
 
-from __future__ import annotations
 
 import tempfile
 from pathlib import Path

@@ -134,6 +134,16 @@ class CheckpointStore(dg.ConfigurableResource):
             return f"s3://{bucket}/{k}"
         return str(self._local_root() / _clean_key(key))
 
+    def local_path(self, key: str) -> Path:
+        """The local path of ``key`` (for writing in place); only for local roots, ``StoreError`` for S3.
+
+        Nothing is checked or created: a directory written here is complete for ``exists``/``get_dir``
+        only once its ``_COMPLETE`` marker is written (prefer ``put_dir``, which stages and renames).
+        """
+        if self.is_s3:
+            raise StoreError(f"{self.uri(key)} is in S3: there is no local path to write in place")
+        return self._local_root() / _clean_key(key)
+
     # ------------------------------------------------------------ S3 helpers
     def _s3_head(self, client, bucket: str, key: str) -> dict | None:
         from botocore.exceptions import ClientError

@@ -118,6 +118,12 @@ class EvaluationDatabase(dg.ConfigurableResource):
     path: str = ".mergemix/mergemix.duckdb"
     lock_timeout_s: float = 30.0
 
+    # --------------------------------------------------------------- schema
+    @staticmethod
+    def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
+        """Create ``evaluations`` and ``chosen_mixture`` if missing (idempotent; ``connect`` calls it)."""
+        conn.execute(SCHEMA)
+
     # -------------------------------------------------------------- connect
     @contextmanager
     def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -131,7 +137,7 @@ class EvaluationDatabase(dg.ConfigurableResource):
         if read_only and not path.exists():
             con = duckdb.connect(":memory:")
             try:
-                con.execute(SCHEMA)
+                self.ensure_schema(con)
                 yield con
             finally:
                 con.close()
@@ -156,7 +162,7 @@ class EvaluationDatabase(dg.ConfigurableResource):
                 delay = min(delay * 2, 1.0)
         try:
             if not read_only:
-                con.execute(SCHEMA)
+                self.ensure_schema(con)
             yield con
         finally:
             con.close()
