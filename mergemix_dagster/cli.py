@@ -33,7 +33,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     def on_step(job: str, partition, seconds: float) -> None:
         print(f"  {job:<16} {str(partition or '-'):<14} {seconds:7.1f} s", flush=True)
 
-    timings = run_stage(defs, settings, instance, stage, on_step=on_step)
+    timings = run_stage(defs, settings, instance, stage, on_step=on_step, log_level=args.log_level)
     print("\nStage timings (s): " + ", ".join(f"{k}={v:.1f}" for k, v in timings.items()))
     _print_mixture(settings, stage)
     return 0
@@ -163,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="materialize every asset of a stage and print the chosen mixture")
     run.add_argument("--stage", default="", help="stage to optimize (default: the initial stage, s0)")
+    run.add_argument("--log-level", default="WARNING", help="Dagster console log level (DEBUG, INFO, WARNING)")
     run.set_defaults(func=cmd_run)
 
     show = sub.add_parser("show", help="print the chosen mixture of every stage")
@@ -194,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("lm_eval").setLevel(logging.ERROR)
     try:
         return args.func(args)
     except MergeMixError as exc:

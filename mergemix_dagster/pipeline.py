@@ -42,6 +42,7 @@ def run_stage(
     stage: str,
     on_step: Callable[[str, object, float], None] | None = None,
     max_layers: int = 12,
+    log_level: str = "INFO",
 ) -> dict[str, float]:
     """Materialize whatever ``stage`` is missing or stale, layer by layer; returns seconds per job.
 
@@ -60,7 +61,11 @@ def run_stage(
             start = time.perf_counter()
             job = defs.resolve_job_def(job_name)
             job.execute_in_process(
-                instance=instance, partition_key=partition, raise_on_error=True, tags={STAGE_TAG: stage}
+                instance=instance,
+                partition_key=partition,
+                raise_on_error=True,
+                tags={STAGE_TAG: stage},
+                run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
             )
             elapsed = time.perf_counter() - start
             timings[job_name] = timings.get(job_name, 0.0) + elapsed

@@ -12,8 +12,9 @@ No renormalisation or scaling. At a vertex of the simplex (α_k = 1, all others 
 tensor is returned unchanged: Θ_base + (Θ_k − Θ_base) is not always bit-equal to Θ_k in floating
 point, but a vertex must reproduce the expert exactly.
 
-``prepare`` only stacks the experts in their own dtype (no precision lost, K × the tensor in
-memory); the deltas are formed in ``combine``.
+``prepare`` keeps references to the experts in their own dtype (no copy, no precision lost); the
+deltas are formed in ``combine`` one at a time and accumulated in place, so a merge holds one
+running sum and one delta beyond its inputs.
 """
 
 from __future__ import annotations
@@ -23,21 +24,27 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from .base import MergeMethodBase, accumulate, compute_dtype, register, vertex_index
+from .base import MergeMethodBase, compute_dtype, register, vertex_index
 
 
 @register
 class Linear(MergeMethodBase):
     name = "linear"
 
-    def prepare(self, name: str, base: Tensor, experts: Sequence[Tensor], keys: Sequence[str] | None = None) -> Tensor:
-        return torch.stack([e.to(device=base.device) for e in experts])  # (K, *shape), expert dtype
+    def prepare(
+        self, name: str, base: Tensor, experts: Sequence[Tensor], keys: Sequence[str] | None = None
+    ) -> tuple[Tensor, ...]:
+        return tuple(e.to(device=base.device) for e in experts)
 
-    def combine(self, name: str, base: Tensor, prepared: Tensor, weights: Sequence[float]) -> Tensor:
+    def combine(self, name: str, base: Tensor, prepared: Sequence[Tensor], weights: Sequence[float]) -> Tensor:
         k = vertex_index(weights)
         if k is not None:
             return prepared[k].to(dtype=base.dtype, copy=True)
         c = compute_dtype(base)
         b = base.to(c)
-        terms = [float(a) * (prepared[i].to(c) - b) for i, a in enumerate(weights)]
-        return (b + accumulate(terms)).to(base.dtype)
+        total = None
+        for i, a in enumerate(weights):
+            delta = prepared[i].to(c) - b
+            delta.mul_(float(a))  # same value as float(a) * delta, without another temporary
+            total = delta if total is None else total.add_(delta)
+        return total.add_(b).to(base.dtype)
