@@ -59,6 +59,7 @@ def smoke_run(session_dir, pipeline_config):
 
     settings = load_settings(str(pipeline_config))
     defs = build_definitions(settings, config=str(pipeline_config))
+    os.makedirs(f"{session_dir}/dagster", exist_ok=True)
     with dg.instance_for_test(temp_dir=f"{session_dir}/dagster") as instance:
         timings = run_stage(defs, settings, instance, "s0")
         yield settings, defs, instance, timings

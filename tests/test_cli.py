@@ -42,7 +42,7 @@ def test_dagster_asset_materialize_whole_graph_on_smoke_config(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "smoke materialize OK" in proc.stdout
     con = duckdb.connect(str(tmp_path / "home" / "mergemix.duckdb"), read_only=True)
-    n_seed = con.sql("SELECT count(*) FROM evaluations WHERE kind = 'seed'").fetchone()[0]
+    n_seed = con.execute("SELECT count(*) FROM evaluations WHERE kind = 'seed'").fetchall()[0][0]
     assert n_seed == 8 * 4  # smoke: 8 candidates x 4 tasks
-    weights = [w for (w,) in con.sql("SELECT weight FROM chosen_mixture WHERE stage = 's0'").fetchall()]
+    weights = [w for (w,) in con.execute("SELECT weight FROM chosen_mixture WHERE stage = 's0'").fetchall()]
     assert len(weights) == 4 and min(weights) >= 0 and abs(sum(weights) - 1) < 1e-9

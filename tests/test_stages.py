@@ -81,12 +81,12 @@ def test_sensor_registers_a_new_checkpoint_once(staged):
     watch = Path(settings.stages.watch)
     shutil.copytree(expert_checkpoint_dir(store, "s0", "math")[0], watch / "s1")
     sensor = defs.resolve_sensor_def("stage_checkpoint_sensor")
-    with dg.build_sensor_context(instance=instance, definitions=defs) as context:
+    with dg.build_sensor_context(instance=instance, definitions=defs, resources=defs.resources) as context:
         result = sensor(context)
     assert [r.partition_key for r in result.run_requests] == ["s1"]
     assert result.run_requests[0].job_name == "stage_base_job"
     instance.add_dynamic_partitions("stage", ["s1"])  # what the daemon does with the sensor's request
-    with dg.build_sensor_context(instance=instance, definitions=defs) as context:
+    with dg.build_sensor_context(instance=instance, definitions=defs, resources=defs.resources) as context:
         again = sensor(context)
     assert isinstance(again, dg.SkipReason) or not again.run_requests
     assert latest_stage(instance) == "s1"
@@ -111,7 +111,7 @@ def _schedule_requests(defs, instance) -> list[tuple[str, str]]:
     requests = []
     for name in ("reoptimize_corpora", "reoptimize_stage_base", "reoptimize_experts", "reoptimize_optimize"):
         schedule = defs.resolve_schedule_def(name)
-        with dg.build_schedule_context(instance=instance, repository_def=defs.get_repository_def()) as context:
+        with dg.build_schedule_context(instance=instance, repository_def=defs.get_repository_def(), resources=defs.resources) as context:
             result = schedule.evaluate_tick(context)
         requests += [(schedule.job_name, r.partition_key) for r in result.run_requests or []]
     return requests
@@ -120,10 +120,20 @@ def _schedule_requests(defs, instance) -> list[tuple[str, str]]:
 def test_schedule_targets_only_missing_or_stale_partitions_of_latest_stage(staged):
     settings, defs, instance, _ = staged
     assert _schedule_requests(defs, instance) == []  # everything fresh
-    # Forget one expert of the latest stage: the schedules must ask for exactly that partition.
-    instance.wipe_asset_partitions(dg.AssetKey("expert_checkpoint"), [str(expert_partition_key("code", "s1"))])
-    assert _schedule_requests(defs, instance) == [("experts_job", "code|s1")]
-    _drive_stage(defs, settings, instance, "s1")
+    # A third stage with its base and one expert already made: only the other experts are missing.
+    from mergemix_dagster.pipeline import register_stage
+    from mergemix_dagster.resources import CheckpointStore
+
+    store = CheckpointStore(root=settings.store_uri)
+    store.put_json("stages/s2/registration.json", {"stage": "s2", "checkpoint": str(Path(settings.stages.watch) / "s1")})
+    register_stage(instance, "s2")
+    assert _schedule_requests(defs, instance) == [("stage_base_job", "s2")]
+    _run_requests(defs, instance, [dg.RunRequest(job_name="stage_base_job", partition_key="s2")])
+    _run_requests(defs, instance, [dg.RunRequest(job_name="experts_job", partition_key="math|s2")])
+    requests = _schedule_requests(defs, instance)
+    assert sorted(requests) == sorted(("experts_job", f"{d}|s2") for d in settings.domain_names if d != "math")
+    _drive_stage(defs, settings, instance, "s2")
+    assert stage_status(instance, defs, settings.domain_names, "s1").fresh  # earlier stage untouched
 
 
 def test_corpus_edit_makes_only_that_domains_experts_stale(staged):
@@ -134,20 +144,20 @@ def test_corpus_edit_makes_only_that_domains_experts_stale(staged):
     write_corpus(docs[: len(docs) // 2] + ["### Instruction:\nSay hello.\n### Response:\nhello"], corpus)
 
     sensor = defs.resolve_sensor_def("corpus_change_sensor")
-    with dg.build_sensor_context(instance=instance, definitions=defs) as context:
+    with dg.build_sensor_context(instance=instance, definitions=defs, resources=defs.resources) as context:
         requests = sensor(context)
     assert [(r.job_name, r.partition_key) for r in requests] == [("corpora_job", "sft")]
     _run_requests(defs, instance, requests)
 
-    for stage in ("s0", "s1"):
+    for stage in ("s0", "s1", "s2"):
         status = stage_status(instance, defs, settings.domain_names, stage)
         assert {d for d, s in status.experts.items() if s is not Status.FRESH} == {"sft"}
         assert all(s is Status.STALE for s in status.downstream.values())
         assert status.base is Status.FRESH
 
     before = _last_storage_id(instance)
-    _drive_stage(defs, settings, instance, "s1")
+    _drive_stage(defs, settings, instance, latest_stage(instance))
     made = _materializations(instance, before)
     experts = [p for a, p in made if a == "expert_checkpoint"]
-    assert experts == [str(expert_partition_key("sft", "s1"))]
+    assert experts == [str(expert_partition_key("sft", "s2"))]
     assert {a for a, _ in made} == {"expert_checkpoint", *STAGE_ASSETS[1:]}
