@@ -22,8 +22,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-run: install
+$(DAGSTER_HOME)/dagster.yaml:
 	mkdir -p $(DAGSTER_HOME)
+	printf 'telemetry:\n  enabled: false\n' > $@
+
+run: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/mergemix run
 
 # A second stage: mid-train s0's base on its chosen mixture, re-optimize from that checkpoint, compare.
@@ -38,8 +41,7 @@ test: install
 smoke: install
 	bash scripts/smoke_materialize.sh
 
-ui: install
-	mkdir -p $(DAGSTER_HOME)
+ui: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster dev
 
 bench: install

@@ -68,8 +68,16 @@ def cmd_show(args: argparse.Namespace) -> int:
     rows = db.query("SELECT stage, domain, weight, predicted_utility, verified_utility FROM chosen_mixture ORDER BY stage, domain")
     if args.json:
         print(json.dumps(rows.to_dict("records"), indent=2, default=str))
-    else:
-        print(rows.to_string(index=False) if not rows.empty else "no chosen mixtures yet")
+        return 0
+    print(rows.to_string(index=False) if not rows.empty else "no chosen mixtures yet")
+    from .assets.evaluations import expert_vs_base_markdown
+
+    for stage in sorted(set(rows["stage"])) if not rows.empty else []:
+        frame = db.evaluations(stage)
+        frame = frame[frame["kind"].isin(["seed", "base"])]
+        print(f"\nExperts vs base on their own capability, stage {stage}:\n{expert_vs_base_markdown(settings, frame)[0]}")
+        spread = frame[frame["kind"] == "seed"].groupby("task")["value"].agg(["min", "mean", "max"])
+        print(f"\nSeed candidates' scores by task, stage {stage}:\n{spread.to_markdown(floatfmt='.3f')}")
     return 0
 
 
@@ -196,6 +204,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("lm_eval").setLevel(logging.ERROR)
+    try:  # keep the terminal to our own progress lines
+        import transformers
+
+        transformers.utils.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
+    except Exception:  # pragma: no cover - cosmetic only
+        pass
     try:
         return args.func(args)
     except MergeMixError as exc:

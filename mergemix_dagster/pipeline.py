@@ -23,6 +23,9 @@ def dagster_instance(settings: Settings) -> dg.DagsterInstance:
     """The instance under ``$DAGSTER_HOME``, or ``<home>/dagster`` when it is unset."""
     home = os.environ.get("DAGSTER_HOME") or str(settings.home_path / "dagster")
     Path(home).mkdir(parents=True, exist_ok=True)
+    config = Path(home) / "dagster.yaml"
+    if not config.exists():  # nothing here may phone home
+        config.write_text("telemetry:\n  enabled: false\n")
     os.environ["DAGSTER_HOME"] = home
     return dg.DagsterInstance.get()
 
