@@ -77,5 +77,9 @@ def run_stage(
     raise RuntimeError(f"stage {stage!r} still not fresh after {max_layers} layers: {stage_status(instance, defs, settings.domain_names, stage).not_fresh()}")
 
 
-def run_report(defs: dg.Definitions, instance: dg.DagsterInstance) -> None:
-    defs.resolve_job_def("report_job").execute_in_process(instance=instance, raise_on_error=True)
+def run_report(defs: dg.Definitions, instance: dg.DagsterInstance, log_level: str = "WARNING") -> None:
+    defs.resolve_job_def("report_job").execute_in_process(
+        instance=instance,
+        raise_on_error=True,
+        run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
+    )
