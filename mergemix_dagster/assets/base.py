@@ -79,21 +79,24 @@ def build_base_assets(parts: PipelinePartitions) -> list[dg.AssetsDefinition]:
     @dg.asset(group_name="base", code_version=BASE_CODE_VERSION, deps=["general_corpus"], kinds={"huggingface"})
     def base_tokenizer(settings: PipelineSettings, store: CheckpointStore) -> dg.MaterializeResult:
         """BPE tokenizer trained on the general corpus (embedded base) or taken from the user's base model."""
-        s = settings.get()
-        with tempfile.TemporaryDirectory() as tmp:
-            if s.model.base == "embedded":
-                docs, fingerprint = corpus_documents(store, "general")
-                tokenizer = train_tokenizer(docs, s.model.vocab_size)
-                version = layout.content_version({"corpus": fingerprint, "vocab": s.model.vocab_size})
-            else:
-                from transformers import AutoTokenizer
+        from transformers import AutoTokenizer
 
+        s = settings.get()
+        if s.model.base == "embedded":
+            general = read_pointer(store, layout.corpus_pointer("general"), "the general corpus")
+            version = layout.content_version({"corpus": general["fingerprint"], "vocab": s.model.vocab_size})
+        else:
+            version = layout.content_version({"base": s.model.base})
+        key = f"{layout.TOKENIZER}/{version}"
+        if not store.exists(key):  # train (or fetch) only when no tokenizer with these inputs is stored
+            if s.model.base == "embedded":
+                tokenizer = train_tokenizer(corpus_documents(store, "general")[0], s.model.vocab_size)
+            else:
                 tokenizer = AutoTokenizer.from_pretrained(s.model.base)
-                version = layout.content_version({"base": s.model.base})
-            key = f"{layout.TOKENIZER}/{version}"
-            if not store.exists(key):
+            with tempfile.TemporaryDirectory() as tmp:
                 tokenizer.save_pretrained(tmp)
                 store.put_dir(Path(tmp), key)
+        tokenizer = AutoTokenizer.from_pretrained(str(store.get_dir(key)))
         store.put_json(TOKENIZER_POINTER, {"key": key, "fingerprint": version}, overwrite=True)
         return dg.MaterializeResult(
             metadata={"vocab_size": dg.MetadataValue.int(len(tokenizer)), "uri": store.uri(key)},
