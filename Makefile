@@ -13,7 +13,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install run stages test smoke ui bench clean
+.PHONY: install run validate stages test smoke ui bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ $(DAGSTER_HOME)/dagster.yaml:
 
 run: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/mergemix run
+
+# Proxy fidelity study of s0 (reference runs on real mixtures vs merged proxies); runs `run` first if needed.
+validate: install $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/mergemix validate
 
 # A second stage: mid-train s0's base on its chosen mixture, re-optimize from that checkpoint, compare.
 stages: install

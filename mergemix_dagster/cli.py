@@ -148,6 +148,25 @@ def cmd_midtrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_validate(args: argparse.Namespace) -> int:
+    from .pipeline import dagster_instance, run_validation
+
+    settings, defs = _settings_and_defs(args.config)
+    stage = args.stage or settings.initial_stage
+    v = settings.validation
+    print(
+        f"mergemix: validating stage {stage!r}: {v.n_mixtures} mixtures + {len(v.dual_alphas)} dual-capability points "
+        f"trained with the expert recipe ({settings.experts.tokens:,} tokens each), {v.quality_seeds} seed(s) per "
+        "mixture-quality arm; finished runs are reused",
+        flush=True,
+    )
+    seconds = run_validation(defs, settings, dagster_instance(settings), stage, log_level=args.log_level)
+    report = settings.home_path / "validation" / stage / "report.md"
+    print(report.read_text())
+    print(f"validation job: {seconds:.0f} s; report {report}; plots in {report.parent}")
+    return 0
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from .pipeline import dagster_instance, run_report
 
@@ -194,6 +213,14 @@ def build_parser() -> argparse.ArgumentParser:
     midtrain.add_argument("--tokens", type=int, default=250_000, help="tokens to train (default 250000)")
     midtrain.add_argument("--no-register", action="store_true", help="only write the checkpoint")
     midtrain.set_defaults(func=cmd_midtrain)
+
+    validate = sub.add_parser(
+        "validate",
+        help="proxy-fidelity study: train reference models on real mixtures, compare with merged proxies",
+    )
+    validate.add_argument("--stage", default="", help="stage to validate (default: the initial stage, s0)")
+    validate.add_argument("--log-level", default="INFO", help="Dagster console log level (DEBUG, INFO, WARNING)")
+    validate.set_defaults(func=cmd_validate)
 
     compare = sub.add_parser("compare", help="compare the chosen mixtures of all stages (table, plot)")
     compare.set_defaults(func=cmd_compare)

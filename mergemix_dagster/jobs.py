@@ -31,8 +31,23 @@ optimize_job = dg.define_asset_job(
     description="Candidates, evaluations, surrogates and the chosen mixture of one stage.",
 )
 
+VALIDATION_ASSETS = (
+    "validation_design",
+    "validation_proxies",
+    "reference_models",
+    "proxy_fidelity",
+    "mixture_quality",
+    "task_vector_diagnostics",
+    "validation_report",
+)
+validate_job = dg.define_asset_job(
+    "validate_job",
+    selection=list(VALIDATION_ASSETS),
+    description="Proxy fidelity study of one stage: reference runs on real mixtures vs merged proxies.",
+)
+
 report_job = dg.define_asset_job(
     "report_job", selection=["stage_comparison"], description="Compare the chosen mixtures across stages."
 )
 
-ALL_JOBS = [foundation_job, corpora_job, stage_base_job, experts_job, optimize_job, report_job]
+ALL_JOBS = [foundation_job, corpora_job, stage_base_job, experts_job, optimize_job, validate_job, report_job]

@@ -77,6 +77,32 @@ def run_stage(
     raise RuntimeError(f"stage {stage!r} still not fresh after {max_layers} layers: {stage_status(instance, defs, settings.domain_names, stage).not_fresh()}")
 
 
+def run_validation(
+    defs: dg.Definitions,
+    settings: Settings,
+    instance: dg.DagsterInstance,
+    stage: str,
+    log_level: str = "WARNING",
+) -> float:
+    """Bring ``stage`` up to date (``run_stage``), then run its validation study; returns seconds.
+
+    Finished reference runs and scored proxies are kept in the store and DuckDB, so a rerun after an
+    interruption trains only what is missing and a finished study costs a few seconds.
+    """
+    import time
+
+    run_stage(defs, settings, instance, stage, log_level=log_level)
+    start = time.perf_counter()
+    defs.resolve_job_def("validate_job").execute_in_process(
+        instance=instance,
+        partition_key=stage,
+        raise_on_error=True,
+        tags={STAGE_TAG: stage},
+        run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
+    )
+    return time.perf_counter() - start
+
+
 def run_report(defs: dg.Definitions, instance: dg.DagsterInstance, log_level: str = "WARNING") -> None:
     defs.resolve_job_def("report_job").execute_in_process(
         instance=instance,

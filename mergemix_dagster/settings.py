@@ -115,6 +115,30 @@ class SearchSettings(_Strict):
     cv_folds: int = 5
 
 
+class ValidationSettings(_Strict):
+    """The proxy-fidelity study (``mergemix validate``): reference models trained on real data mixtures.
+
+    Reference runs use the expert recipe (same base, token budget, LR and schedule, same share of
+    general data), so a merged proxy and its reference differ only in merge vs. joint training.
+    """
+
+    n_mixtures: int = Field(12, ge=3, description="mixtures for rank fidelity, incl. the chosen one and uniform")
+    seed: int = Field(0, description="seed of the validation mixtures")
+    dual_pair: list[str] | None = Field(
+        None, min_length=2, max_length=2, description="two domains for the dual-capability curve; default: first two"
+    )
+    dual_alphas: list[float] = Field(default_factory=lambda: [round(0.1 * i, 1) for i in range(1, 10)])
+    quality_seeds: int = Field(2, ge=1, description="training seeds per arm (uniform, RegMix-style, chosen)")
+    heldout_tasks: list[TaskSettings] = Field(
+        default_factory=lambda: [TaskSettings(name="mm_arith_words", capability="math")],
+        description="benchmarks scored in validation but never used by the search",
+    )
+    min_spearman: float = Field(0.9, description="asset check warns when overall rank fidelity ρ is lower")
+    min_surrogate_cv_spearman: float = Field(
+        0.5, description="asset check warns when a surrogate's out-of-fold Spearman ρ is lower"
+    )
+
+
 class StageSettings(_Strict):
     """Mid-training checkpoints to re-optimize from. Each becomes a stage partition."""
 
@@ -135,6 +159,7 @@ class Settings(_Strict):
     experts: ExpertSettings = ExpertSettings(tokens=250_000, learning_rate=1e-3)
     evaluation: EvaluationSettings = EvaluationSettings()
     search: SearchSettings = SearchSettings()
+    validation: ValidationSettings = ValidationSettings()
     stages: StageSettings = StageSettings()
     initial_stage: str = "s0"
 
@@ -145,7 +170,17 @@ class Settings(_Strict):
             raise ValueError("a mixture needs at least two domains")
         if len(set(names)) != len(names):
             raise ValueError(f"duplicate domain names: {names}")
+        if "general" in names:
+            raise ValueError("'general' is reserved for the general corpus; rename that domain")
+        pair = self.validation.dual_pair
+        if pair is not None and (len(set(pair)) != 2 or not set(pair) <= set(names)):
+            raise ValueError(f"validation.dual_pair {pair} must name two different domains of {names}")
         return self
+
+    @property
+    def dual_pair(self) -> tuple[str, str]:
+        pair = self.validation.dual_pair or list(self.domain_names[:2])
+        return pair[0], pair[1]
 
     @property
     def domain_names(self) -> tuple[str, ...]:

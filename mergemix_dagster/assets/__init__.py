@@ -1,5 +1,5 @@
 """Software-defined assets, one module per pipeline stage: corpora → base → experts → candidates →
-evaluations → surrogates → mixture."""
+evaluations → surrogates → mixture; the validation study of a stage on the side."""
 
 
 import dagster as dg
@@ -13,6 +13,7 @@ from .experts import build_expert_assets
 from .mixture import build_mixture_assets
 from .report import build_report_assets
 from .surrogates import build_surrogate_assets
+from .validation import build_validation_assets
 
 
 def build_assets(parts: PipelinePartitions) -> list[dg.AssetsDefinition]:
@@ -25,4 +26,5 @@ def build_assets(parts: PipelinePartitions) -> list[dg.AssetsDefinition]:
         *build_surrogate_assets(parts),
         *build_mixture_assets(parts),
         *build_report_assets(parts),
+        *build_validation_assets(parts),
     ]

@@ -11,7 +11,7 @@ from ..core.mixture import Mixture
 from ..core.model import checkpoint_fingerprint, load_checkpoint, save_checkpoint
 from ..core.train import train
 from ..partitions import SAME_DOMAIN, SAME_STAGE, PipelinePartitions
-from ..resources import CheckpointStore
+from ..resources import CheckpointStore, EvaluationDatabase
 from ..resources.settings import PipelineSettings
 from . import layout
 from .base import recipe_from
@@ -32,7 +32,10 @@ def build_expert_assets(parts: PipelinePartitions) -> list[dg.AssetsDefinition]:
         kinds={"pytorch"},
     )
     def expert_checkpoint(
-        context: dg.AssetExecutionContext, settings: PipelineSettings, store: CheckpointStore
+        context: dg.AssetExecutionContext,
+        settings: PipelineSettings,
+        store: CheckpointStore,
+        database: EvaluationDatabase,
     ) -> dg.MaterializeResult:
         """Continue training the stage base on one domain (METHOD.md §2). Reuses a finished expert
         with identical inputs (base, corpus, recipe) instead of training it again."""
@@ -81,6 +84,10 @@ def build_expert_assets(parts: PipelinePartitions) -> list[dg.AssetsDefinition]:
             with tempfile.TemporaryDirectory() as tmp:
                 save_checkpoint(model, tokenizer, Path(tmp) / "ckpt")
                 store.put_dir(Path(tmp) / "ckpt", key)
+            database.record_training_run(
+                stage, f"expert:{domain}:{version}", "expert", weights, recipe.seed, report.tokens,
+                report.seconds, report.final_loss, store.uri(key),
+            )
             metadata |= {
                 "corpus_tokens": dg.MetadataValue.int(int(len(streams[domain]))),
                 "tokens_trained": dg.MetadataValue.int(report.tokens),

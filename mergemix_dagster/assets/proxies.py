@@ -16,8 +16,10 @@ from ..settings import Settings
 from .loading import base_checkpoint, expert_checkpoint_dir
 
 
-def build_evaluator(s: Settings) -> Evaluator:
-    tasks = [TaskSpec(t.name, t.capability, t.metric) for t in s.evaluation.tasks]
+def build_evaluator(s: Settings, heldout: bool = False) -> Evaluator:
+    """The search benchmarks; with ``heldout`` also the validation's held-out benchmarks."""
+    chosen = list(s.evaluation.tasks) + (list(s.validation.heldout_tasks) if heldout else [])
+    tasks = [TaskSpec(t.name, t.capability, t.metric) for t in chosen]
     tasks_dir = Path(s.evaluation.tasks_dir) if s.evaluation.tasks_dir else None
     return Evaluator(tasks, tasks_dir=tasks_dir, batch_size=s.evaluation.batch_size, limit=s.evaluation.limit)
 
@@ -41,7 +43,7 @@ class ProxyScorer:
         return self.evaluator.evaluate(self.model, self.tokenizer)
 
 
-def open_proxy_scorer(store: CheckpointStore, stage: str, s: Settings) -> ProxyScorer:
+def open_proxy_scorer(store: CheckpointStore, stage: str, s: Settings, heldout: bool = False) -> ProxyScorer:
     device = str(resolve_device(s.experts.device))
     base_dir, _ = base_checkpoint(store, stage)
     model, tokenizer = load_checkpoint(base_dir, device=device)
@@ -49,7 +51,7 @@ def open_proxy_scorer(store: CheckpointStore, stage: str, s: Settings) -> ProxyS
     base_state = load_state_dict(base_dir)
     expert_states = {d: load_state_dict(expert_checkpoint_dir(store, stage, d)[0]) for d in s.domain_names}
     merger = InMemoryMerger(model, base_state, expert_states, method=s.search.merge_method)
-    return ProxyScorer(s.domain_names, model, tokenizer, merger, build_evaluator(s))
+    return ProxyScorer(s.domain_names, model, tokenizer, merger, build_evaluator(s, heldout))
 
 
 def score_rows(

@@ -5,6 +5,7 @@ import tempfile
 from pathlib import Path
 
 import dagster as dg
+import numpy as np
 
 from ..core.scores import capability_table
 from ..core.surrogate import CapabilitySurrogates
@@ -15,6 +16,28 @@ from ..settings import Settings
 from . import layout
 
 SURROGATES_CODE_VERSION = "1"
+SURROGATE_CV_CHECK = "surrogate_cv_quality"
+
+
+def cv_check(s: Settings, surrogates: CapabilitySurrogates) -> dg.AssetCheckResult:
+    """Warn when a capability's out-of-fold Spearman ρ is below ``validation.min_surrogate_cv_spearman``
+    (or undefined): the search then trusts a regressor that cannot rank held-out candidates."""
+    threshold = s.validation.min_surrogate_cv_spearman
+    poor = {
+        q.capability: q.spearman
+        for q in surrogates.quality.values()
+        if not (np.isfinite(q.spearman) and q.spearman >= threshold)
+    }
+    return dg.AssetCheckResult(
+        check_name=SURROGATE_CV_CHECK,
+        passed=not poor,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=(
+            f"out-of-fold Spearman ρ below {threshold:.2f} for {sorted(poor)}" if poor
+            else f"every capability's out-of-fold Spearman ρ ≥ {threshold:.2f}"
+        ),
+        metadata={f"cv_spearman_{q.capability}": float(q.spearman) for q in surrogates.quality.values()},
+    )
 
 
 def seed_table(s: Settings, store: CheckpointStore, database: EvaluationDatabase, stage: str):
@@ -33,6 +56,7 @@ def build_surrogate_assets(parts: PipelinePartitions) -> list[dg.AssetsDefinitio
         code_version=SURROGATES_CODE_VERSION,
         deps=["candidate_evaluations"],
         kinds={"lightgbm"},
+        check_specs=[dg.AssetCheckSpec(SURROGATE_CV_CHECK, asset="capability_surrogates")],
     )
     def capability_surrogates(
         context: dg.AssetExecutionContext,
@@ -65,6 +89,8 @@ def build_surrogate_assets(parts: PipelinePartitions) -> list[dg.AssetsDefinitio
         for q in surrogates.quality.values():
             metadata[f"cv_r2_{q.capability}"] = dg.MetadataValue.float(float(q.r2))
             metadata[f"cv_spearman_{q.capability}"] = dg.MetadataValue.float(float(q.spearman))
-        return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(version))
+        return dg.MaterializeResult(
+            metadata=metadata, data_version=dg.DataVersion(version), check_results=[cv_check(s, surrogates)]
+        )
 
     return [capability_surrogates]

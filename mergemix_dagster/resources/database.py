@@ -14,6 +14,10 @@ itself, not a one-element list, and ``NULL`` for a domain that is not in the map
 ``chosen_mixture(stage, domain, weight, predicted_utility, verified_utility, details JSON, chosen_at)``,
 primary key ``(stage, domain)``: one row per domain of the chosen mixture of each stage.
 
+``training_runs(stage, run_id, study, alpha MAP(VARCHAR, DOUBLE), seed, tokens, seconds, final_loss,
+checkpoint_uri, finished_at)``, primary key ``(stage, run_id)``: every model this project trained (experts,
+reference runs of the validation study), so search costs are computed from what actually ran.
+
 DuckDB allows one writing process per file. A second process waits up to ``lock_timeout_s`` for the
 lock (DuckDB raises ``IOException: ... Could not set lock on file ...``) and then fails with
 ``DatabaseLockedError`` naming the file. Connections are short-lived, so waits are short.
@@ -76,6 +80,19 @@ CREATE TABLE IF NOT EXISTS chosen_mixture (
     details JSON,
     chosen_at TIMESTAMP,
     PRIMARY KEY (stage, domain)
+);
+CREATE TABLE IF NOT EXISTS training_runs (
+    stage VARCHAR NOT NULL,
+    run_id VARCHAR NOT NULL,
+    study VARCHAR,
+    alpha MAP(VARCHAR, DOUBLE),
+    seed INTEGER,
+    tokens BIGINT,
+    seconds DOUBLE,
+    final_loss DOUBLE,
+    checkpoint_uri VARCHAR,
+    finished_at TIMESTAMP,
+    PRIMARY KEY (stage, run_id)
 );
 """
 
@@ -287,6 +304,40 @@ class EvaluationDatabase(dg.ConfigurableResource):
         """``{domain: weight}`` of the chosen mixture of ``stage``, or None."""
         df = self.query("SELECT domain, weight FROM chosen_mixture WHERE stage = ? ORDER BY domain", [stage])
         return None if df.empty else dict(zip(df["domain"], df["weight"].astype(float)))
+
+    # --------------------------------------------------------- training runs
+    def record_training_run(
+        self,
+        stage: str,
+        run_id: str,
+        study: str,
+        alpha: Mapping[str, float],
+        seed: int,
+        tokens: int,
+        seconds: float,
+        final_loss: float,
+        checkpoint_uri: str,
+    ) -> None:
+        """Insert or replace one finished training run (keyed by its content id)."""
+        keys = [str(k) for k in alpha]
+        vals = [float(v) for v in alpha.values()]
+        with self.connect() as con:
+            con.execute("DELETE FROM training_runs WHERE stage = ? AND run_id = ?", [stage, run_id])
+            con.execute(
+                "INSERT INTO training_runs VALUES (?, ?, ?, MAP(CAST(? AS VARCHAR[]), CAST(? AS DOUBLE[])), ?, ?, ?, ?, ?, ?)",
+                [stage, run_id, study, keys, vals, int(seed), int(tokens), float(seconds), _opt_float(final_loss),
+                 checkpoint_uri, _utcnow()],
+            )
+
+    def training_runs(self, stage: str) -> pd.DataFrame:
+        """Rows of ``training_runs`` of ``stage``, ``alpha`` as plain dicts."""
+        df = self.query(
+            "SELECT stage, run_id, study, map_keys(alpha) AS _ak, map_values(alpha) AS _av, seed, tokens, seconds, "
+            "final_loss, checkpoint_uri, finished_at FROM training_runs WHERE stage = ? ORDER BY run_id",
+            [stage],
+        )
+        df.insert(3, "alpha", [dict(zip(map(str, k), map(float, v))) for k, v in zip(df["_ak"], df["_av"])])
+        return df.drop(columns=["_ak", "_av"])
 
     # ---------------------------------------------------------------- query
     def query(self, sql: str, params: Any = None) -> pd.DataFrame:

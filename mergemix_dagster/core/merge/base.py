@@ -18,6 +18,15 @@ Adding a method = adding one module in this package that defines a class with ``
 ``prepare`` and ``combine`` and decorates it with ``@register``. Modules of this package are
 discovered automatically.
 
+Optional, for elementwise methods (merged element i depends only on element i of the base and of
+the experts, e.g. ``linear``): set ``elementwise = True`` and define
+``combine_block(base, experts, weights, out, scratch)``, which writes the merge of one 1-D block
+(all tensors in the computation dtype) into ``out`` with the *same* elementwise operations as
+``combine``, so a tensor merged block by block is bit-identical to ``combine`` on the whole
+tensor. The streaming path then merges such methods in small cache-resident blocks instead of
+materialising whole tensors. Methods that need the whole tensor (``ties``: top-k trimming;
+``dare``: a seeded mask over the whole tensor) leave ``elementwise = False``.
+
 Expert order: callers pass experts in sorted domain-name order (``canonical_domains``) together
 with ``keys`` (the domain names), so a result never depends on mapping order. DARE keys its
 random masks by ``(seed, parameter name, domain name)``, so masks do not depend on order or on
@@ -61,6 +70,17 @@ class MergeMethodBase:
     """Shared ``merge_tensor``; subclasses define ``name``, ``prepare`` and ``combine``."""
 
     name: str = ""
+    #: True when ``combine_block`` is implemented (see the module docstring)
+    elementwise: bool = False
+
+    def combine_block(
+        self, base: Tensor, experts: Sequence[Tensor], weights: Sequence[float], out: Tensor, scratch: Tensor
+    ) -> None:  # pragma: no cover
+        """``out`` ← the merge of one block; 1-D tensors of one length, in the computation dtype.
+
+        ``scratch`` is a buffer like ``out`` the method may overwrite. Only for ``elementwise`` methods.
+        """
+        raise NotImplementedError
 
     def prepare(
         self, name: str, base: Tensor, experts: Sequence[Tensor], keys: Sequence[str] | None = None

@@ -15,6 +15,9 @@ point, but a vertex must reproduce the expert exactly.
 ``prepare`` keeps references to the experts in their own dtype (no copy, no precision lost); the
 deltas are formed in ``combine`` one at a time and accumulated in place, so a merge holds one
 running sum and one delta beyond its inputs.
+
+Elementwise: ``combine_block`` runs the same operations, in the same order, on one block of
+elements (used by the streaming path), so a blocked merge is bit-identical to ``combine``.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from .base import MergeMethodBase, compute_dtype, register, vertex_index
 @register
 class Linear(MergeMethodBase):
     name = "linear"
+    elementwise = True
 
     def prepare(
         self, name: str, base: Tensor, experts: Sequence[Tensor], keys: Sequence[str] | None = None
@@ -48,3 +52,19 @@ class Linear(MergeMethodBase):
             delta.mul_(float(a))  # same value as float(a) * delta, without another temporary
             total = delta if total is None else total.add_(delta)
         return total.add_(b).to(base.dtype)
+
+    def combine_block(
+        self, base: Tensor, experts: Sequence[Tensor], weights: Sequence[float], out: Tensor, scratch: Tensor
+    ) -> None:
+        # the operations of ``combine``, elementwise and in the same order, into reused buffers
+        k = vertex_index(weights)
+        if k is not None:
+            out.copy_(experts[k])
+            return
+        torch.sub(experts[0], base, out=out)
+        out.mul_(float(weights[0]))
+        for e, a in zip(experts[1:], weights[1:]):
+            torch.sub(e, base, out=scratch)
+            scratch.mul_(float(a))
+            out.add_(scratch)
+        out.add_(base)

@@ -1,0 +1,456 @@
+"""The validation study of a stage (issue 4): does the merged proxy rank mixtures like real training does?
+
+validation_design → validation_proxies, reference_models → proxy_fidelity, mixture_quality,
+task_vector_diagnostics → validation_report. All partitioned by stage, run by ``validate_job``
+(``mergemix validate``); none of it is on the path of ``mergemix run``, because reference runs cost
+M full trainings. Definitions of every figure: ``core/validation.py`` and docs/results.md.
+"""
+
+
+import json
+import time
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+
+from ..core.mixture import Mixture
+from ..core.model import load_state_dict
+from ..core.search import Utility, fit_score_scale, search_mixture
+from ..core.surrogate import CapabilitySurrogates
+from ..core.validation import (
+    SearchCost,
+    cost_markdown,
+    dual_capability_mixtures,
+    overall_scores,
+    rank_fidelity,
+    spearman,
+    task_vector_diagnostics as diagnose_task_vectors,
+    validation_mixtures,
+)
+from ..partitions import SAME_STAGE, PipelinePartitions
+from ..plots import dual_capability_plot, rank_rank_plot
+from ..resources import CheckpointStore, EvaluationDatabase
+from ..resources.settings import PipelineSettings
+from ..settings import Settings
+from . import layout
+from .candidates import candidate_fingerprint
+from .loading import base_checkpoint, expert_checkpoint_dir, read_pointer
+from .proxies import open_proxy_scorer, score_rows
+from .references import (
+    PROXY_KIND,
+    REFERENCE_KIND,
+    ReferenceTrainer,
+    proxy_candidate_id,
+    scores_by_fingerprint,
+)
+
+VALIDATION_CODE_VERSION = "1"
+RANK_FIDELITY_CHECK = "rank_fidelity_above_threshold"
+
+
+def design_key(stage: str) -> str:
+    return f"stages/{stage}/validation/design.json"
+
+
+def result_key(stage: str, name: str) -> str:
+    return f"stages/{stage}/validation/{name}"
+
+
+def _local_dir(s: Settings, stage: str) -> Path:
+    out = s.home_path / "validation" / stage
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _mixtures(design: dict, section: str) -> list[tuple[str, Mixture]]:
+    return [(p["id"], Mixture.from_dict(p["alpha"], design["domains"])) for p in design[section]]
+
+
+def _md_table(frame: pd.DataFrame) -> str:
+    return frame.to_markdown(index=False, floatfmt=".3f")
+
+
+def _trainer(context, s, store, database, stage) -> ReferenceTrainer:
+    return ReferenceTrainer(s, store, database, stage, log=context.log.info)
+
+
+def build_validation_assets(parts: PipelinePartitions) -> list[dg.AssetsDefinition]:
+    common = dict(partitions_def=parts.stage, group_name="validation", code_version=VALIDATION_CODE_VERSION)
+
+    @dg.asset(**common, deps=["chosen_mixture"])
+    def validation_design(
+        context: dg.AssetExecutionContext, settings: PipelineSettings, store: CheckpointStore
+    ) -> dg.MaterializeResult:
+        """The M fidelity mixtures (spread over the simplex, incl. the chosen one and uniform) and the
+        dual-capability line, with the merge recipe their proxies are built from."""
+        s = settings.get()
+        stage = context.partition_key
+        recipe = store.get_json(layout.candidates_key(stage))
+        chosen = Mixture.from_dict(store.get_json(layout.mixture_key(stage))["weights"], s.domain_names)
+        uniform = Mixture.uniform(s.domain_names)
+        fidelity = validation_mixtures(s.domain_names, s.validation.n_mixtures, s.validation.seed, [chosen, uniform])
+        tags = {0: "chosen", 1: "uniform"} if chosen != uniform else {0: "chosen+uniform"}
+        pair = s.dual_pair
+        dual = dual_capability_mixtures(s.domain_names, pair, s.validation.dual_alphas)
+        payload = {
+            "stage": stage,
+            "domains": list(s.domain_names),
+            "recipe": {k: recipe[k] for k in ("base", "experts", "method")},
+            "chosen": chosen.as_dict(),
+            "fidelity": [
+                {"id": f"m{i:02d}", "alpha": m.as_dict(), "tag": tags.get(i, "")} for i, m in enumerate(fidelity)
+            ],
+            "dual_pair": list(pair),
+            "dual": [{"id": f"d{a:.2f}", "alpha": m.as_dict(), "x": a} for a, m in zip(s.validation.dual_alphas, dual)],
+        }
+        uri = store.put_json(design_key(stage), payload, overwrite=True)
+        table = pd.DataFrame([{"id": p["id"], "tag": p["tag"], **p["alpha"]} for p in payload["fidelity"]])
+        return dg.MaterializeResult(
+            metadata={"mixtures": dg.MetadataValue.md(_md_table(table)), "uri": dg.MetadataValue.path(uri)},
+            data_version=dg.DataVersion(layout.content_version(payload)),
+        )
+
+    @dg.asset(**common, deps=["validation_design"], kinds={"duckdb"})
+    def validation_proxies(
+        context: dg.AssetExecutionContext,
+        settings: PipelineSettings,
+        store: CheckpointStore,
+        database: EvaluationDatabase,
+    ) -> dg.MaterializeResult:
+        """Merge every validation mixture in memory and score it on the search and held-out benchmarks."""
+        s = settings.get()
+        stage = context.partition_key
+        design = store.get_json(design_key(stage))
+        done = set(scores_by_fingerprint(database, stage, PROXY_KIND, s))
+        points = _mixtures(design, "fidelity") + _mixtures(design, "dual")
+        scorer, seconds = None, []
+        for pid, mixture in points:
+            fp = candidate_fingerprint(design["recipe"], mixture.as_dict())
+            if fp in done:
+                continue
+            scorer = scorer or open_proxy_scorer(store, stage, s, heldout=True)
+            start = time.perf_counter()
+            scores = scorer.score(mixture)
+            seconds.append(time.perf_counter() - start)
+            database.upsert_evaluations(
+                score_rows(stage, proxy_candidate_id(fp), PROXY_KIND, mixture.as_dict(), scores, fp)
+            )
+            done.add(fp)
+        timing = {"seconds_per_evaluation": float(np.mean(seconds)) if seconds else None, "n": len(seconds)}
+        if seconds:
+            store.put_json(result_key(stage, "proxy_eval_timing.json"), timing, overwrite=True)
+        return dg.MaterializeResult(
+            metadata={
+                "proxies": dg.MetadataValue.int(len(points)),
+                "scored_now": dg.MetadataValue.int(len(seconds)),
+                "seconds_per_evaluation": dg.MetadataValue.float(timing["seconds_per_evaluation"] or 0.0),
+            },
+            data_version=dg.DataVersion(layout.content_version(sorted(done))),
+        )
+
+    @dg.asset(**common, deps=["validation_design"], kinds={"pytorch", "duckdb"})
+    def reference_models(
+        context: dg.AssetExecutionContext,
+        settings: PipelineSettings,
+        store: CheckpointStore,
+        database: EvaluationDatabase,
+    ) -> dg.MaterializeResult:
+        """Train one model per validation mixture on the actual data mixture (expert recipe, same budget)
+        and score it; finished runs are reused, an interrupted study resumes."""
+        s = settings.get()
+        stage = context.partition_key
+        design = store.get_json(design_key(stage))
+        trainer = _trainer(context, s, store, database, stage)
+        seed = trainer.seeds(1)[0]
+        ids, trained_now = [], 0
+        for study in ("fidelity", "dual"):
+            for _, mixture in _mixtures(design, study):
+                run_id, worked = trainer.ensure(mixture, seed, study)
+                ids.append(run_id)
+                trained_now += worked
+        return dg.MaterializeResult(
+            metadata={
+                "reference_runs": dg.MetadataValue.int(len(ids)),
+                "trained_or_scored_now": dg.MetadataValue.int(trained_now),
+                "tokens_per_run": dg.MetadataValue.int(s.experts.tokens),
+            },
+            data_version=dg.DataVersion(layout.content_version(ids)),
+        )
+
+    @dg.asset(
+        **common,
+        deps=["validation_proxies", "reference_models"],
+        kinds={"duckdb"},
+        check_specs=[dg.AssetCheckSpec(RANK_FIDELITY_CHECK, asset="proxy_fidelity")],
+    )
+    def proxy_fidelity(
+        context: dg.AssetExecutionContext,
+        settings: PipelineSettings,
+        store: CheckpointStore,
+        database: EvaluationDatabase,
+    ):
+        """Spearman ρ (overall and per capability), capability recovery, rank-rank plot and the
+        dual-capability curve; the check warns when overall ρ is below ``validation.min_spearman``."""
+        s = settings.get()
+        stage = context.partition_key
+        design = store.get_json(design_key(stage))
+        trainer = _trainer(context, s, store, database, stage)
+        seed = trainer.seeds(1)[0]
+        proxies = scores_by_fingerprint(database, stage, PROXY_KIND, s)
+        trained = scores_by_fingerprint(database, stage, REFERENCE_KIND, s)
+        caps = list(s.capabilities)
+
+        def paired(study: str):
+            ids, p_rows, t_rows = [], [], []
+            for pid, mixture in _mixtures(design, study):
+                p_rows.append(proxies[candidate_fingerprint(design["recipe"], mixture.as_dict())])
+                t_rows.append(trained[trainer.run_id(mixture, seed)])
+                ids.append(pid)
+            return ids, p_rows, t_rows
+
+        ids, p_rows, t_rows = paired("fidelity")
+        base_rows = database.evaluations(stage)
+        base_rows = base_rows[(base_rows["kind"] == "base") & base_rows["task"].isin({t.name for t in s.evaluation.tasks})]
+        base = base_rows.groupby("capability")["value"].mean().to_dict()
+        report = rank_fidelity(
+            {c: np.array([r[c] for r in p_rows]) for c in caps},
+            {c: np.array([r[c] for r in t_rows]) for c in caps},
+            base,
+        )
+        heldout = [k for k in t_rows[0] if k.startswith("heldout:")]
+        heldout_rho = {k: spearman([r[k] for r in p_rows], [r[k] for r in t_rows]) for k in heldout}
+
+        d_ids, d_p, d_t = paired("dual")
+        xs = [p["x"] for p in design["dual"]]
+        dual_rho = {c: spearman([r[c] for r in d_p], [r[c] for r in d_t]) for c in caps}
+        out = _local_dir(s, stage)
+        labels = [p["tag"] or p["id"] for p in design["fidelity"]]
+        rank_plot = rank_rank_plot(report.proxy_overall, report.trained_overall, labels, report.overall_spearman,
+                                   out / "rank_fidelity.png")
+        pair = tuple(design["dual_pair"])
+        shown = [c for c in caps if c in {s.domain(pair[0]).capability, s.domain(pair[1]).capability}] or caps
+        dual_plot = dual_capability_plot(
+            xs, {c: [r[c] for r in d_p] for c in shown}, {c: [r[c] for r in d_t] for c in shown}, pair,
+            out / "dual_capability.png",
+        )
+        rows = pd.DataFrame(
+            [{"id": i, "tag": p["tag"], "proxy_overall": po, "trained_overall": to}
+             for i, p, po, to in zip(ids, design["fidelity"], report.proxy_overall, report.trained_overall)]
+        )
+        result = {
+            "n": report.n,
+            "overall_spearman": report.overall_spearman,
+            "spearman": report.spearman,
+            "recovery": report.recovery,
+            "overall_recovery": report.overall_recovery,
+            "gain_recovery": report.gain_recovery,
+            "heldout_spearman": heldout_rho,
+            "dual_pair": list(pair),
+            "dual_spearman": dual_rho,
+            "dual_curve": {"x": xs, "proxy": d_p, "trained": d_t},
+            "mixtures": rows.to_dict("records"),
+            "proxy_scores": p_rows,
+            "trained_scores": t_rows,
+        }
+        store.put_json(result_key(stage, "fidelity.json"), result, overwrite=True)
+        (out / "fidelity.json").write_text(json.dumps(result, indent=2, default=float))
+        threshold = s.validation.min_spearman
+        rho = report.overall_spearman
+        passed = bool(np.isfinite(rho) and rho >= threshold)
+        yield dg.MaterializeResult(
+            metadata={
+                "overall_spearman": dg.MetadataValue.float(float(rho)),
+                "overall_recovery": dg.MetadataValue.float(float(report.overall_recovery)),
+                "fidelity": dg.MetadataValue.md(report.markdown()),
+                "mixtures": dg.MetadataValue.md(_md_table(rows)),
+                "dual_spearman": dg.MetadataValue.json({k: float(v) for k, v in dual_rho.items()}),
+                "heldout_spearman": dg.MetadataValue.json({k: float(v) for k, v in heldout_rho.items()}),
+                "rank_plot": dg.MetadataValue.path(str(rank_plot)),
+                "dual_plot": dg.MetadataValue.path(str(dual_plot)),
+            },
+            data_version=dg.DataVersion(layout.content_version(result)),
+        )
+        yield dg.AssetCheckResult(
+            check_name=RANK_FIDELITY_CHECK,
+            passed=passed,
+            severity=dg.AssetCheckSeverity.WARN,
+            description=f"overall Spearman ρ {rho:.3f} vs threshold {threshold:.2f} over {report.n} mixtures",
+            metadata={"overall_spearman": float(rho), "threshold": float(threshold)},
+        )
+
+    @dg.asset(**common, deps=["reference_models"], kinds={"pytorch", "lightgbm"})
+    def mixture_quality(
+        context: dg.AssetExecutionContext,
+        settings: PipelineSettings,
+        store: CheckpointStore,
+        database: EvaluationDatabase,
+    ) -> dg.MaterializeResult:
+        """Train uniform, a RegMix-style choice (LightGBM on the reference runs' scores) and the chosen
+        mixture with the same budget, over ``validation.quality_seeds`` seeds, and compare them."""
+        s = settings.get()
+        stage = context.partition_key
+        design = store.get_json(design_key(stage))
+        trainer = _trainer(context, s, store, database, stage)
+        seeds = trainer.seeds(s.validation.quality_seeds)
+        caps = list(s.capabilities)
+        trained = scores_by_fingerprint(database, stage, REFERENCE_KIND, s)
+        fidelity = _mixtures(design, "fidelity")
+        X = np.array([m.as_array() for _, m in fidelity])
+        Y = {c: np.array([trained[trainer.run_id(m, seeds[0])][c] for _, m in fidelity]) for c in caps}
+        regmix_surrogates = CapabilitySurrogates.fit(s.domain_names, X, Y, seed=s.search.seed, cv_folds=0)
+        utility = Utility(capability_weights=s.search.capability_weights)
+        regmix = search_mixture(regmix_surrogates, utility, fit_score_scale(Y), n_samples=s.search.n_samples,
+                                seed=s.search.seed).mixture
+        arms = {
+            "uniform": Mixture.uniform(s.domain_names),
+            "regmix": regmix,
+            "chosen": Mixture.from_dict(design["chosen"], s.domain_names),
+        }
+        rows = []
+        for arm, mixture in arms.items():
+            for seed in seeds:
+                run_id, _ = trainer.ensure(mixture, seed, f"quality:{arm}")
+                scores = scores_by_fingerprint(database, stage, REFERENCE_KIND, s)[run_id]
+                rows.append({"arm": arm, "seed": seed, "overall": float(np.mean([scores[c] for c in caps])),
+                             **{k: v for k, v in scores.items()}})
+        frame = pd.DataFrame(rows)
+        summary = frame.drop(columns=["seed"]).groupby("arm", sort=False).agg(["mean", "std"])
+        summary.columns = [f"{a}_{b}" for a, b in summary.columns]
+        means = frame.groupby("arm")["overall"].mean()
+        margin = float(means["chosen"] - means["uniform"])
+        by_seed = frame.pivot(index="seed", columns="arm", values="overall")
+        seed_margins = (by_seed["chosen"] - by_seed["uniform"]).tolist()
+        result = {
+            "arms": {a: m.as_dict() for a, m in arms.items()},
+            "runs": rows,
+            "chosen_minus_uniform": margin,
+            "chosen_minus_uniform_per_seed": seed_margins,
+            "regmix_minus_uniform": float(means["regmix"] - means["uniform"]),
+        }
+        store.put_json(result_key(stage, "quality.json"), result, overwrite=True)
+        (_local_dir(s, stage) / "quality.json").write_text(json.dumps(result, indent=2))
+        arm_table = pd.DataFrame([{"arm": a, **m.as_dict()} for a, m in arms.items()])
+        return dg.MaterializeResult(
+            metadata={
+                "arms": dg.MetadataValue.md(_md_table(arm_table)),
+                "scores": dg.MetadataValue.md(summary.reset_index().to_markdown(index=False, floatfmt=".3f")),
+                "chosen_minus_uniform": dg.MetadataValue.float(margin),
+                "chosen_minus_uniform_per_seed": dg.MetadataValue.json(seed_margins),
+                "chosen_at_least_uniform": dg.MetadataValue.bool(margin >= 0),
+            },
+            data_version=dg.DataVersion(layout.content_version(result)),
+        )
+
+    @dg.asset(**common, deps=[dg.AssetDep("expert_checkpoint", partition_mapping=SAME_STAGE)])
+    def task_vector_diagnostics(
+        context: dg.AssetExecutionContext, settings: PipelineSettings, store: CheckpointStore
+    ) -> dg.MaterializeResult:
+        """MergeMix Appendix B: cosine similarity of the task vectors (expert − base) and ‖Δ‖/‖base‖."""
+        s = settings.get()
+        stage = context.partition_key
+        base_dir, _ = base_checkpoint(store, stage)
+        experts = {d: load_state_dict(expert_checkpoint_dir(store, stage, d)[0]) for d in s.domain_names}
+        diag = diagnose_task_vectors(load_state_dict(base_dir), experts)
+        result = {
+            "domains": list(diag.domains),
+            "cosine": diag.cosine.tolist(),
+            "relative_update": diag.relative_update,
+        }
+        store.put_json(result_key(stage, "task_vectors.json"), result, overwrite=True)
+        return dg.MaterializeResult(
+            metadata={
+                "task_vectors": dg.MetadataValue.md(diag.markdown()),
+                **{f"relative_update_{d}": dg.MetadataValue.float(v) for d, v in diag.relative_update.items()},
+            },
+            data_version=dg.DataVersion(layout.content_version(result)),
+        )
+
+    @dg.asset(**common, deps=["proxy_fidelity", "mixture_quality", "task_vector_diagnostics"], kinds={"duckdb"})
+    def validation_report(
+        context: dg.AssetExecutionContext,
+        settings: PipelineSettings,
+        store: CheckpointStore,
+        database: EvaluationDatabase,
+    ) -> dg.MaterializeResult:
+        """One markdown report of the study, with the cost of the MergeMix search vs the training-based
+        search computed from the runs recorded in ``training_runs`` (MergeMix Table 6)."""
+        s = settings.get()
+        stage = context.partition_key
+        fidelity = store.get_json(result_key(stage, "fidelity.json"))
+        quality = store.get_json(result_key(stage, "quality.json"))
+        vectors = store.get_json(result_key(stage, "task_vectors.json"))
+        costs = search_costs(s, store, database, stage)
+        text = report_markdown(s, stage, fidelity, quality, vectors, costs)
+        path = _local_dir(s, stage) / "report.md"
+        path.write_text(text)
+        uri = store.put_file(path, result_key(stage, "report.md"), overwrite=True)
+        return dg.MaterializeResult(
+            metadata={
+                "report": dg.MetadataValue.md(text),
+                "cost": dg.MetadataValue.md(cost_markdown(costs)),
+                "path": dg.MetadataValue.path(str(path)),
+                "uri": dg.MetadataValue.path(uri),
+            }
+        )
+
+    return [validation_design, validation_proxies, reference_models, proxy_fidelity, mixture_quality,
+            task_vector_diagnostics, validation_report]
+
+
+def search_costs(s: Settings, store: CheckpointStore, database: EvaluationDatabase, stage: str) -> list[SearchCost]:
+    """MergeMix search (K experts + seed/verify evaluations) vs the training-based search the validation
+    ran (one reference run + evaluation per fidelity mixture), from recorded runs."""
+    runs = database.training_runs(stage)
+    experts = []
+    for d in s.domain_names:
+        key = read_pointer(store, layout.expert_pointer(stage, d), f"expert {d!r}")["key"]
+        hit = runs[(runs["study"] == "expert") & (runs["checkpoint_uri"] == store.uri(key))]
+        experts.append((int(hit["tokens"].iloc[0]), float(hit["seconds"].iloc[0])) if not hit.empty
+                       else (s.experts.tokens, float("nan")))
+    evals = database.evaluations(stage)
+    n_search_evals = evals[evals["kind"].isin(["seed", "verify", "base"])]["candidate_id"].nunique()
+    timing_key = result_key(stage, "proxy_eval_timing.json")
+    per_eval = store.get_json(timing_key)["seconds_per_evaluation"] if store.exists(timing_key) else float("nan")
+    refs = runs[runs["study"] == "fidelity"]
+    n_refs = len(refs)
+    return [
+        SearchCost("MergeMix (K experts, merged proxies)", len(experts), sum(t for t, _ in experts),
+                   sum(x for _, x in experts), n_search_evals, n_search_evals * per_eval),
+        SearchCost(f"training-based ({n_refs} reference runs)", n_refs, int(refs["tokens"].sum()),
+                   float(refs["seconds"].sum()), n_refs, n_refs * per_eval),
+    ]
+
+
+def report_markdown(s: Settings, stage: str, fidelity: dict, quality: dict, vectors: dict, costs) -> str:
+    caps = list(s.capabilities)
+    lines = [f"# Validation of stage {stage}", ""]
+    lines += [f"Overall Spearman ρ (proxy vs trained, n = {fidelity['n']}): **{fidelity['overall_spearman']:.3f}** "
+              f"(threshold {s.validation.min_spearman:.2f}); capability recovery {fidelity['overall_recovery']:.3f}.", ""]
+    lines += ["| capability | ρ | recovery | gain recovery | dual-capability ρ |", "|---|---|---|---|---|"]
+    for c in caps:
+        lines.append(f"| {c} | {fidelity['spearman'][c]:.3f} | {fidelity['recovery'][c]:.3f} | "
+                     f"{_fmt(fidelity['gain_recovery'][c])} | {_fmt(fidelity['dual_spearman'][c])} |")
+    for k, v in fidelity["heldout_spearman"].items():
+        lines.append(f"| {k} (held out) | {_fmt(v)} | | | |")
+    lines += ["", "Mixtures (overall = macro-average of capability scores):", "",
+              pd.DataFrame(fidelity["mixtures"]).to_markdown(index=False, floatfmt=".3f"), ""]
+    runs = pd.DataFrame(quality["runs"])
+    lines += ["## Mixture quality (trained with the expert recipe)", "",
+              pd.DataFrame([{"arm": a, **w} for a, w in quality["arms"].items()]).to_markdown(index=False, floatfmt=".3f"),
+              "", runs.to_markdown(index=False, floatfmt=".3f"), "",
+              f"chosen − uniform (overall): {quality['chosen_minus_uniform']:+.3f} "
+              f"(per seed: {', '.join(f'{x:+.3f}' for x in quality['chosen_minus_uniform_per_seed'])}); "
+              f"RegMix-style − uniform: {quality['regmix_minus_uniform']:+.3f}", ""]
+    lines += ["## Cost of the search", "", cost_markdown(costs), ""]
+    domains = vectors["domains"]
+    lines += ["## Task vectors", "", "| | " + " | ".join(domains) + " | ‖Δ‖/‖base‖ |", "|---" * (len(domains) + 2) + "|"]
+    for i, d in enumerate(domains):
+        lines.append(f"| {d} | " + " | ".join(f"{x:.3f}" for x in vectors["cosine"][i]) +
+                     f" | {vectors['relative_update'][d]:.4f} |")
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(v) -> str:
+    return "n/a" if v is None or not np.isfinite(v) else f"{v:.3f}"
