@@ -10,11 +10,13 @@ scratch folder (reused when present), then, in ONE run, prints:
    file is read once before anything is timed, and every later measurement (our merge, mergekit)
    also reads from a warm cache. The write bandwidth is measured with fsync, so the floor is for a
    durable output; our merge is timed both without and with an fsync of its output;
-2. our streaming merge (``merge_checkpoints``, method ``linear``): wall time and floor / ours;
+2. our streaming merge (``merge_checkpoints``, method ``linear`` or ``--method``): wall time and
+   floor / ours;
 3. peak memory of our merge, measured in a subprocess (its ``VmHWM``, plus a /proc sampler that
    splits anonymous memory from file-backed mmap pages), against the size of the largest tensor;
 4. mergekit ``task_arithmetic`` (``normalize: false``) on the same checkpoints, run from its own
-   venv (``benchmarks/.venv-mergekit``, see ``--setup-mergekit``): wall time and peak memory;
+   venv (``benchmarks/.venv-mergekit``, see ``--setup-mergekit``): wall time and peak memory
+   (linear only);
 5. equality: our linear output against mergekit's output, tensor by tensor (max abs diff).
 
 Usage::
@@ -22,6 +24,7 @@ Usage::
     .venv/bin/python benchmarks/merge.py --setup-mergekit     # once: mergekit venv
     .venv/bin/python benchmarks/merge.py                      # ~100M params, 4 experts
     .venv/bin/python benchmarks/merge.py --params-m 20 --experts 2 --no-mergekit
+    .venv/bin/python benchmarks/merge.py --method ties        # our TIES (whole-tensor path) alone
 """
 
 from __future__ import annotations
@@ -334,7 +337,7 @@ OUR_CHILD = textwrap.dedent(
     mixture = Mixture(tuple(spec['experts']), tuple(spec['weights']))
     before = rss()
     t = time.perf_counter()
-    merge_checkpoints(spec['base'], spec['experts'], mixture, Path(spec['out']), method='linear',
+    merge_checkpoints(spec['base'], spec['experts'], mixture, Path(spec['out']), method=spec['method'],
                       max_shard_size=spec['shard_size'])
     merge_s = time.perf_counter() - t
     t = time.perf_counter()
@@ -459,6 +462,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR, help=f"scratch folder (default {DEFAULT_WORKDIR.relative_to(REPO)})")
     p.add_argument("--threads", type=int, default=1, help="torch threads in both merge processes (default 1)")
+    p.add_argument("--method", default="linear", choices=["linear", "ties", "dare"],
+                   help="our merge method (default linear; mergekit is run for linear only)")
     p.add_argument("--repeats", type=int, default=3, help="bandwidth measurements: best of N (default 3)")
     p.add_argument("--mergekit-python", type=Path, default=None,
                    help="python of a venv with mergekit (default benchmarks/.venv-mergekit/bin/python if it exists)")
@@ -489,6 +494,7 @@ def main(argv: list[str] | None = None) -> int:
     largest = sizes[largest_name]
     ckpt_bytes = checkpoint_bytes(base)
     report: dict = {"params_m": args.params_m, "experts": args.experts, "dtype": args.dtype, "shard_size": args.shard_size,
+                    "method": args.method,
                     "checkpoint_bytes": ckpt_bytes, "largest_tensor": largest_name, "largest_tensor_bytes": largest,
                     "threads": args.threads, "cpus": os.cpu_count()}
     print(f"\ncheckpoint: {fmt_bytes(ckpt_bytes)} in {len(checkpoint_files(base))} shard(s), {len(sizes)} tensors, "
@@ -510,7 +516,7 @@ def main(argv: list[str] | None = None) -> int:
                             run_dir / "ours-import.log", env)
     ours_out = run_dir / "ours"
     spec = {"base": str(base), "experts": {k: str(v) for k, v in experts.items()}, "weights": list(weights.values()),
-            "out": str(ours_out), "shard_size": args.shard_size, "threads": args.threads}
+            "out": str(ours_out), "shard_size": args.shard_size, "threads": args.threads, "method": args.method}
     ours = run_measured([sys.executable, "-c", OUR_CHILD, json.dumps(spec)], run_dir / "ours.log", env)
     if ours["rc"] != 0:
         print((run_dir / "ours.log").read_text())
@@ -520,7 +526,7 @@ def main(argv: list[str] | None = None) -> int:
     durable = ours["merge_s"] + ours["fsync_s"]
     inc = ours["hwm"] - ours["rss_before"]
     inc_anon = ours["peak_anon"] - ours["anon_before"]
-    print("\n[ours]   merge_checkpoints(method='linear') in a subprocess,", args.threads, "torch thread(s)")
+    print(f"\n[ours]   merge_checkpoints(method={args.method!r}) in a subprocess,", args.threads, "torch thread(s)")
     print(f"  merge {ours['merge_s']:.2f} s, + fsync of output {ours['fsync_s']:.2f} s = {durable:.2f} s "
           f"(process wall incl. imports {ours['wall_s']:.2f} s)")
     print(f"  floor / ours = {floor['floor_s'] / durable:.2f} durable "
@@ -534,6 +540,8 @@ def main(argv: list[str] | None = None) -> int:
     mk_python = args.mergekit_python or (DEFAULT_MK_VENV / "bin" / "python")
     if args.no_mergekit:
         print("\n[mergekit] skipped (--no-mergekit)")
+    elif args.method != "linear":
+        print(f"\n[mergekit] skipped: compared for --method linear only (task_arithmetic), not {args.method!r}")
     elif not Path(mk_python).exists():
         print(f"\n[mergekit] skipped: no mergekit python at {mk_python} "
               f"(create it with `python benchmarks/merge.py --setup-mergekit`, or pass --mergekit-python)")

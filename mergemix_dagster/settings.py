@@ -86,11 +86,12 @@ class TaskSettings(_Strict):
 class EvaluationSettings(_Strict):
     tasks: list[TaskSettings] = Field(
         default_factory=lambda: [
-            TaskSettings(name="mm_math", capability="math"),
-            TaskSettings(name="mm_code", capability="code"),
-            TaskSettings(name="mm_prose", capability="language"),
-            TaskSettings(name="mm_facts", capability="knowledge"),
-        ]
+            TaskSettings(name="mm_math", capability="math", metric="gold_prob"),
+            TaskSettings(name="mm_code", capability="code", metric="gold_prob"),
+            TaskSettings(name="mm_prose", capability="language", metric="gold_prob"),
+            TaskSettings(name="mm_facts", capability="knowledge", metric="gold_prob"),
+        ],
+        description="bundled tasks report acc, acc_norm and gold_prob (softmax probability of the gold choice)",
     )
     tasks_dir: str | None = Field(None, description="folder of lm-eval task YAML; default: the bundled tasks")
     batch_size: int = 64
@@ -130,7 +131,7 @@ class ValidationSettings(_Strict):
     dual_alphas: list[float] = Field(default_factory=lambda: [round(0.1 * i, 1) for i in range(1, 10)])
     quality_seeds: int = Field(2, ge=1, description="training seeds per arm (uniform, RegMix-style, chosen)")
     heldout_tasks: list[TaskSettings] = Field(
-        default_factory=lambda: [TaskSettings(name="mm_arith_words", capability="math")],
+        default_factory=lambda: [TaskSettings(name="mm_arith_words", capability="math", metric="gold_prob")],
         description="benchmarks scored in validation but never used by the search",
     )
     min_spearman: float = Field(0.9, description="asset check warns when overall rank fidelity ρ is lower")

@@ -210,11 +210,15 @@ doc_to_choice: choices
 doc_to_target: gold
 target_delimiter: ""
 num_fewshot: 0
+process_results: !function mm_metrics.process_results
 metric_list:
   - metric: acc
     aggregation: mean
     higher_is_better: true
   - metric: acc_norm
+    aggregation: mean
+    higher_is_better: true
+  - metric: gold_prob
     aggregation: mean
     higher_is_better: true
 metadata:

@@ -22,4 +22,8 @@ materialize --select stage_base --partition "$STAGE"
 for d in $DOMAINS; do materialize --select expert_checkpoint --partition "$d|$STAGE"; done
 materialize --select merge_candidates,candidate_evaluations,capability_surrogates,chosen_mixture --partition "$STAGE"
 $BIN/mergemix show
+if [ "${SMOKE_VALIDATE:-1}" = 1 ]; then  # the validation study of the stage (issue 4), same CLI
+  materialize --select 'group:validation' --partition "$STAGE"
+  cat "$MERGEMIX_HOME/validation/$STAGE/report.md"
+fi
 echo "smoke materialize OK: $MERGEMIX_HOME"

@@ -46,3 +46,7 @@ def test_dagster_asset_materialize_whole_graph_on_smoke_config(tmp_path):
     assert n_seed == 8 * 4  # smoke: 8 candidates x 4 tasks
     weights = [w for (w,) in con.execute("SELECT weight FROM chosen_mixture WHERE stage = 's0'").fetchall()]
     assert len(weights) == 4 and min(weights) >= 0 and abs(sum(weights) - 1) < 1e-9
+    # the validation group through the same CLI: its reference runs are recorded next to the experts
+    studies = dict(con.execute("SELECT study, count(*) FROM training_runs GROUP BY study").fetchall())
+    assert studies["expert"] == 4 and studies["fidelity"] == 4  # smoke: validation.n_mixtures = 4
+    assert "Overall Spearman" in proc.stdout

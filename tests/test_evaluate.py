@@ -89,6 +89,9 @@ def test_missing_task_names_task_and_location(tmp_path):
         Evaluator([TaskSpec("mm_math", "math")], tasks_dir=tmp_path)
     # YAML present but its data file missing
     shutil.copy(default_tasks_dir() / "mm_math.yaml", tmp_path / "mm_math.yaml")
+    with pytest.raises(MissingTaskError, match="mm_metrics"):  # its process_results module is missing
+        Evaluator([TaskSpec("mm_math", "math")], tasks_dir=tmp_path)
+    shutil.copy(default_tasks_dir() / "mm_metrics.py", tmp_path / "mm_metrics.py")
     with pytest.raises(MissingTaskError, match="data file"):
         Evaluator([TaskSpec("mm_math", "math")], tasks_dir=tmp_path)
 
@@ -223,3 +226,19 @@ def test_fresh_process_without_offline_env_never_touches_network(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-2000:]
     assert "OK" in proc.stdout
     assert "NETWORK ACCESS ATTEMPTED" not in proc.stderr + proc.stdout
+
+
+def test_gold_prob_is_the_softmax_probability_of_the_gold_choice():
+    import math
+
+    from mergemix_dagster.tasks.mm_metrics import process_results
+
+    doc = {"gold": 1, "choices": ["a", "bbbb", "cc"]}
+    out = process_results(doc, [(-2.0, False), (-1.0, True), (-3.0, False)])
+    z = math.exp(-2) + math.exp(-1) + math.exp(-3)
+    assert out["gold_prob"] == pytest.approx(math.exp(-1) / z)
+    assert out["acc"] == 1.0
+    # acc_norm divides by the choice's length in characters: -2/1, -1/4, -3/2 -> choice 1 still wins
+    assert out["acc_norm"] == 1.0
+    wrong = process_results({"gold": 0, "choices": ["x", "y"]}, [(-5.0, False), (-1.0, True)])
+    assert wrong["acc"] == 0.0 and wrong["gold_prob"] < 0.5

@@ -264,3 +264,157 @@ def test_merge_checkpoints_refuses_to_overwrite(tmp_path, checkpoints):
     (tmp_path / "out").mkdir()
     with pytest.raises(FileExistsError):
         merge_checkpoints(checkpoints["base"], {d: checkpoints[d] for d in DOMAINS}, MIX, tmp_path / "out")
+
+
+# ---- the blocked streaming path ----------------------------------------------------------------
+
+
+def _write_raw_checkpoint(directory, state: dict, shards: int = 2) -> None:
+    """``state`` as ``shards`` safetensors files + index (no config.json), like a sharded HF save."""
+    import json
+
+    from safetensors.torch import save_file
+
+    directory.mkdir(parents=True)
+    keys = sorted(state)
+    parts = [keys[i::shards] for i in range(shards)]
+    weight_map = {}
+    for i, part in enumerate(parts, start=1):
+        fname = f"model-{i:05d}-of-{shards:05d}.safetensors"
+        save_file({k: state[k].contiguous() for k in part}, str(directory / fname), metadata={"format": "pt"})
+        weight_map.update({k: fname for k in part})
+    (directory / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+
+
+def _raw_states(dtype):
+    g = torch.Generator().manual_seed(11)
+    base = {
+        "a.weight": torch.randn(37, 29, generator=g),  # 1073 elements: many blocks + a remainder
+        "b.bias": torch.randn(5, generator=g),  # shorter than one block
+        "c.scale": torch.randn((), generator=g),  # 0-d
+        "d.empty": torch.zeros(0, 3),  # no elements
+    }
+    base = {k: v.to(dtype) for k, v in base.items()}
+    experts = {d: {k: (v.float() + 0.05 * torch.randn(v.shape, generator=g)).to(dtype) for k, v in base.items()}
+               for d in DOMAINS}
+    base["e.position_ids"] = torch.arange(7)  # not floating: copied from the base
+    for s in experts.values():
+        s["e.position_ids"] = torch.arange(7) + 1
+    return base, experts
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
+@pytest.mark.parametrize("block", [1, 64, 1 << 16])
+def test_blocked_streaming_equals_the_formula(tmp_path, dtype, block):
+    base, experts = _raw_states(dtype)
+    _write_raw_checkpoint(tmp_path / "base", base)
+    for d, s in experts.items():
+        _write_raw_checkpoint(tmp_path / d, s, shards=3)
+    out = merge_checkpoints(tmp_path / "base", {d: tmp_path / d for d in DOMAINS}, MIX, tmp_path / "out",
+                            block_elements=block, max_shard_size="2KB")
+    merged = load_state_dict(out)
+    floats = {k: v for k, v in base.items() if v.is_floating_point()}
+    float_experts = {d: {k: s[k] for k in floats} for d, s in experts.items()}
+    c = torch.float64 if dtype == torch.float64 else torch.float32  # the computation dtype
+    want = {}
+    for k, b in floats.items():  # Θ_base + Σ_k α_k (Θ_k − Θ_base), terms summed in sorted domain order
+        total = None
+        for d in sorted(DOMAINS):
+            term = MIX[d] * (experts[d][k].to(c) - b.to(c))
+            total = term if total is None else total + term
+        want[k] = (b.to(c) + total).to(dtype)
+    in_memory = merge_state_dicts(floats, float_experts, MIX)
+    assert set(merged) == set(base)
+    for k, v in want.items():
+        assert merged[k].dtype == dtype and merged[k].shape == v.shape
+        bits = merged[k].reshape(-1).view(torch.uint8)
+        assert torch.equal(bits, v.reshape(-1).view(torch.uint8)), k  # bit-identical, signed zeros included
+        assert torch.equal(bits, in_memory[k].reshape(-1).view(torch.uint8)), k
+    assert torch.equal(merged["e.position_ids"], base["e.position_ids"])
+    # a vertex is the expert, bit for bit, through the blocked path too
+    vert = merge_checkpoints(tmp_path / "base", {d: tmp_path / d for d in DOMAINS}, Mixture.vertex(DOMAINS, "math"),
+                             tmp_path / "vertex", block_elements=block)
+    got = load_state_dict(vert)
+    assert all(torch.equal(got[k], experts["math"][k]) for k in floats)
+
+
+def test_blocked_streaming_never_reads_a_whole_tensor(tmp_path, checkpoints, states, monkeypatch):
+    from mergemix_dagster.core.merge import streaming
+
+    def whole(self, key):
+        raise AssertionError(f"whole-tensor read of {key}")
+
+    monkeypatch.setattr(streaming._Checkpoint, "tensor", whole)
+    out = merge_checkpoints(checkpoints["base"], {d: checkpoints[d] for d in DOMAINS}, MIX, tmp_path / "m",
+                            block_elements=100)
+    base, experts = states
+    want = merge_state_dicts(base, experts, MIX)
+    got = load_state_dict(out)
+    assert all(torch.equal(got[k], want[k]) for k in want)
+
+
+def test_sharded_output_is_a_valid_checkpoint(tmp_path, checkpoints, tokenizer):
+    import json
+
+    from safetensors import safe_open
+
+    out = merge_checkpoints(checkpoints["base"], {d: checkpoints[d] for d in DOMAINS}, MIX, tmp_path / "m",
+                            max_shard_size="20KB")
+    index = json.loads((out / "model.safetensors.index.json").read_text())
+    files = sorted(set(index["weight_map"].values()))
+    assert len(files) > 1 and sorted(p.name for p in out.glob("*.safetensors")) == files
+    total = 0
+    for f in files:
+        with safe_open(str(out / f), framework="pt") as h:
+            assert h.metadata() == {"format": "pt"}
+            for k in h.keys():
+                assert index["weight_map"][k] == f
+                total += h.get_tensor(k).numel() * 4
+    assert index["metadata"]["total_size"] == total
+    model, _ = load_checkpoint(out)  # transformers loads it
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    assert not list(tmp_path.glob(".m.tmp-*"))
+
+
+@pytest.mark.parametrize("method", ["linear", "ties", "dare"])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_streaming_rejects_non_finite_by_name(tmp_path, method, bad):
+    base, experts = _raw_states(torch.float32)
+    experts["math"]["a.weight"][3, 4] = bad
+    _write_raw_checkpoint(tmp_path / "base", base)
+    for d, s in experts.items():
+        _write_raw_checkpoint(tmp_path / d, s)
+    dirs = {d: tmp_path / d for d in DOMAINS}
+    with pytest.raises(NonFiniteWeightsError, match="expert 'math': parameter 'a.weight' has 1 non-finite"):
+        merge_checkpoints(tmp_path / "base", dirs, MIX, tmp_path / "out", method=method, block_elements=64)
+    # also at a vertex of another expert (the bad one does not reach the output there)
+    with pytest.raises(NonFiniteWeightsError, match="'math'.*'a.weight'"):
+        merge_checkpoints(tmp_path / "base", dirs, Mixture.vertex(DOMAINS, "code"), tmp_path / "out", method=method)
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.tmp-*"))
+    merge_checkpoints(tmp_path / "base", dirs, MIX, tmp_path / "out", method=method, check_finite=False)
+
+
+def test_streaming_rejects_a_truncated_file(tmp_path):
+    base, experts = _raw_states(torch.float32)
+    _write_raw_checkpoint(tmp_path / "base", base)
+    for d, s in experts.items():
+        _write_raw_checkpoint(tmp_path / d, s)
+    shard = sorted((tmp_path / "code").glob("*.safetensors"))[0]
+    shard.write_bytes(shard.read_bytes()[:-16])
+    with pytest.raises(CheckpointMismatchError, match="outside the file"):
+        merge_checkpoints(tmp_path / "base", {d: tmp_path / d for d in DOMAINS}, MIX, tmp_path / "out")
+    with pytest.raises(ConfigError, match="block_elements"):
+        merge_checkpoints(tmp_path / "base", {d: tmp_path / d for d in DOMAINS}, MIX, tmp_path / "o2", block_elements=0)
+
+
+def test_streaming_accepts_finite_inputs_whose_sums_overflow(tmp_path):
+    # every block sum overflows float32, but every input is finite: the exact check lets it through
+    big = {"w": torch.full((300,), 3.0e38)}
+    experts = {d: {"w": torch.full((300,), 3.0e38 - i * 1e31)} for i, d in enumerate(DOMAINS)}
+    _write_raw_checkpoint(tmp_path / "base", big, shards=1)
+    for d, s in experts.items():
+        _write_raw_checkpoint(tmp_path / d, s, shards=1)
+    dirs = {d: tmp_path / d for d in DOMAINS}
+    for i, mix in enumerate([MIX, Mixture.vertex(DOMAINS, "math")]):
+        out = merge_checkpoints(tmp_path / "base", dirs, mix, tmp_path / f"out{i}", block_elements=64)
+        assert torch.equal(load_state_dict(out)["w"], merge_state_dicts(big, experts, mix)["w"])

@@ -62,3 +62,17 @@ def test_rerun_reuses_finished_work_and_never_duplicates_rows(smoke_run):
     assert _latest(instance, "candidate_evaluations", "s0").metadata["candidates_scored_now"].value == 0
     after = db.query("SELECT count(*) AS n FROM evaluations")["n"][0]
     assert after == before
+
+
+def test_rows_of_a_metric_no_longer_configured_are_ignored():
+    import pandas as pd
+
+    from mergemix_dagster.assets.loading import configured_rows
+    from mergemix_dagster.settings import Settings
+
+    s = Settings(domains=[{"name": "math"}, {"name": "code"}])  # bundled tasks, metric gold_prob
+    rows = pd.DataFrame(
+        {"task": ["mm_math", "mm_math", "mm_arith_words"], "metric": ["acc", "gold_prob", "gold_prob"]}
+    )
+    assert configured_rows(rows, s)["metric"].tolist() == ["gold_prob"]
+    assert len(configured_rows(rows, s, heldout=True)) == 2

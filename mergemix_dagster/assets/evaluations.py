@@ -18,15 +18,17 @@ from ..resources import CheckpointStore, EvaluationDatabase
 from ..resources.settings import PipelineSettings
 from ..settings import Settings
 from . import layout
+from .loading import configured_rows
 from .proxies import open_proxy_scorer, score_rows
 
 EVALUATIONS_CODE_VERSION = "1"
 BASE_CANDIDATE_ID = "base"
 
 
-def finished_fingerprints(db: EvaluationDatabase, stage: str, n_metrics: int) -> dict[str, str]:
-    """candidate_id -> model fingerprint, for candidates with every task scored."""
-    rows = db.evaluations(stage)
+def finished_fingerprints(db: EvaluationDatabase, stage: str, s: Settings) -> dict[str, str]:
+    """candidate_id -> model fingerprint, for candidates with every configured task and metric scored."""
+    rows = configured_rows(db.evaluations(stage), s)
+    n_metrics = len(s.evaluation.tasks)
     if rows.empty:
         return {}
     counts = rows.groupby(["candidate_id", "model_fingerprint"]).size()
@@ -72,8 +74,7 @@ def build_evaluation_assets(parts: PipelinePartitions) -> list[dg.AssetsDefiniti
         s = settings.get()
         stage = context.partition_key
         design = store.get_json(layout.candidates_key(stage))
-        n_metrics = len(s.evaluation.tasks)
-        done = finished_fingerprints(database, stage, n_metrics)
+        done = finished_fingerprints(database, stage, s)
         todo = [c for c in design["candidates"] if done.get(c["candidate_id"]) != c["fingerprint"]]
         base_fp = layout.content_version({"base": design["base"]})
         need_base = done.get(BASE_CANDIDATE_ID) != base_fp
@@ -98,7 +99,7 @@ def build_evaluation_assets(parts: PipelinePartitions) -> list[dg.AssetsDefiniti
                     + ", ".join(f"{x.task}={x.value:.3f}" for x in scores)
                 )
         ids = [c["candidate_id"] for c in design["candidates"]] + [BASE_CANDIDATE_ID]
-        frame = database.evaluations(stage)
+        frame = configured_rows(database.evaluations(stage), s)
         frame = frame[frame["candidate_id"].isin(ids)]
         table_md, gains = expert_vs_base_markdown(s, frame)
         spread = frame[frame["kind"] == "seed"].groupby("task")["value"].agg(["min", "max"])

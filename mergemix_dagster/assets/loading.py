@@ -9,6 +9,15 @@ from ..resources import CheckpointStore
 from . import layout
 
 
+def configured_rows(rows, s, heldout: bool = False):
+    """Only the rows of the configured (task, metric) pairs: rows of a metric the settings no longer
+    use (say ``acc`` after switching to ``gold_prob``) must neither count as done nor be averaged in."""
+    tasks = list(s.evaluation.tasks) + (list(s.validation.heldout_tasks) if heldout else [])
+    pairs = {(t.name, t.metric) for t in tasks}
+    keep = [(t, m) in pairs for t, m in zip(rows["task"], rows["metric"])]
+    return rows[keep]
+
+
 def read_pointer(store: CheckpointStore, pointer_key: str, what: str) -> dict:
     if not store.exists(pointer_key):
         raise StoreError(f"{what} is not materialized yet: no {store.uri(pointer_key)}")

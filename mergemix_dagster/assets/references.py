@@ -27,7 +27,7 @@ from ..resources import CheckpointStore, EvaluationDatabase
 from ..settings import Settings
 from . import layout
 from .base import recipe_from
-from .loading import base_checkpoint, corpus_documents, read_pointer
+from .loading import base_checkpoint, configured_rows, corpus_documents, read_pointer
 from .proxies import build_evaluator, score_rows
 
 REFERENCE_KIND = "validation_trained"
@@ -75,7 +75,7 @@ class ReferenceTrainer:
         return [self.s.experts.seed + i for i in range(n)]
 
     def _scored(self) -> set[str]:
-        rows = self.database.evaluations(self.stage)
+        rows = configured_rows(self.database.evaluations(self.stage), self.s, heldout=True)
         rows = rows[rows["kind"] == REFERENCE_KIND]
         n_tasks = len(self.s.evaluation.tasks) + len(self.s.validation.heldout_tasks)
         counts = rows.groupby("model_fingerprint").size()
@@ -122,7 +122,7 @@ def scores_by_fingerprint(
     database: EvaluationDatabase, stage: str, kind: str, s: Settings
 ) -> dict[str, dict[str, float]]:
     """model fingerprint -> {capability: mean over the search tasks} plus ``heldout:<task>`` entries."""
-    rows = database.evaluations(stage)
+    rows = configured_rows(database.evaluations(stage), s, heldout=True)
     rows = rows[rows["kind"] == kind]
     search_tasks = {t.name for t in s.evaluation.tasks}
     out: dict[str, dict[str, float]] = {}

@@ -14,6 +14,7 @@ from ..resources import CheckpointStore, EvaluationDatabase
 from ..resources.settings import PipelineSettings
 from ..settings import Settings
 from . import layout
+from .loading import configured_rows
 
 SURROGATES_CODE_VERSION = "1"
 SURROGATE_CV_CHECK = "surrogate_cv_quality"
@@ -44,7 +45,7 @@ def seed_table(s: Settings, store: CheckpointStore, database: EvaluationDatabase
     """The capability table of the current seed candidates of ``stage`` (stale rows are ignored)."""
     design = store.get_json(layout.candidates_key(stage))
     current = {c["candidate_id"]: c["fingerprint"] for c in design["candidates"]}
-    rows = database.evaluations(stage)
+    rows = configured_rows(database.evaluations(stage), s)
     rows = rows[(rows["kind"] == "seed") & (rows["candidate_id"].map(current) == rows["model_fingerprint"])]
     return capability_table(rows, s.domain_names, s.capabilities)
 

@@ -36,7 +36,7 @@ from ..resources.settings import PipelineSettings
 from ..settings import Settings
 from . import layout
 from .candidates import candidate_fingerprint
-from .loading import base_checkpoint, expert_checkpoint_dir, read_pointer
+from .loading import base_checkpoint, configured_rows, expert_checkpoint_dir, read_pointer
 from .proxies import open_proxy_scorer, score_rows
 from .references import (
     PROXY_KIND,
@@ -211,8 +211,8 @@ def build_validation_assets(parts: PipelinePartitions) -> list[dg.AssetsDefiniti
             return ids, p_rows, t_rows
 
         ids, p_rows, t_rows = paired("fidelity")
-        base_rows = database.evaluations(stage)
-        base_rows = base_rows[(base_rows["kind"] == "base") & base_rows["task"].isin({t.name for t in s.evaluation.tasks})]
+        base_rows = configured_rows(database.evaluations(stage), s)
+        base_rows = base_rows[base_rows["kind"] == "base"]
         base = base_rows.groupby("capability")["value"].mean().to_dict()
         report = rank_fidelity(
             {c: np.array([r[c] for r in p_rows]) for c in caps},

@@ -192,7 +192,10 @@ class Evaluator:
         self.configs: dict[str, dict[str, Any]] = {}
         for spec in self.tasks:
             path = index[spec.name]
-            cfg = _absolute_data_files(_load_yaml(path, resolve_func=True), path.parent)
+            try:
+                cfg = _absolute_data_files(_load_yaml(path, resolve_func=True), path.parent)
+            except ImportError as exc:  # a `!function` whose Python file is not next to the YAML
+                raise MissingTaskError(f"task {spec.name!r} ({path}) names a function that cannot be imported: {exc}") from exc
             metrics = [m.get("metric") for m in cfg.get("metric_list") or [] if isinstance(m, dict)]
             if metrics and spec.metric not in metrics:
                 raise ConfigError(f"task {spec.name!r} ({path}) has no metric {spec.metric!r}; it reports {metrics}")

@@ -20,12 +20,14 @@ discovered automatically.
 
 Optional, for elementwise methods (merged element i depends only on element i of the base and of
 the experts, e.g. ``linear``): set ``elementwise = True`` and define
-``combine_block(base, experts, weights, out, scratch)``, which writes the merge of one 1-D block
-(all tensors in the computation dtype) into ``out`` with the *same* elementwise operations as
-``combine``, so a tensor merged block by block is bit-identical to ``combine`` on the whole
-tensor. The streaming path then merges such methods in small cache-resident blocks instead of
-materialising whole tensors. Methods that need the whole tensor (``ties``: top-k trimming;
-``dare``: a seeded mask over the whole tensor) leave ``elementwise = False``.
+``combine_block(base, experts, weights, out)``, which writes the merge of one block into ``out``
+with the *same* elementwise operations as ``combine``, so a tensor merged block by block is
+bit-identical to ``combine`` on the whole tensor. The streaming path then merges such methods in
+small cache-resident blocks instead of materialising whole tensors. Methods that need the whole
+tensor (``ties``: top-k trimming; ``dare``: a seeded mask over the whole tensor) leave
+``elementwise = False``. ``nonfinite_propagates(weights)`` may return True when a NaN/inf in any
+input always makes the merged element NaN/inf: the streaming path then checks finiteness on the
+output block alone (1 block instead of K + 1).
 
 Expert order: callers pass experts in sorted domain-name order (``canonical_domains``) together
 with ``keys`` (the domain names), so a result never depends on mapping order. DARE keys its
@@ -73,14 +75,17 @@ class MergeMethodBase:
     #: True when ``combine_block`` is implemented (see the module docstring)
     elementwise: bool = False
 
-    def combine_block(
-        self, base: Tensor, experts: Sequence[Tensor], weights: Sequence[float], out: Tensor, scratch: Tensor
-    ) -> None:  # pragma: no cover
-        """``out`` ← the merge of one block; 1-D tensors of one length, in the computation dtype.
+    def combine_block(self, base: Tensor, experts: Tensor, weights: Sequence[float], out: Tensor) -> None:  # pragma: no cover
+        """``out`` ← the merge of one block. Only for ``elementwise`` methods.
 
-        ``scratch`` is a buffer like ``out`` the method may overwrite. Only for ``elementwise`` methods.
+        ``base`` and ``out``: 1-D, m elements; ``experts``: (K, m), a scratch copy of the experts'
+        block that the method may overwrite; all in the computation dtype (``compute_dtype``).
         """
         raise NotImplementedError
+
+    def nonfinite_propagates(self, weights: Sequence[float]) -> bool:
+        """True if a NaN/inf in any input always gives a NaN/inf merged element at these weights."""
+        return False
 
     def prepare(
         self, name: str, base: Tensor, experts: Sequence[Tensor], keys: Sequence[str] | None = None
@@ -104,7 +109,7 @@ class MergeMethodBase:
         return self.combine(name, base, self.prepare(name, base, experts, keys), weights)
 
     def __repr__(self) -> str:
-        opts = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        opts = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
         return f"{type(self).__name__}({opts})"
 
 
@@ -169,6 +174,11 @@ def weights_tensor(weights: Sequence[float], like: Tensor) -> Tensor:
     """α as a (K, 1, ..., 1) tensor broadcastable against a stacked (K, *shape) tensor."""
     w = torch.tensor([float(a) for a in weights], dtype=like.dtype, device=like.device)
     return w.view(-1, *([1] * (like.dim() - 1)))
+
+
+def chunk_elements(t: Tensor) -> int:
+    """Elements per chunk when a method combines a big tensor piece by piece to bound its temporaries."""
+    return (1 << 20) if t.device.type == "cpu" else (1 << 24)
 
 
 def accumulate(terms: Sequence[Tensor]) -> Tensor:

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigError
-from .base import MergeMethodBase, accumulate, compute_dtype, expert_keys, register
+from .base import MergeMethodBase, accumulate, chunk_elements, compute_dtype, expert_keys, register
 
 
 def mask_seed(seed: int, name: str, key: str) -> int:
@@ -53,14 +53,22 @@ class Dare(MergeMethodBase):
         c = compute_dtype(base)
         b = base.to(c)
         scale = 1.0 / (1.0 - self.drop_rate)
-        out = []
-        for key, e in zip(expert_keys(keys, len(experts)), experts):
+        out = torch.empty((len(experts), *base.shape), dtype=c, device=b.device)  # δ̃_k: (K, *shape)
+        for i, (key, e) in enumerate(zip(expert_keys(keys, len(experts)), experts)):
             delta = e.to(device=b.device, dtype=c) - b
             mask = keep_mask(delta.shape, self.drop_rate, self.seed, name, key).to(b.device)
-            out.append(torch.where(mask, delta * scale, torch.zeros_like(delta)))
-        return torch.stack(out)  # δ̃_k: (K, *shape)
+            out[i].copy_(delta.mul_(scale)).masked_fill_(~mask, 0.0)  # = where(mask, δ·scale, +0)
+        return out
 
     def combine(self, name: str, base: Tensor, prepared: Tensor, weights: Sequence[float]) -> Tensor:
+        # elementwise given δ̃: done in chunks of the flattened tensor to bound the temporaries
         c = compute_dtype(base)
-        terms = [float(a) * prepared[i] for i, a in enumerate(weights)]
-        return (base.to(c) + accumulate(terms)).to(base.dtype)
+        flat_p = prepared.reshape(len(prepared), -1)
+        flat_b = base.reshape(-1)
+        out = torch.empty(base.shape, dtype=base.dtype, device=base.device)
+        flat_out = out.view(-1)
+        step = chunk_elements(prepared)
+        for s in range(0, flat_b.numel(), step):
+            terms = [float(a) * flat_p[i, s : s + step] for i, a in enumerate(weights)]
+            flat_out[s : s + step] = flat_b[s : s + step].to(c) + accumulate(terms)
+        return out

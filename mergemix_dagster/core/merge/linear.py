@@ -53,18 +53,33 @@ class Linear(MergeMethodBase):
             total = delta if total is None else total.add_(delta)
         return total.add_(b).to(base.dtype)
 
-    def combine_block(
-        self, base: Tensor, experts: Sequence[Tensor], weights: Sequence[float], out: Tensor, scratch: Tensor
-    ) -> None:
-        # the operations of ``combine``, elementwise and in the same order, into reused buffers
+    def combine_block(self, base: Tensor, experts: Tensor, weights: Sequence[float], out: Tensor) -> None:
+        # the operations of ``combine``, elementwise and in the same order, on reused buffers:
+        # δ_k = Θ_k − b (in place), α_k·δ_k, then ((α_1δ_1 + α_2δ_2) + ...) + b
         k = vertex_index(weights)
         if k is not None:
             out.copy_(experts[k])
             return
-        torch.sub(experts[0], base, out=out)
-        out.mul_(float(weights[0]))
-        for e, a in zip(experts[1:], weights[1:]):
-            torch.sub(e, base, out=scratch)
-            scratch.mul_(float(a))
-            out.add_(scratch)
+        experts.sub_(base)
+        experts.mul_(self._alphas(weights, experts))  # row k times float(α_k), as mul_(float(a)) does
+        if len(experts) == 1:
+            out.copy_(experts[0])
+        else:
+            torch.add(experts[0], experts[1], out=out)
+            for row in experts[2:]:
+                out.add_(row)
         out.add_(base)
+
+    def nonfinite_propagates(self, weights: Sequence[float]) -> bool:
+        # sub, mul and add only: NaN/inf in an input reaches the output (0·inf = NaN), except at a
+        # vertex, where the other experts are not used
+        return vertex_index(weights) is None
+
+    def _alphas(self, weights: Sequence[float], like: Tensor) -> Tensor:
+        """α as a (K, 1) tensor in ``like``'s dtype and device, cached per merge."""
+        key = (tuple(float(a) for a in weights), like.dtype, like.device)
+        cached = getattr(self, "_alpha_cache", None)
+        if cached is None or cached[0] != key:
+            cached = (key, torch.tensor(key[0], dtype=like.dtype, device=like.device).view(-1, 1))
+            self._alpha_cache = cached
+        return cached[1]

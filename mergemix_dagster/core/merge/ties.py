@@ -27,19 +27,21 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigError
-from .base import MergeMethodBase, compute_dtype, register, weights_tensor
+from .base import MergeMethodBase, chunk_elements, compute_dtype, register, weights_tensor
 
 
-def trim_by_magnitude(delta: Tensor, density: float) -> Tensor:
-    """δ with all but its top ``max(1, int(density · n))`` entries by |δ| set to zero."""
+def trim_by_magnitude(delta: Tensor, density: float, out: Tensor | None = None) -> Tensor:
+    """δ with all but its top ``max(1, int(density · n))`` entries by |δ| set to zero (into ``out`` if given)."""
+    out = torch.empty_like(delta) if out is None else out
     if density >= 1.0 or delta.numel() == 0:
-        return delta.clone()
+        return out.copy_(delta)
     flat = delta.reshape(-1)
     k = max(1, int(density * flat.numel()))
     keep = torch.topk(flat.abs(), k, sorted=False).indices
-    out = torch.zeros_like(flat)
-    out[keep] = flat[keep]
-    return out.view_as(delta)
+    dst = out.view(-1)
+    dst.zero_()
+    dst[keep] = flat[keep]
+    return out
 
 
 @register
@@ -55,12 +57,26 @@ class Ties(MergeMethodBase):
     def prepare(self, name: str, base: Tensor, experts: Sequence[Tensor], keys: Sequence[str] | None = None) -> Tensor:
         c = compute_dtype(base)
         b = base.to(c)
-        # trimmed task vectors δ̂_k in the computation dtype: (K, *shape)
-        return torch.stack([trim_by_magnitude(e.to(device=b.device, dtype=c) - b, self.density) for e in experts])
+        # trimmed task vectors δ̂_k in the computation dtype: (K, *shape), one row written at a time
+        out = torch.empty((len(experts), *base.shape), dtype=c, device=b.device)
+        for i, e in enumerate(experts):
+            trim_by_magnitude(e.to(device=b.device, dtype=c) - b, self.density, out=out[i])
+        return out
 
     def combine(self, name: str, base: Tensor, prepared: Tensor, weights: Sequence[float]) -> Tensor:
+        # elementwise given δ̂: done in chunks of the flattened tensor to bound the (K, chunk) temporaries
         c = compute_dtype(base)
-        w = weights_tensor(weights, prepared)
+        flat_p = prepared.reshape(len(prepared), -1)
+        w = weights_tensor(weights, flat_p)  # (K, 1)
+        flat_b = base.reshape(-1)
+        out = torch.empty(base.shape, dtype=base.dtype, device=base.device)
+        flat_out = out.view(-1)
+        step = chunk_elements(prepared)
+        for s in range(0, flat_b.numel(), step):
+            flat_out[s : s + step] = self._combine(flat_b[s : s + step].to(c), flat_p[:, s : s + step], w)
+        return out
+
+    def _combine(self, b: Tensor, prepared: Tensor, w: Tensor) -> Tensor:
         weighted = w * prepared  # α_k δ̂_k
         elected = torch.sign(weighted.sum(dim=0))
         agree = torch.sign(weighted) == elected
@@ -70,4 +86,4 @@ class Ties(MergeMethodBase):
             divisor = (w * agree).sum(dim=0)
             divisor = torch.where(divisor == 0, torch.ones_like(divisor), divisor)
             mixed = mixed / divisor
-        return (base.to(c) + mixed).to(base.dtype)
+        return b + mixed
