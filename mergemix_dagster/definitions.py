@@ -12,6 +12,7 @@ from .resources.settings import PipelineSettings
 from .schedules import build_schedules
 from .sensors import build_sensors
 from .settings import Settings, load_settings
+from .versions import with_settings_versions
 
 
 def build_definitions(settings: Settings | None = None, config: str = "") -> dg.Definitions:
@@ -20,7 +21,7 @@ def build_definitions(settings: Settings | None = None, config: str = "") -> dg.
     parts = build_partitions(settings)
     defs_ref: list[dg.Definitions] = []  # sensors and schedules read the asset graph for staleness
     defs = dg.Definitions(
-        assets=build_assets(parts),
+        assets=with_settings_versions(build_assets(parts), settings),
         jobs=ALL_JOBS,
         sensors=build_sensors(defs_ref),
         schedules=build_schedules(defs_ref, settings),

@@ -76,3 +76,20 @@ def test_rows_of_a_metric_no_longer_configured_are_ignored():
     )
     assert configured_rows(rows, s)["metric"].tolist() == ["gold_prob"]
     assert len(configured_rows(rows, s, heldout=True)) == 2
+
+
+def test_a_settings_edit_makes_stale_only_the_assets_that_read_it(smoke_run, pipeline_config):
+    from mergemix_dagster.definitions import build_definitions
+    from mergemix_dagster.staleness import Status, stage_status
+
+    settings, defs, instance, _ = smoke_run
+    assert stage_status(instance, defs, settings.domain_names, "s0").fresh
+    edited = settings.model_copy(update={"evaluation": settings.evaluation.model_copy(update={"limit": 20})})
+    status = stage_status(instance, build_definitions(edited, config=str(pipeline_config)), edited.domain_names, "s0")
+    assert status.base is Status.FRESH and set(status.experts.values()) == {Status.FRESH}
+    assert status.downstream["merge_candidates"] is Status.FRESH
+    assert status.downstream["candidate_evaluations"] is Status.STALE
+    assert status.downstream["chosen_mixture"] is Status.STALE  # downstream of the edit
+    more_tokens = settings.model_copy(update={"experts": settings.experts.model_copy(update={"tokens": 9000})})
+    status = stage_status(instance, build_definitions(more_tokens, config=str(pipeline_config)), settings.domain_names, "s0")
+    assert set(status.experts.values()) == {Status.STALE} and status.base is Status.FRESH

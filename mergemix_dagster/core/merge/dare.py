@@ -54,10 +54,11 @@ class Dare(MergeMethodBase):
         b = base.to(c)
         scale = 1.0 / (1.0 - self.drop_rate)
         out = torch.empty((len(experts), *base.shape), dtype=c, device=b.device)  # δ̃_k: (K, *shape)
+        zero = torch.zeros((), dtype=c, device=b.device)
         for i, (key, e) in enumerate(zip(expert_keys(keys, len(experts)), experts)):
             delta = e.to(device=b.device, dtype=c) - b
             mask = keep_mask(delta.shape, self.drop_rate, self.seed, name, key).to(b.device)
-            out[i].copy_(delta.mul_(scale)).masked_fill_(~mask, 0.0)  # = where(mask, δ·scale, +0)
+            torch.where(mask, delta.mul_(scale), zero, out=out[i])
         return out
 
     def combine(self, name: str, base: Tensor, prepared: Tensor, weights: Sequence[float]) -> Tensor:

@@ -296,11 +296,14 @@ class _ShardWriter:
         _pwrite_all(self.fd, len(blob).to_bytes(8, "little") + blob, 0)
 
     def write(self, offset: int, data: memoryview) -> None:
-        _pwrite_all(self.fd, data, offset)
-        end = offset + len(data)
-        if end - self._flushed >= WRITEBACK_BYTES:
-            _start_writeback(self.fd, self._flushed, end - self._flushed)
-            self._flushed = end
+        step = WRITEBACK_BYTES // 4  # whole tensors go in pieces, so writeback starts between them
+        for start in range(0, len(data), step):
+            piece = data[start : start + step]
+            _pwrite_all(self.fd, piece, offset + start)
+            end = offset + start + len(piece)
+            if end - self._flushed >= WRITEBACK_BYTES:
+                _start_writeback(self.fd, self._flushed, end - self._flushed)
+                self._flushed = end
 
     def close(self) -> None:
         if self.fd < 0:

@@ -1,0 +1,50 @@
+"""Settings are part of each asset's code version, so Dagster marks exactly what a settings edit affects stale.
+
+An asset's code version is ``<code version>+<hash of the settings it reads>``: raise the expert token budget
+and the experts (then everything downstream) go stale; switch an evaluation metric and only the evaluations
+onward go stale; the corpora, the base and the experts stay fresh. Assets whose output did not change after a
+rerun (same data version) leave their downstream fresh, so a harmless edit costs one cheap rerun.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import dagster as dg
+
+from .assets.layout import content_version
+from .settings import Settings
+
+SETTINGS_READ_BY: dict[str, Callable[[Settings], object]] = {
+    "general_corpus": lambda s: {"max_chars": s.model.general_max_chars},
+    "base_tokenizer": lambda s: {"base": s.model.base, "vocab": s.model.vocab_size},
+    "domain_corpus": lambda s: [d.model_dump() for d in s.domains],
+    "stage_base": lambda s: {"model": s.model.model_dump(), "pretrain": s.pretrain.model_dump()},
+    "expert_checkpoint": lambda s: s.experts.model_dump(),
+    "merge_candidates": lambda s: [s.search.n_candidates, s.search.seed, s.search.merge_method],
+    "candidate_evaluations": lambda s: s.evaluation.model_dump(),
+    "capability_surrogates": lambda s: [s.search.seed, s.search.cv_folds, s.validation.min_surrogate_cv_spearman],
+    "chosen_mixture": lambda s: [s.search.capability_weights, s.search.n_samples, s.search.seed],
+    **{
+        name: (lambda s: {"validation": s.validation.model_dump(), "evaluation": s.evaluation.model_dump()})
+        for name in (
+            "validation_design",
+            "validation_proxies",
+            "reference_models",
+            "proxy_fidelity",
+            "mixture_quality",
+            "task_vector_diagnostics",
+            "validation_report",
+        )
+    },
+}
+
+
+def with_settings_versions(assets: list[dg.AssetsDefinition], settings: Settings) -> list[dg.AssetsDefinition]:
+    def versioned(spec: dg.AssetSpec) -> dg.AssetSpec:
+        read = SETTINGS_READ_BY.get(spec.key.to_user_string())
+        if read is None:
+            return spec
+        return spec.replace_attributes(code_version=f"{spec.code_version}+{content_version(read(settings), 8)}")
+
+    return [a.map_asset_specs(versioned) for a in assets]
