@@ -418,3 +418,15 @@ def test_streaming_accepts_finite_inputs_whose_sums_overflow(tmp_path):
     for i, mix in enumerate([MIX, Mixture.vertex(DOMAINS, "math")]):
         out = merge_checkpoints(tmp_path / "base", dirs, mix, tmp_path / f"out{i}", block_elements=64)
         assert torch.equal(load_state_dict(out)["w"], merge_state_dicts(big, experts, mix)["w"])
+
+
+@pytest.mark.parametrize("method,options", [("ties", {"density": 0.3}), ("dare", {"drop_rate": 0.4, "seed": 5})])
+def test_chunked_combine_equals_one_piece(states, monkeypatch, method, options):
+    from mergemix_dagster.core.merge import dare, ties
+
+    base, experts = states
+    whole = merge_state_dicts(base, experts, MIX, method=method, **options)
+    for module in (ties, dare):
+        monkeypatch.setattr(module, "chunk_elements", lambda t: 7)  # many chunks + a remainder
+    chunked = merge_state_dicts(base, experts, MIX, method=method, **options)
+    assert all(torch.equal(chunked[k].view(-1).view(torch.uint8), whole[k].view(-1).view(torch.uint8)) for k in whole)

@@ -6,7 +6,8 @@ three give bit-identical weights on the same device:
 - ``merge_state_dicts``: state dicts in memory → merged state dict;
 - ``InMemoryMerger``: writes merged weights into a loaded model's parameters for any α (fast
   re-merge for scoring many candidates without writing checkpoints);
-- ``merge_checkpoints``: checkpoint directories → merged checkpoint, tensor by tensor.
+- ``merge_checkpoints``: checkpoint directories → merged checkpoint, in small blocks for
+  elementwise methods (``linear``), tensor by tensor for the others.
 
 Methods (one file each, registered by name): ``linear`` (default, task arithmetic), ``ties``,
 ``dare``. See ``get_method`` / ``known_methods``.

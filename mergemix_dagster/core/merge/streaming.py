@@ -20,8 +20,12 @@ streamed and in-memory merges are bit-identical:
   faults on every 64 KiB); writing from a cache-resident buffer with ``pwrite`` beats writing
   through a shared ``mmap`` of the output (a zero-filled page fault per 4 KiB).
 - **whole tensor** (``ties``: top-k trimming needs the whole tensor; ``dare``: its seeded mask
-  is drawn over the whole tensor): the K + 1 input tensors of one parameter are read, merged with
-  ``merge_tensor`` and written; peak memory is those inputs plus the method's temporaries.
+  is drawn over the whole tensor): the base tensor is read, then ``prepare`` reads the experts'
+  tensors one at a time (each checked, used and dropped) into the method's (K, *shape) float32
+  form, ``combine`` (which works in chunks) gives the merged tensor, which is written. Peak
+  memory is about base + one expert + K float32 task vectors + the method's temporaries for one
+  tensor (measured ~9-12 × the largest tensor for K = 4, fp32): bounded by the largest tensor,
+  not by the model, but not "a few tensors".
 
 Finite check (``check_finite``): in the blocked path, one sum over the K + 1 input blocks per
 block (NaN/inf cannot cancel in a sum, so a finite sum proves every element finite); a non-finite
