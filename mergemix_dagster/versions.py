@@ -13,6 +13,7 @@ from typing import Callable
 import dagster as dg
 
 from .assets.layout import content_version
+from .jobs import VALIDATION_ASSETS
 from .settings import Settings
 
 SETTINGS_READ_BY: dict[str, Callable[[Settings], object]] = {
@@ -27,15 +28,7 @@ SETTINGS_READ_BY: dict[str, Callable[[Settings], object]] = {
     "chosen_mixture": lambda s: [s.search.capability_weights, s.search.n_samples, s.search.seed],
     **{
         name: (lambda s: {"validation": s.validation.model_dump(), "evaluation": s.evaluation.model_dump()})
-        for name in (
-            "validation_design",
-            "validation_proxies",
-            "reference_models",
-            "proxy_fidelity",
-            "mixture_quality",
-            "task_vector_diagnostics",
-            "validation_report",
-        )
+        for name in VALIDATION_ASSETS
     },
 }
 

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import pandas as pd
 
 from ..core.corpora import tokenize_documents
 from ..core.evaluate import Evaluator
@@ -53,9 +52,13 @@ class ReferenceTrainer:
     log: Callable[[str], None] = print
     _streams: dict | None = field(default=None, init=False)
     _evaluator: Evaluator | None = field(default=None, init=False)
+    _done: set[str] | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
-        self.base_dir, self.base_fp = base_checkpoint(self.store, self.stage)
+        # Only fingerprints here: a run id needs no weights (the base is fetched when a run trains).
+        self.base_fp = read_pointer(self.store, layout.base_pointer(self.stage), f"base of stage {self.stage!r}")[
+            "fingerprint"
+        ]
         names = list(self.s.domain_names) + (["general"] if self.s.experts.general_fraction > 0 else [])
         self.corpora = {
             d: read_pointer(self.store, layout.corpus_pointer(d), f"corpus {d!r}")["fingerprint"] for d in names
@@ -89,14 +92,16 @@ class ReferenceTrainer:
     def ensure(self, mixture: Mixture, seed: int, study: str) -> tuple[str, bool]:
         """Make sure the run (mixture, seed) is trained and scored; returns (run_id, did_work)."""
         run_id = self.run_id(mixture, seed)
-        if run_id in self._scored():
+        if self._done is None:
+            self._done = self._scored()
+        if run_id in self._done:
             return run_id, False
         key = f"stages/{self.stage}/references/{run_id}"
         if self.store.exists(key):  # trained before an interruption, not yet scored
             self.log(f"reference {mixture.label()} seed {seed}: stored checkpoint found, scoring it")
             model, tokenizer = load_checkpoint(self.store.get_dir(key))
         else:
-            model, tokenizer = load_checkpoint(self.base_dir)
+            model, tokenizer = load_checkpoint(base_checkpoint(self.store, self.stage)[0])
             recipe = recipe_from(self.s.experts.model_copy(update={"seed": seed}))
             data_mixture = with_general(mixture, self.s.experts.general_fraction)
             self.log(f"training reference {mixture.label()} seed {seed} ({study}): {recipe.tokens:,} tokens")
@@ -114,6 +119,7 @@ class ReferenceTrainer:
         self.database.upsert_evaluations(
             score_rows(self.stage, reference_candidate_id(run_id), REFERENCE_KIND, mixture.as_dict(), scores, run_id)
         )
+        self._done.add(run_id)
         self.log(f"reference {mixture.label()} seed {seed}: " + ", ".join(f"{x.task}={x.value:.3f}" for x in scores))
         return run_id, True
 
@@ -136,6 +142,3 @@ def scores_by_fingerprint(
         out[str(fp)] = scores
     return out
 
-
-def score_frame(scores: dict[str, float], capabilities) -> pd.Series:
-    return pd.Series({c: scores[c] for c in capabilities})

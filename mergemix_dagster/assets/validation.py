@@ -308,13 +308,11 @@ def build_validation_assets(parts: PipelinePartitions) -> list[dg.AssetsDefiniti
             "regmix": regmix,
             "chosen": Mixture.from_dict(design["chosen"], s.domain_names),
         }
-        rows = []
-        for arm, mixture in arms.items():
-            for seed in seeds:
-                run_id, _ = trainer.ensure(mixture, seed, f"quality:{arm}")
-                scores = scores_by_fingerprint(database, stage, REFERENCE_KIND, s)[run_id]
-                rows.append({"arm": arm, "seed": seed, "overall": float(np.mean([scores[c] for c in caps])),
-                             **{k: v for k, v in scores.items()}})
+        runs = [(arm, seed, trainer.ensure(mixture, seed, f"quality:{arm}")[0])
+                for arm, mixture in arms.items() for seed in seeds]
+        trained = scores_by_fingerprint(database, stage, REFERENCE_KIND, s)
+        rows = [{"arm": arm, "seed": seed, "overall": float(np.mean([trained[run_id][c] for c in caps])),
+                 **trained[run_id]} for arm, seed, run_id in runs]
         frame = pd.DataFrame(rows)
         summary = frame.drop(columns=["seed"]).groupby("arm", sort=False).agg(["mean", "std"])
         summary.columns = [f"{a}_{b}" for a, b in summary.columns]

@@ -19,9 +19,10 @@ import json
 import os
 import shutil
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import torch
 
@@ -160,6 +161,27 @@ def load_checkpoint(path_or_hub_id: str | Path, device: str = "cpu", dtype: torc
     return model, tokenizer
 
 
+@contextmanager
+def atomic_directory(directory: Path) -> Iterator[Path]:
+    """An empty temporary sibling of ``directory`` to write into; renamed into place when the block
+    ends, removed if it raises. So an interrupted write never leaves a half checkpoint, and an existing
+    ``directory`` is never overwritten (``CheckpointExistsError``, before and after the work)."""
+    directory = Path(directory)
+    if directory.exists():
+        raise CheckpointExistsError(f"refusing to overwrite existing checkpoint directory {directory}")
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = directory.parent / f".{directory.name}.tmp-{uuid.uuid4().hex[:12]}"
+    tmp.mkdir()
+    try:
+        yield tmp
+        if directory.exists():
+            raise CheckpointExistsError(f"refusing to overwrite existing checkpoint directory {directory}")
+        os.rename(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def save_checkpoint(model, tokenizer, directory: Path, max_shard_size: str = "2GB") -> Path:
     """Write ``model`` + ``tokenizer`` as a safetensors HF checkpoint at ``directory``.
 
@@ -168,20 +190,10 @@ def save_checkpoint(model, tokenizer, directory: Path, max_shard_size: str = "2G
     raises ``CheckpointExistsError`` (a ``StoreError`` and a ``FileExistsError``).
     """
     directory = Path(directory)
-    if directory.exists():
-        raise CheckpointExistsError(f"refusing to overwrite existing checkpoint directory {directory}")
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = directory.parent / f".{directory.name}.tmp-{uuid.uuid4().hex[:12]}"
-    try:
+    with atomic_directory(directory) as tmp:
         model.save_pretrained(str(tmp), max_shard_size=max_shard_size)
         if tokenizer is not None:
             tokenizer.save_pretrained(str(tmp))
-        if directory.exists():
-            raise CheckpointExistsError(f"refusing to overwrite existing checkpoint directory {directory}")
-        os.rename(tmp, directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return directory
 
 

@@ -53,7 +53,6 @@ import os
 import re
 import shutil
 import sys
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from collections import abc
@@ -63,7 +62,7 @@ import torch
 
 from ..errors import CheckpointMismatchError, ConfigError
 from ..mixture import Mixture
-from ..model import CheckpointExistsError
+from ..model import CheckpointExistsError, atomic_directory
 from .base import MergeMethod, canonical_domains, compute_dtype, get_method
 from .checks import TIED_KEYS, check_configs, check_finite_tensor, check_structure, tied_config
 
@@ -534,10 +533,7 @@ def _merge(
             raise CheckpointMismatchError(f"merged {key!r} is {t.dtype}{tuple(t.shape)}, expected {dtype}{out_desc[key][0]}")
         writer.write(writer.offsets[key], _byte_view(t.detach().to("cpu").contiguous()))
 
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output_dir.parent / f".{output_dir.name}.tmp-{uuid.uuid4().hex[:12]}"
-    tmp.mkdir()
-    try:
+    with atomic_directory(output_dir) as tmp:
         n = len(shards)
         weight_map: dict[str, str] = {}
         total = 0
@@ -557,10 +553,4 @@ def _merge(
         for item in sorted(base_dir.iterdir()):
             if item.is_file() and not item.name.endswith(".safetensors") and item.name != SAFETENSORS_INDEX:
                 shutil.copy2(item, tmp / item.name)
-        if output_dir.exists():
-            raise CheckpointExistsError(f"refusing to overwrite existing directory {output_dir}")
-        os.rename(tmp, output_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return output_dir
