@@ -150,6 +150,17 @@ class StageSettings(_Strict):
     schedule: str = Field("0 3 * * *", description="cron of the periodic re-optimization of the latest stage")
 
 
+class TargetSettings(_Strict):
+    """The real training run the chosen mixture is handed to: its token budget and the repetition cap.
+
+    With ``tokens`` set, the search keeps every domain within ``α_d · tokens ≤ max_epochs · N_d`` (``N_d``: the
+    domain's available tokens, counted from its corpus) and the exports carry a token plan.
+    """
+
+    tokens: int | None = Field(None, gt=0, description="tokens of the target run (e.g. 100000000000); None: no bound")
+    max_epochs: float = Field(4.0, gt=0, description="at most this many passes over any domain's available tokens")
+
+
 class Settings(_Strict):
     home: str = Field(default_factory=lambda: os.environ.get("MERGEMIX_HOME", DEFAULT_HOME))
     store_root: str | None = Field(None, description="checkpoint store root; default <home>/store; may be s3://")
@@ -162,6 +173,7 @@ class Settings(_Strict):
     search: SearchSettings = SearchSettings()
     validation: ValidationSettings = ValidationSettings()
     stages: StageSettings = StageSettings()
+    target: TargetSettings = TargetSettings()
     initial_stage: str = "s0"
 
     @model_validator(mode="after")
