@@ -13,7 +13,9 @@ FOUNDATION_ASSETS = ("general_corpus", "base_tokenizer")
 CORPORA_ASSETS = ("domain_corpus",)
 STAGE_BASE_ASSETS = ("stage_base",)
 EXPERT_ASSETS = ("expert_checkpoint",)
-OPTIMIZE_ASSETS = ("merge_candidates", "candidate_evaluations", "capability_surrogates", "chosen_mixture")
+OPTIMIZE_ASSETS = (
+    "merge_candidates", "candidate_evaluations", "capability_surrogates", "search_rounds", "chosen_mixture"
+)
 
 foundation_job = dg.define_asset_job(
     "foundation_job", selection=list(FOUNDATION_ASSETS), description="General corpus and tokenizer."
@@ -28,7 +30,7 @@ experts_job = dg.define_asset_job(
 optimize_job = dg.define_asset_job(
     "optimize_job",
     selection=list(OPTIMIZE_ASSETS),
-    description="Candidates, evaluations, surrogates and the chosen mixture of one stage.",
+    description="Candidates, evaluations, surrogates, DeMix rounds and the chosen mixture of one stage.",
 )
 
 VALIDATION_ASSETS = (

@@ -105,15 +105,77 @@ class EvaluationSettings(_Strict):
         return value
 
 
+class ObjectiveSettings(_Strict):
+    """What "best mixture" means (see docs/search.md). Targets are capabilities.
+
+    The default — maximin over capabilities with a light pull toward the corpora's natural token mixture —
+    is the one a mid-training team can defend: a plain mean of near-linear capability scores is linear in α,
+    so its optimum is a one-domain mixture; maximin asks for the mixture whose *weakest* capability gains the
+    most, and the KL pull keeps weights near the natural data unless the evidence says otherwise.
+    """
+
+    aggregate: Literal["mean", "min"] = Field("min", description="mean: weighted average; min: maximin")
+    weights: dict[str, float] | None = Field(None, description="per-capability weights; None: equal")
+    directions: dict[str, Literal["maximize", "minimize"]] = Field(
+        default_factory=dict, description="per capability; default maximize (use minimize for loss/BPB)"
+    )
+    floors: dict[str, float] = Field(
+        default_factory=dict, description="hard minimum (maximize) / maximum (minimize) per capability, raw units"
+    )
+    no_capability_below_base: bool = Field(
+        False, description="floor every capability at the base model's score"
+    )
+    kl_weight: float = Field(0.05, ge=0.0, description="weight of the KL(α ‖ prior) penalty; 0 turns it off")
+    prior: Literal["tokens", "uniform"] | dict[str, float] = Field(
+        "tokens", description="tokens: the corpora's natural token shares; uniform; or {domain: weight}"
+    )
+
+
 class SearchSettings(_Strict):
-    n_candidates: int = Field(40, ge=2)
-    n_samples: int = Field(100_000, ge=100)
+    n_candidates: int = Field(40, ge=2, description="seed design size; must be >= number of domains + 1")
+    n_samples: int = Field(100_000, ge=100, description="objective evaluations of the simplex search")
     seed: int = 0
     merge_method: str = "linear"
     capability_weights: dict[str, float] | None = Field(
-        None, description="None: macro-average of normalized capability scores; else a weighted objective"
+        None, description="shorthand for objective.weights (kept for older configs)"
+    )
+    objective: ObjectiveSettings = ObjectiveSettings()
+    choice: Literal["top_k_mean", "argmax", "lcb"] = Field(
+        "top_k_mean", description="top_k_mean: mean of the k best points (robust); argmax; lcb: lower confidence bound"
+    )
+    top_k: int = Field(100, ge=1, description="points averaged by the top_k_mean choice")
+    refine: bool = Field(True, description="local refinement of the best sampled points")
+    ensemble: int = Field(8, ge=0, description="bootstrap surrogates per capability for intervals (0: none)")
+    lcb_quantile: float = Field(0.1, gt=0.0, lt=0.5, description="interval quantiles (q, 1-q); lcb uses q")
+    min_weight: dict[str, float] = Field(default_factory=dict, description="per-domain lower bound on the weight")
+    max_weight: dict[str, float] = Field(default_factory=dict, description="per-domain upper bound on the weight")
+    pinned: dict[str, float] = Field(default_factory=dict, description="domains whose weight is fixed")
+    rounds: list[int] | None = Field(
+        None, description="DeMix rounds after the seed design: candidates per round; None: [N/2, N/4]; []: none"
     )
     cv_folds: int = 5
+
+    @model_validator(mode="after")
+    def _weights_alias(self) -> "SearchSettings":
+        if self.capability_weights is not None and self.objective.weights is not None:
+            raise ValueError("set search.objective.weights or search.capability_weights, not both")
+        for name in ("min_weight", "max_weight", "pinned"):
+            for d, v in getattr(self, name).items():
+                if not 0.0 <= v <= 1.0:
+                    raise ValueError(f"search.{name}[{d!r}] = {v} must lie in [0, 1]")
+        if self.rounds is not None and any(r < 1 for r in self.rounds):
+            raise ValueError(f"search.rounds must be positive candidate counts, got {self.rounds}")
+        return self
+
+    @property
+    def round_sizes(self) -> list[int]:
+        if self.rounds is not None:
+            return list(self.rounds)
+        return [r for r in (self.n_candidates // 2, self.n_candidates // 4) if r >= 1]
+
+    @property
+    def objective_weights(self) -> dict[str, float] | None:
+        return self.objective.weights if self.objective.weights is not None else self.capability_weights
 
 
 class ValidationSettings(_Strict):

@@ -22,10 +22,12 @@ SETTINGS_READ_BY: dict[str, Callable[[Settings], object]] = {
     "domain_corpus": lambda s: [d.model_dump() for d in s.domains],
     "stage_base": lambda s: {"model": s.model.model_dump(), "pretrain": s.pretrain.model_dump()},
     "expert_checkpoint": lambda s: s.experts.model_dump(),
-    "merge_candidates": lambda s: [s.search.n_candidates, s.search.seed, s.search.merge_method],
+    "merge_candidates": lambda s: [s.search.n_candidates, s.search.seed, s.search.merge_method,
+                                   s.search.objective.prior],
     "candidate_evaluations": lambda s: s.evaluation.model_dump(),
     "capability_surrogates": lambda s: [s.search.seed, s.search.cv_folds, s.validation.min_surrogate_cv_spearman],
-    "chosen_mixture": lambda s: [s.search.capability_weights, s.search.n_samples, s.search.seed],
+    "search_rounds": lambda s: [s.search.model_dump(), s.target.model_dump()],
+    "chosen_mixture": lambda s: [s.search.model_dump(), s.target.model_dump()],
     **{
         name: (lambda s: {"validation": s.validation.model_dump(), "evaluation": s.evaluation.model_dump()})
         for name in VALIDATION_ASSETS

@@ -12,6 +12,7 @@ from .evaluations import build_evaluation_assets
 from .experts import build_expert_assets
 from .mixture import build_mixture_assets
 from .report import build_report_assets
+from .rounds import build_round_assets
 from .surrogates import build_surrogate_assets
 from .validation import build_validation_assets
 
@@ -24,6 +25,7 @@ def build_assets(parts: PipelinePartitions) -> list[dg.AssetsDefinition]:
         *build_candidate_assets(parts),
         *build_evaluation_assets(parts),
         *build_surrogate_assets(parts),
+        *build_round_assets(parts),
         *build_mixture_assets(parts),
         *build_report_assets(parts),
         *build_validation_assets(parts),

@@ -14,13 +14,12 @@ import pandas as pd
 
 from ..core.mixture import Mixture
 from ..core.scores import capability_means
-from ..core.search import Utility, fit_score_scale, utility_values
 from ..partitions import PipelinePartitions
 from ..resources import CheckpointStore, EvaluationDatabase
 from ..resources.settings import PipelineSettings
 from .candidates import candidate_fingerprint
 from .proxies import open_proxy_scorer, score_rows
-from .surrogates import seed_table
+from .searching import available_tokens, base_scores, mixture_objective, objective_from, seed_scale
 from . import layout
 
 REPORT_CODE_VERSION = "1"
@@ -66,7 +65,6 @@ def build_report_assets(parts: PipelinePartitions) -> list[dg.AssetsDefinition]:
             return dg.MaterializeResult(metadata={"stages": 0})
         order = [st for st in context.instance.get_dynamic_partitions("stage") if st in set(chosen["stage"])]
         wide = chosen.pivot(index="stage", columns="domain", values="weight").loc[order, list(s.domain_names)]
-        utility = Utility(capability_weights=s.search.capability_weights)
         rows = []
         for i, stage in enumerate(order):
             row = {"stage": stage, **wide.loc[stage].to_dict()}
@@ -75,7 +73,7 @@ def build_report_assets(parts: PipelinePartitions) -> list[dg.AssetsDefinition]:
                 old = Mixture.from_dict(wide.loc[order[i - 1]].to_dict(), s.domain_names)
                 new = Mixture.from_dict(wide.loc[stage].to_dict(), s.domain_names)
                 row["moved_tv"] = 0.5 * float(np.abs(old.as_array() - new.as_array()).sum())
-                scale = fit_score_scale(seed_table(s, store, database, stage).scores)
+                scale = seed_scale(s, store, database, stage)
                 scores = open_proxy_scorer(store, stage, s).score(old)
                 design = store.get_json(layout.candidates_key(stage))
                 database.upsert_evaluations(
@@ -83,7 +81,8 @@ def build_report_assets(parts: PipelinePartitions) -> list[dg.AssetsDefinition]:
                                candidate_fingerprint(design, old.as_dict()))
                 )
                 caps = capability_means((x.capability, x.value) for x in scores)
-                old_utility = float(utility_values({c: np.array([v]) for c, v in caps.items()}, utility, scale)[0])
+                objective = objective_from(s, base_scores(s, database, stage), available_tokens(design))
+                old_utility = mixture_objective(caps, old, objective, scale)
                 row["previous_mixture_utility"] = old_utility
                 row["utility_lost_by_not_moving"] = row["verified_utility"] - old_utility
             rows.append(row)

@@ -17,7 +17,7 @@ import pandas as pd
 
 from ..core.mixture import Mixture
 from ..core.model import load_state_dict
-from ..core.search import Utility, fit_score_scale, search_mixture
+from ..core.search import search_mixture
 from ..core.surrogate import CapabilitySurrogates
 from ..core.validation import (
     SearchCost,
@@ -38,6 +38,16 @@ from . import layout
 from .candidates import candidate_fingerprint
 from .loading import base_checkpoint, configured_rows, expert_checkpoint_dir, read_pointer
 from .proxies import open_proxy_scorer, score_rows
+from .searching import (
+    available_tokens,
+    base_scores,
+    constraints_from,
+    measured_table,
+    mixture_objective,
+    objective_from,
+    seed_scale,
+    table_objective,
+)
 from .references import (
     PROXY_KIND,
     REFERENCE_KIND,
@@ -287,11 +297,18 @@ def build_validation_assets(parts: PipelinePartitions) -> list[dg.AssetsDefiniti
         store: CheckpointStore,
         database: EvaluationDatabase,
     ) -> dg.MaterializeResult:
-        """Train uniform, a RegMix-style choice (LightGBM on the reference runs' scores) and the chosen
-        mixture with the same budget, over ``validation.quality_seeds`` seeds, and compare them."""
+        """Train the chosen mixture and three baselines — uniform, a RegMix-style choice (LightGBM on the
+        reference runs, same objective and constraints) and the best single-domain mixture (the vertex whose
+        expert scores the best objective) — with the same budget over ``validation.quality_seeds`` seeds, and
+        compare them on the search objective and the held-out benchmarks, with the seed noise beside."""
         s = settings.get()
         stage = context.partition_key
         design = store.get_json(design_key(stage))
+        candidates = store.get_json(layout.candidates_key(stage))
+        tokens = available_tokens(candidates)
+        objective = objective_from(s, base_scores(s, database, stage), tokens)
+        constraints = constraints_from(s, tokens)
+        scale = seed_scale(s, store, database, stage)
         trainer = _trainer(context, s, store, database, stage)
         seeds = trainer.seeds(s.validation.quality_seeds)
         caps = list(s.capabilities)
@@ -300,43 +317,41 @@ def build_validation_assets(parts: PipelinePartitions) -> list[dg.AssetsDefiniti
         X = np.array([m.as_array() for _, m in fidelity])
         Y = {c: np.array([trained[trainer.run_id(m, seeds[0])][c] for _, m in fidelity]) for c in caps}
         regmix_surrogates = CapabilitySurrogates.fit(s.domain_names, X, Y, seed=s.search.seed, cv_folds=0)
-        utility = Utility(capability_weights=s.search.capability_weights)
-        regmix = search_mixture(regmix_surrogates, utility, fit_score_scale(Y), n_samples=s.search.n_samples,
-                                seed=s.search.seed).mixture
+        regmix = search_mixture(regmix_surrogates, objective, scale, n_samples=s.search.n_samples,
+                                seed=s.search.seed, constraints=constraints, choice="top_k_mean",
+                                top_k=s.search.top_k).mixture
+        seeds_table = measured_table(s, store, database, stage, 0)
+        vertex_values = table_objective(seeds_table, objective, scale)
+        vertices = [i for i, a in enumerate(seeds_table.alphas) if np.isclose(a.max(), 1.0)]
+        best_vertex = max(vertices, key=lambda i: vertex_values[i])
         arms = {
             "uniform": Mixture.uniform(s.domain_names),
             "regmix": regmix,
+            "best_single_domain": Mixture.from_array(s.domain_names, seeds_table.alphas[best_vertex]),
             "chosen": Mixture.from_dict(design["chosen"], s.domain_names),
         }
         runs = [(arm, seed, trainer.ensure(mixture, seed, f"quality:{arm}")[0])
                 for arm, mixture in arms.items() for seed in seeds]
         trained = scores_by_fingerprint(database, stage, REFERENCE_KIND, s)
-        rows = [{"arm": arm, "seed": seed, "overall": float(np.mean([trained[run_id][c] for c in caps])),
-                 **trained[run_id]} for arm, seed, run_id in runs]
+        rows = []
+        for arm, seed, run_id in runs:
+            scores = trained[run_id]
+            value = mixture_objective({c: scores[c] for c in caps}, arms[arm], objective, scale)
+            rows.append({"arm": arm, "seed": seed, "objective": value,
+                         "overall": float(np.mean([scores[c] for c in caps])), **scores})
         frame = pd.DataFrame(rows)
-        summary = frame.drop(columns=["seed"]).groupby("arm", sort=False).agg(["mean", "std"])
-        summary.columns = [f"{a}_{b}" for a, b in summary.columns]
-        means = frame.groupby("arm")["overall"].mean()
-        margin = float(means["chosen"] - means["uniform"])
-        by_seed = frame.pivot(index="seed", columns="arm", values="overall")
-        seed_margins = (by_seed["chosen"] - by_seed["uniform"]).tolist()
-        result = {
-            "arms": {a: m.as_dict() for a, m in arms.items()},
-            "runs": rows,
-            "chosen_minus_uniform": margin,
-            "chosen_minus_uniform_per_seed": seed_margins,
-            "regmix_minus_uniform": float(means["regmix"] - means["uniform"]),
-        }
+        result = quality_summary(frame, arms)
         store.put_json(result_key(stage, "quality.json"), result, overwrite=True)
         (_local_dir(s, stage) / "quality.json").write_text(json.dumps(result, indent=2))
         arm_table = pd.DataFrame([{"arm": a, **m.as_dict()} for a, m in arms.items()])
         return dg.MaterializeResult(
             metadata={
                 "arms": dg.MetadataValue.md(_md_table(arm_table)),
-                "scores": dg.MetadataValue.md(summary.reset_index().to_markdown(index=False, floatfmt=".3f")),
-                "chosen_minus_uniform": dg.MetadataValue.float(margin),
-                "chosen_minus_uniform_per_seed": dg.MetadataValue.json(seed_margins),
-                "chosen_at_least_uniform": dg.MetadataValue.bool(margin >= 0),
+                "scores": dg.MetadataValue.md(pd.DataFrame(result["summary"]).to_markdown(index=False, floatfmt=".4f")),
+                "objective": objective.describe(),
+                "chosen_minus": dg.MetadataValue.json(result["chosen_minus"]),
+                "seed_noise": dg.MetadataValue.float(float(result["seed_noise"])),
+                "chosen_beats_every_baseline": dg.MetadataValue.bool(result["chosen_beats_every_baseline"]),
             },
             data_version=dg.DataVersion(layout.content_version(result)),
         )
@@ -438,9 +453,12 @@ def report_markdown(s: Settings, stage: str, fidelity: dict, quality: dict, vect
     lines += ["## Mixture quality (trained with the expert recipe)", "",
               pd.DataFrame([{"arm": a, **w} for a, w in quality["arms"].items()]).to_markdown(index=False, floatfmt=".3f"),
               "", runs.to_markdown(index=False, floatfmt=".3f"), "",
-              f"chosen − uniform (overall): {quality['chosen_minus_uniform']:+.3f} "
-              f"(per seed: {', '.join(f'{x:+.3f}' for x in quality['chosen_minus_uniform_per_seed'])}); "
-              f"RegMix-style − uniform: {quality['regmix_minus_uniform']:+.3f}", ""]
+              "Chosen minus each baseline on the search objective (seed noise: largest per-arm std "
+              f"{quality.get('seed_noise', float('nan')):.4f}):", "",
+              *[f"- vs {arm}: {v['mean']:+.4f} (per seed: {', '.join(f'{x:+.4f}' for x in v['per_seed'])})"
+                for arm, v in quality.get("chosen_minus", {}).items()],
+              *[f"- held out {h}, chosen − uniform: {v['mean']:+.4f} (noise {v['noise']:.4f})"
+                for h, v in quality.get("heldout_chosen_minus_uniform", {}).items()], ""]
     lines += ["## Cost of the search", "", cost_markdown(costs), ""]
     domains = vectors["domains"]
     lines += ["## Task vectors", "", "| | " + " | ".join(domains) + " | ‖Δ‖/‖base‖ |", "|---" * (len(domains) + 2) + "|"]
@@ -448,6 +466,49 @@ def report_markdown(s: Settings, stage: str, fidelity: dict, quality: dict, vect
         lines.append(f"| {d} | " + " | ".join(f"{x:.3f}" for x in vectors["cosine"][i]) +
                      f" | {vectors['relative_update'][d]:.4f} |")
     return "\n".join(lines) + "\n"
+
+
+def quality_summary(frame: pd.DataFrame, arms: dict[str, Mixture]) -> dict:
+    """Per-arm mean and seed standard deviation of the objective and every score; the chosen arm's margin
+    over each baseline (mean and per seed); the seed noise (largest per-arm std of the objective)."""
+    metrics = [c for c in frame.columns if c not in ("arm", "seed")]
+    summary = []
+    for arm, group in frame.groupby("arm", sort=False):
+        row = {"arm": arm}
+        for m in metrics:
+            row[f"{m}_mean"] = float(group[m].mean())
+            row[f"{m}_std"] = float(group[m].std(ddof=1)) if len(group) > 1 else float("nan")
+        summary.append(row)
+    by_seed = frame.pivot(index="seed", columns="arm", values="objective")
+    stds = [r["objective_std"] for r in summary if np.isfinite(r["objective_std"])]
+    noise = float(max(stds)) if stds else float("nan")
+    chosen_minus = {}
+    for arm in arms:
+        if arm == "chosen":
+            continue
+        diff = (by_seed["chosen"] - by_seed[arm])
+        chosen_minus[arm] = {"mean": float(diff.mean()), "per_seed": [float(x) for x in diff]}
+    heldout = [c for c in frame.columns if c.startswith("heldout:")]
+    heldout_minus_uniform = {}
+    for h in heldout:
+        hs = frame.pivot(index="seed", columns="arm", values=h)
+        d = hs["chosen"] - hs["uniform"]
+        heldout_minus_uniform[h] = {"mean": float(d.mean()), "per_seed": [float(x) for x in d],
+                                    "noise": float(max(frame.groupby("arm")[h].std(ddof=1).fillna(0)))}
+    return {
+        "arms": {a: m.as_dict() for a, m in arms.items()},
+        "runs": frame.to_dict("records"),
+        "summary": summary,
+        "chosen_minus": chosen_minus,
+        "seed_noise": noise,
+        "chosen_beats_every_baseline": bool(all(v["mean"] > noise for v in chosen_minus.values())),
+        "heldout_chosen_minus_uniform": heldout_minus_uniform,
+        # kept for earlier reports
+        "chosen_minus_uniform": chosen_minus.get("uniform", {}).get("mean", float("nan")),
+        "chosen_minus_uniform_per_seed": chosen_minus.get("uniform", {}).get("per_seed", []),
+        "regmix_minus_uniform": float(frame[frame.arm == "regmix"]["objective"].mean()
+                                      - frame[frame.arm == "uniform"]["objective"].mean()),
+    }
 
 
 def _fmt(v) -> str:

@@ -74,15 +74,30 @@ def _dedup(points: np.ndarray) -> np.ndarray:
     return points[keep]
 
 
+def _farthest_first(pool: np.ndarray, chosen: np.ndarray, m: int) -> np.ndarray:
+    """Greedy max-min selection of ``m`` rows of ``pool``: each pick is the point farthest from all before it."""
+    if m <= 0 or pool.shape[0] == 0:
+        return pool[:0]
+    d = np.min(np.linalg.norm(pool[:, None, :] - chosen[None, :, :], axis=2), axis=1) if len(chosen) else np.full(len(pool), np.inf)
+    picks = []
+    for _ in range(min(m, pool.shape[0])):
+        i = int(np.argmax(d))
+        picks.append(i)
+        d = np.minimum(d, np.linalg.norm(pool - pool[i], axis=1))
+        d[i] = -1.0
+    return pool[picks]
+
+
 def seed_design(
     domains: Sequence[str], n: int, seed: int = 0, priors: Sequence[Mixture] = ()
 ) -> list[Mixture]:
-    """The MergeMix seed set of ``n`` mixtures over ``domains``.
+    """The MergeMix seed set of ``n`` mixtures over ``domains``, with interior points at any K.
 
-    Priority order: vertices (one expert each), pairwise midpoints, the centroid (uniform mixture),
-    the user's ``priors``, then Dirichlet(1) samples until ``n`` distinct points are reached.
-    If ``n`` is smaller than the structured points, the first ``n`` in that order are kept.
-    Deterministic for a given ``seed``; duplicates are removed.
+    In order: the K vertices (one expert each), the centroid (uniform), the user's ``priors``, then the rest
+    split between pairwise midpoints (at most half of the rest, chosen at random when there are more) and
+    *interior* mixtures (every weight > 0) picked farthest-first from Dirichlet samples — so a large K does
+    not spend the whole budget on vertices and edges (K = 17, N = 40 used to have no interior point).
+    Needs ``n >= K + 1``; deterministic for a given ``seed``; duplicates removed.
     """
     domains = tuple(domains)
     if not domains:
@@ -92,7 +107,12 @@ def seed_design(
     if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
         raise ConfigError(f"seed design size n must be an integer >= 1, got {n!r}")
     k = len(domains)
-    rows = [structured_points(k)]
+    if k > 1 and n < k + 1:
+        raise ConfigError(
+            f"a seed design over {k} domains needs at least {k + 1} candidates (the {k} experts and one "
+            f"mixture), got n_candidates={n}"
+        )
+    rows = [np.eye(k), np.full((1, k), 1.0 / k)]
     for prior in priors:
         if not isinstance(prior, Mixture):
             prior = Mixture.from_dict(prior, domains)
@@ -100,14 +120,17 @@ def seed_design(
             raise SimplexError(f"prior mixture domains {prior.domains} differ from design domains {domains}")
         rows.append(np.array([[prior.as_dict()[d] for d in domains]]))
     points = _dedup(np.vstack(rows))
-    rng_seed = seed
-    attempt = 0
-    while len(points) < n:
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, k, n]))
+    rest = n - len(points)
+    if rest > 0 and k > 1:
+        pairs = list(combinations(range(k), 2))
+        n_mid = min(len(pairs), rest // 2)
+        picked = [pairs[i] for i in sorted(rng.choice(len(pairs), size=n_mid, replace=False))]
+        mids = np.zeros((n_mid, k))
+        for r, (i, j) in enumerate(picked):
+            mids[r, i] = mids[r, j] = 0.5
+        points = _dedup(np.vstack([points, mids]))
         need = n - len(points)
-        extra = sample_simplex(k, need, seed=np.random.SeedSequence([int(rng_seed) & 0xFFFFFFFF, attempt]).generate_state(1)[0])
-        points = _dedup(np.vstack([points, extra]))
-        attempt += 1
-        if k == 1 or attempt > 100:  # k == 1: only one point exists on the simplex
-            break
-    points = points[:n]
-    return [Mixture.from_array(domains, p) for p in points]
+        pool = rng.dirichlet(np.full(k, 1.5), size=max(200, 50 * need))
+        points = _dedup(np.vstack([points, _farthest_first(pool, points, need)]))
+    return [Mixture.from_array(domains, p) for p in points[:n]]

@@ -43,3 +43,11 @@ class DatabaseLockedError(MergeMixError):
 
 class StoreError(MergeMixError):
     """The checkpoint store cannot read or write an object (missing key, refused overwrite)."""
+
+
+class InfeasibleConstraintsError(ConfigError):
+    """The mixture constraints (bounds, pinned weights, token availability) admit no mixture."""
+
+
+class InfeasibleObjectiveError(MergeMixError):
+    """No mixture satisfies the objective's floors under the surrogate predictions."""

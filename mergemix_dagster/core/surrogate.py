@@ -3,6 +3,11 @@
 Small-data settings: the seed design has ~40 points (as few as 8 in smoke runs) in K≈4 dimensions, where
 LightGBM's defaults (``min_data_in_leaf=20``) would grow no tree at all and predict a constant.
 Models are saved as LightGBM native text files plus a JSON manifest (no pickle).
+
+Uncertainty: with ``ensemble=M`` each capability also gets M bootstrap regressors (rows resampled with
+replacement, own seed). Their spread at a mixture is the interval shown next to every predicted score, and the
+search can choose by a lower confidence bound. Bootstrap rather than quantile objectives: with ~40 rows a
+quantile GBM's leaves hold a handful of points and its quantiles are mostly noise.
 """
 
 from __future__ import annotations
@@ -19,7 +24,8 @@ from .errors import MergeMixError, SimplexError
 from .mixture import SIMPLEX_TOLERANCE
 
 MANIFEST = "surrogates.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_FORMATS = (1, 2)
 
 DEFAULT_PARAMS: dict = {
     "objective": "regression",
@@ -115,6 +121,7 @@ class CapabilitySurrogates:
         quality: Mapping[str, SurrogateQuality],
         params: Mapping | None = None,
         constants: Mapping[str, float] | None = None,
+        members: Mapping[str, list] | None = None,
     ) -> None:
         self.domains: tuple[str, ...] = tuple(domains)
         self.capabilities: tuple[str, ...] = tuple(capabilities)
@@ -122,6 +129,12 @@ class CapabilitySurrogates:
         self.quality: dict[str, SurrogateQuality] = dict(quality)
         self.params: dict = dict(params or {})
         self._constants: dict[str, float] = dict(constants or {})
+        self._members: dict[str, list] = {c: list(v) for c, v in (members or {}).items()}
+
+    @property
+    def n_members(self) -> int:
+        """Bootstrap regressors per capability (0 without an ensemble)."""
+        return min((len(v) for v in self._members.values()), default=0) if self._members else 0
 
     # ------------------------------------------------------------------ fit
     @staticmethod
@@ -141,11 +154,13 @@ class CapabilitySurrogates:
         seed: int = 0,
         cv_folds: int = 5,
         params: Mapping | None = None,
+        ensemble: int = 0,
     ) -> "CapabilitySurrogates":
         """Fit one LightGBM regressor per capability in ``targets`` on mixtures ``X`` (n, len(domains)).
 
         ``params`` override the small-data defaults; ``num_boost_round`` may be given there too.
         Quality: out-of-fold R² and Spearman ρ with ``min(cv_folds, n)`` folds (NaN when undefined).
+        ``ensemble``: number of bootstrap regressors per capability for intervals (0: none).
         """
         domains = tuple(domains)
         X = _check_X(X, len(domains))
@@ -170,8 +185,17 @@ class CapabilitySurrogates:
                 raise MergeMixError(f"capability {cap!r} has non-finite (NaN/inf) scores at rows {bad}")
             ys[str(cap)] = y
         folds = int(max(2, min(cv_folds, n))) if cv_folds and cv_folds >= 2 else 0
-        boosters, quality, constants = {}, {}, {}
+        boosters, quality, constants, members = {}, {}, {}, {}
+        rng = np.random.default_rng(seed)
+        bootstrap = [rng.integers(0, n, size=n) for _ in range(int(ensemble))]
         for cap, y in ys.items():
+            if bootstrap:
+                members[cap] = []
+                for m, rows in enumerate(bootstrap):
+                    if np.ptp(y[rows]) == 0:
+                        members[cap].append(float(y[rows][0]))
+                    else:
+                        members[cap].append(cls._train(X[rows], y[rows], {**merged, "seed": int(seed) + 1 + m}, rounds))
             if np.ptp(y) == 0:
                 # Nothing to learn: a constant. LightGBM would also predict it, but say so explicitly.
                 constants[cap] = float(y[0])
@@ -191,7 +215,7 @@ class CapabilitySurrogates:
             else:
                 quality[cap] = SurrogateQuality(cap, float("nan"), float("nan"), n, 0)
         merged["num_boost_round"] = rounds
-        return cls(domains, tuple(ys), boosters, quality, merged, constants)
+        return cls(domains, tuple(ys), boosters, quality, merged, constants, members)
 
     # -------------------------------------------------------------- predict
     def predict(self, X: np.ndarray) -> dict[str, np.ndarray]:
@@ -206,6 +230,29 @@ class CapabilitySurrogates:
                                       dtype=float)
         return out
 
+    def predict_members(self, X: np.ndarray) -> dict[str, np.ndarray]:
+        """``{capability: (members, n)}`` predictions of the bootstrap ensemble."""
+        if not self.n_members:
+            raise MergeMixError("these surrogates were fitted without an ensemble (ensemble=0)")
+        X = _check_X(X, len(self.domains))
+        out = {}
+        for cap in self.capabilities:
+            rows = []
+            for m in self._members[cap][: self.n_members]:
+                if isinstance(m, float):
+                    rows.append(np.full(X.shape[0], m))
+                else:
+                    rows.append(np.asarray(m.predict(X, num_threads=PREDICT_THREADS), dtype=float))
+            out[cap] = np.vstack(rows)
+        return out
+
+    def intervals(self, X: np.ndarray, quantile: float = 0.1) -> dict[str, np.ndarray]:
+        """``{capability: (n, 2)}`` lower and upper ensemble quantiles at each mixture."""
+        return {
+            c: np.stack([np.quantile(v, quantile, axis=0), np.quantile(v, 1 - quantile, axis=0)], axis=1)
+            for c, v in self.predict_members(X).items()
+        }
+
     # ----------------------------------------------------------- save / load
     def save(self, directory: Path) -> None:
         """Write ``<capability index>.txt`` LightGBM models and ``surrogates.json`` into ``directory``."""
@@ -218,6 +265,18 @@ class CapabilitySurrogates:
             name = f"model_{i:03d}.txt"
             self._boosters[cap].save_model(str(directory / name))
             models[cap] = name
+        members: dict[str, list] = {}
+        for i, cap in enumerate(self.capabilities):
+            entries = []
+            for j, m in enumerate(self._members.get(cap, [])):
+                if isinstance(m, float):
+                    entries.append(m)
+                else:
+                    name = f"model_{i:03d}_m{j:02d}.txt"
+                    m.save_model(str(directory / name))
+                    entries.append(name)
+            if entries:
+                members[cap] = entries
 
         def _num(v: float):
             return None if not math.isfinite(v) else v
@@ -227,6 +286,7 @@ class CapabilitySurrogates:
             "domains": list(self.domains),
             "capabilities": list(self.capabilities),
             "models": models,
+            "members": members,
             "constants": self._constants,
             "params": self.params,
             "quality": {c: {**asdict(q), "r2": _num(q.r2), "spearman": _num(q.spearman)} for c, q in self.quality.items()},
@@ -242,7 +302,7 @@ class CapabilitySurrogates:
         if not path.exists():
             raise MergeMixError(f"no surrogate manifest {path}")
         m = json.loads(path.read_text())
-        if m.get("format") != FORMAT_VERSION:
+        if m.get("format") not in READABLE_FORMATS:
             raise MergeMixError(f"unsupported surrogate format {m.get('format')!r} in {path}")
         boosters = {cap: lgb.Booster(model_file=str(directory / name)) for cap, name in m["models"].items()}
         quality = {
@@ -255,7 +315,11 @@ class CapabilitySurrogates:
             )
             for c, q in m["quality"].items()
         }
-        return cls(m["domains"], m["capabilities"], boosters, quality, m.get("params"), m.get("constants"))
+        members = {
+            cap: [float(e) if isinstance(e, (int, float)) else lgb.Booster(model_file=str(directory / e)) for e in entries]
+            for cap, entries in m.get("members", {}).items()
+        }
+        return cls(m["domains"], m["capabilities"], boosters, quality, m.get("params"), m.get("constants"), members)
 
     def __repr__(self) -> str:
         q = ", ".join(f"{c}: R²={v.r2:.2f} ρ={v.spearman:.2f}" for c, v in self.quality.items())
