@@ -10,13 +10,10 @@ import pytest
 from mergemix_dagster.core.designs import coarse_grid, sample_simplex, seed_design
 from mergemix_dagster.core.errors import ConfigError
 from mergemix_dagster.core.mixture import Mixture
-from mergemix_dagster.core.search import (
-    ScoreScale,
-    Utility,
-    fit_score_scale,
-    search_mixture,
-    utility_values,
-)
+from mergemix_dagster.core.constraints import build_constraints
+from mergemix_dagster.core.errors import InfeasibleConstraintsError, InfeasibleObjectiveError
+from mergemix_dagster.core.objective import Objective, ScoreScale, fit_score_scale, objective_values
+from mergemix_dagster.core.search import maximize_on_simplex, search_mixture
 
 DOMAINS = ("math", "code", "sft", "general")
 
@@ -39,32 +36,44 @@ def test_seed_design_structure_order_dedup_determinism():
     assert all(m.domains == DOMAINS for m in design)
     np.testing.assert_allclose(arr.sum(axis=1), 1.0, atol=1e-9)
     assert (arr >= 0).all()
-    # vertices first, then the 6 pairwise midpoints, then the centroid
+    # vertices first, then the centroid, then all 6 pairwise midpoints (K=4 has few), then interior points
     np.testing.assert_array_equal(arr[:4], np.eye(4))
-    mids = [tuple(r) for r in arr[4:10]]
-    expected = []
+    np.testing.assert_allclose(arr[4], 0.25)
+    expected = set()
     for i, j in itertools.combinations(range(4), 2):
         p = [0.0] * 4
         p[i] = p[j] = 0.5
-        expected.append(tuple(p))
-    assert mids == expected
-    np.testing.assert_allclose(arr[10], 0.25)
+        expected.add(tuple(p))
+    assert {tuple(r) for r in arr[5:11]} == expected
+    assert (arr[11:] > 0).all()  # the rest is interior
     assert len({tuple(np.round(r, 9)) for r in arr}) == 40  # no duplicates
     assert seed_design(DOMAINS, 40, seed=0) == design
     assert seed_design(DOMAINS, 40, seed=1)[11:] != design[11:]
-    assert seed_design(DOMAINS, 40, seed=1)[:11] == design[:11]
+    assert seed_design(DOMAINS, 40, seed=1)[:5] == design[:5]
 
 
-def test_seed_design_small_n_keeps_priority_and_priors_dedup():
-    assert [m.as_array().tolist() for m in seed_design(DOMAINS, 3)] == np.eye(4)[:3].tolist()
+@pytest.mark.parametrize("k,n", [(17, 40), (64, 80), (4, 8)])
+def test_seed_design_has_interior_points_at_any_k(k, n):
+    domains = tuple(f"d{i}" for i in range(k))
+    arr = np.array([m.as_array() for m in seed_design(domains, n, seed=0)])
+    assert arr.shape == (n, k)
+    interior = (arr > 0).all(axis=1)
+    # at K=17, N=40 the old design was 17 vertices + 23 midpoints: no interior point at all
+    assert interior.sum() >= (n - k - 1) // 2
+    np.testing.assert_array_equal(arr[:k], np.eye(k))
+
+
+def test_seed_design_needs_k_plus_one_and_keeps_priors():
+    with pytest.raises(ConfigError, match="at least 5 candidates"):
+        seed_design(DOMAINS, 4)
     prior = Mixture.from_dict({"math": 0.7, "code": 0.1, "sft": 0.1, "general": 0.1}, DOMAINS)
     dup = Mixture.uniform(DOMAINS)  # already the centroid: kept once
     design = seed_design(DOMAINS, 20, priors=[prior, dup])
-    assert design[11] == prior
+    assert design[5] == prior
     assert sum(m == dup for m in design) == 1
     # K=2: midpoint == centroid, kept once
     two = seed_design(("a", "b"), 3)
-    assert [m.weights for m in two] == [(1.0, 0.0), (0.0, 1.0), (0.5, 0.5)]
+    assert [m.weights for m in two][:3] == [(1.0, 0.0), (0.0, 1.0), (0.5, 0.5)]
     with pytest.raises(ConfigError):
         seed_design(DOMAINS, 0)
 
@@ -101,50 +110,162 @@ CENTERS = {
 }
 
 
+SCALE = ScoreScale(lo={"reasoning": 0.0, "coding": 0.0}, hi={"reasoning": 1.0, "coding": 1.0})
+
+
 def test_search_finds_known_optimum_and_is_on_simplex():
     s = QuadraticSurrogates(CENTERS)
-    scale = ScoreScale(lo={"reasoning": 0.0, "coding": 0.0}, hi={"reasoning": 1.0, "coding": 1.0})
-    result = search_mixture(s, Utility(), scale, n_samples=100_000, seed=0)
+    result = search_mixture(s, Objective(), SCALE, n_samples=100_000, seed=0, choice="argmax")
     # macro-average of two equal quadratics peaks at the mean of the centers
     target = (CENTERS["reasoning"] + CENTERS["coding"]) / 2
-    assert np.abs(result.mixture.as_array() - target).max() < 0.05
+    assert np.abs(result.mixture.as_array() - target).max() < 0.01
     assert abs(sum(result.mixture.weights) - 1.0) < 1e-12
-    assert result.n_samples >= 100_000
-    assert result.top[0][0] == result.mixture and result.top[0][1] == pytest.approx(result.predicted_utility)
+    assert result.n_samples >= 90_000
     assert set(result.predicted) == {"reasoning", "coding"}
+    # the robust choice averages the top-k pool points: close to the optimum, never better than the argmax
+    robust = search_mixture(s, Objective(), SCALE, n_samples=100_000, seed=0, choice="top_k_mean", top_k=50)
+    assert np.abs(robust.mixture.as_array() - target).max() < 0.05
+    assert robust.predicted_objective <= result.argmax_objective + 1e-12
     # capability-targeted: all weight on coding -> coding's optimum
-    targeted = search_mixture(s, Utility(capability_weights={"coding": 1.0}), scale, n_samples=100_000)
-    assert np.abs(targeted.mixture.as_array() - CENTERS["coding"]).max() < 0.05
-    # an included point that is exactly optimal is found exactly
-    exact = Mixture.from_array(DOMAINS, CENTERS["reasoning"])
-    r = search_mixture(s, Utility(capability_weights={"reasoning": 1}), scale, n_samples=10, include=[exact])
-    assert r.mixture == exact
+    targeted = search_mixture(s, Objective(weights={"coding": 1.0}), SCALE, n_samples=100_000, choice="argmax")
+    assert np.abs(targeted.mixture.as_array() - CENTERS["coding"]).max() < 0.01
 
 
-def test_utility_weighting_scaling_and_floors():
+def test_objective_weighting_scaling_floors_and_directions():
     scores = {"a": np.array([0.0, 10.0, 5.0]), "b": np.array([1.0, 0.0, 0.5])}
     scale = fit_score_scale(scores)
     assert scale.lo == {"a": 0.0, "b": 0.0} and scale.hi == {"a": 10.0, "b": 1.0}
-    np.testing.assert_allclose(utility_values(scores, Utility(), scale), [0.5, 0.5, 0.5])
-    np.testing.assert_allclose(utility_values(scores, Utility({"a": 3, "b": 1}), scale), [0.25, 0.75, 0.5])
-    floored = utility_values(scores, Utility(floors={"b": 0.4}), scale)
+    np.testing.assert_allclose(objective_values(scores, Objective(), scale), [0.5, 0.5, 0.5])
+    np.testing.assert_allclose(objective_values(scores, Objective({"a": 3, "b": 1}), scale), [0.25, 0.75, 0.5])
+    # maximin: the weakest normalized target decides, so the balanced row wins
+    np.testing.assert_allclose(objective_values(scores, Objective(aggregate="min"), scale), [0.0, 0.0, 0.5])
+    # minimizing b flips it: row 1 (b = 0) is best on both
+    np.testing.assert_allclose(
+        objective_values(scores, Objective(directions={"b": "minimize"}), scale), [0.0, 1.0, 0.5])
+    # floors are in raw units; for a minimized target they are a ceiling
+    floored = objective_values(scores, Objective(floors={"b": 0.4}), scale)
     assert np.isneginf(floored[1]) and floored[0] == pytest.approx(0.5)
-    # constant capability: scale 1, no division by zero
+    ceiling = objective_values(scores, Objective(directions={"b": "minimize"}, floors={"b": 0.6}), scale)
+    assert np.isneginf(ceiling[0]) and np.isfinite(ceiling[1:]).all()
+    # constant target: scale 1, no division by zero
     flat = fit_score_scale({"c": np.array([0.3, 0.3])})
-    np.testing.assert_allclose(utility_values({"c": np.array([0.3, 0.5])}, Utility(), flat), [0.0, 0.2])
+    np.testing.assert_allclose(objective_values({"c": np.array([0.3, 0.5])}, Objective(), flat), [0.0, 0.2])
     with pytest.raises(ConfigError):
-        utility_values(scores, Utility({"nope": 1.0}), scale)
+        objective_values(scores, Objective({"nope": 1.0}), scale)
     with pytest.raises(ConfigError):
-        utility_values(scores, Utility({"a": -1.0}), scale)
+        objective_values(scores, Objective({"a": -1.0}), scale)
+    with pytest.raises(ConfigError, match="prior"):
+        Objective(kl_weight=0.1)
+
+
+def test_kl_penalty_pulls_toward_the_prior():
+    prior = {"math": 0.4, "code": 0.3, "sft": 0.2, "general": 0.1}
+    X = np.array([[0.4, 0.3, 0.2, 0.1], [1.0, 0.0, 0.0, 0.0]])
+    scores = {"a": np.array([0.5, 0.5])}
+    values = objective_values(scores, Objective(prior=prior, kl_weight=1.0), fit_score_scale(scores), X, DOMAINS)
+    assert values[0] == pytest.approx(0.0)  # at the prior: no penalty
+    assert values[1] == pytest.approx(-np.log(1 / 0.4))  # KL(e_math ‖ prior) = log(1/0.4)
+    # a linear objective has a vertex optimum; the KL pull makes it interior
+    s = LinearSurrogates(np.array([1.0, 0.8, 0.6, 0.2]))
+    plain = search_mixture(s, Objective(), fit_score_scale({"lin": np.array([0.2, 1.0])}), n_samples=20_000,
+                           choice="argmax")
+    assert plain.mixture.as_array().max() > 0.99
+    pulled = search_mixture(s, Objective(prior=prior, kl_weight=0.2), fit_score_scale({"lin": np.array([0.2, 1.0])}),
+                            n_samples=20_000, choice="argmax")
+    # closed form of max g·α − w·KL(α ‖ p): α ∝ p · exp(g / w), g the normalized slopes
+    gibbs = np.array(list(prior.values())) * np.exp(np.array([1.0, 0.8, 0.6, 0.2]) / 0.8 / 0.2)
+    np.testing.assert_allclose(pulled.mixture.as_array(), gibbs / gibbs.sum(), atol=2e-3)
+    assert pulled.mixture.as_array().max() < 0.85
+
+
+def test_minimize_objective_picks_lowest_predicted_loss():
+    s = QuadraticSurrogates({"loss": np.array([0.2, 0.2, 0.3, 0.3])})
+    scale = ScoreScale(lo={"loss": 0.0}, hi={"loss": 1.0})
+    low = search_mixture(s, Objective(directions={"loss": "minimize"}), scale, n_samples=20_000, choice="argmax")
+    # "loss" = 1 - ‖α − c‖² is lowest at the vertex farthest from c
+    grid = np.vstack([np.eye(4), np.random.default_rng(0).dirichlet(np.ones(4), 50_000)])
+    truth = s.predict(grid)["loss"]
+    assert low.predicted["loss"] <= truth.min() + 1e-9
+    high = search_mixture(s, Objective(), scale, n_samples=20_000, choice="argmax")
+    assert high.predicted["loss"] > 0.999
 
 
 def test_search_respects_floors():
     s = QuadraticSurrogates(CENTERS)
-    scale = ScoreScale(lo={"reasoning": 0.0, "coding": 0.0}, hi={"reasoning": 1.0, "coding": 1.0})
-    free = search_mixture(s, Utility({"coding": 1.0}), scale, n_samples=20_000)
+    free = search_mixture(s, Objective({"coding": 1.0}), SCALE, n_samples=20_000, choice="argmax")
     assert free.predicted["reasoning"] < 0.83
-    floored = search_mixture(s, Utility({"coding": 1.0}, floors={"reasoning": 0.9}), scale, n_samples=20_000)
+    floored = search_mixture(s, Objective({"coding": 1.0}, floors={"reasoning": 0.9}), SCALE, n_samples=20_000,
+                             choice="argmax")
     assert floored.predicted["reasoning"] >= 0.9
-    assert floored.predicted_utility < free.predicted_utility
-    with pytest.raises(ConfigError):
-        search_mixture(s, Utility(floors={"reasoning": 2.0}), scale, n_samples=1000)
+    assert floored.predicted_objective < free.predicted_objective
+    with pytest.raises(InfeasibleObjectiveError):
+        search_mixture(s, Objective(floors={"reasoning": 2.0}), SCALE, n_samples=1000)
+
+
+class LinearSurrogates:
+    domains = DOMAINS
+
+    def __init__(self, slope):
+        self.slope = slope
+
+    def predict(self, X):
+        return {"lin": np.asarray(X) @ self.slope}
+
+
+def test_constraints_hold_exactly_and_unconstrained_differs():
+    s = LinearSurrogates(np.array([1.0, 0.5, 0.2, 0.1]))  # unconstrained optimum: the math vertex
+    scale = fit_score_scale({"lin": np.array([0.1, 1.0])})
+    c = build_constraints(DOMAINS, min_weight={"general": 0.1}, max_weight={"math": 0.35}, pinned={"sft": 0.15})
+    for choice in ("argmax", "top_k_mean"):
+        r = search_mixture(s, Objective(), scale, n_samples=20_000, choice=choice, constraints=c)
+        w = r.mixture.as_dict()
+        assert w["math"] <= 0.35 and w["general"] >= 0.1 and w["sft"] == 0.15  # exactly, no tolerance
+        assert abs(sum(r.mixture.weights) - 1.0) <= 1e-12
+    r = search_mixture(s, Objective(), scale, n_samples=20_000, choice="argmax", constraints=c)
+    # a linear objective under box bounds: math at its cap, the rest to the next best domain (code)
+    np.testing.assert_allclose(r.mixture.as_array(), [0.35, 0.4, 0.15, 0.1], atol=1e-9)
+    free = search_mixture(s, Objective(), scale, n_samples=20_000, choice="argmax")
+    assert free.mixture.as_dict()["math"] > 0.99
+
+
+def test_projection_is_exact_on_random_points():
+    c = build_constraints(DOMAINS, min_weight={"code": 0.05, "general": 0.2}, max_weight={"math": 0.3, "sft": 0.25})
+    X = np.random.default_rng(0).normal(size=(2000, 4))
+    P = c.project(X)
+    assert (P >= c.lo).all() and (P <= c.hi).all()
+    assert np.abs(P.sum(axis=1) - 1.0).max() <= 1e-12
+    # a feasible point projects onto itself
+    inside = np.array([[0.25, 0.3, 0.2, 0.25]])
+    np.testing.assert_allclose(c.project(inside), inside, atol=1e-12)
+
+
+def test_token_availability_bound_and_infeasible_constraints():
+    c = build_constraints(DOMAINS, available_tokens={"math": 1_000, "code": 10_000, "sft": 500, "general": 50_000},
+                          target_tokens=10_000, max_epochs=2.0)
+    assert c.upper == (0.2, 1.0, 0.1, 1.0)
+    assert "token availability" in c.reasons["sft"]
+    with pytest.raises(InfeasibleConstraintsError, match="maximum weights sum"):
+        build_constraints(DOMAINS, available_tokens={d: 100 for d in DOMAINS}, target_tokens=10_000, max_epochs=1.0)
+    with pytest.raises(InfeasibleConstraintsError, match="minimum weights sum"):
+        build_constraints(DOMAINS, min_weight={"math": 0.6, "code": 0.6})
+    with pytest.raises(ConfigError, match="unknown domains"):
+        build_constraints(DOMAINS, max_weight={"poetry": 0.5})
+
+
+@pytest.mark.parametrize("k", [4, 17, 64])
+def test_search_reaches_a_concentrated_optimum_at_any_k(k):
+    """Plain Dirichlet(1) sampling at K=17 never puts > ~0.6 on a domain; the optimum here is at 0.85."""
+    rng = np.random.default_rng(k)
+    x_star = np.full(k, 0.15 / (k - 1))
+    x_star[3] = 0.85
+
+    def f(X):
+        return -((X - x_star) ** 2).sum(axis=1)
+
+    found = maximize_on_simplex(f, k, n_evaluations=60_000, seed=0)
+    span = -f(np.eye(k)).min()
+    assert (0.0 - found.value) / span < 1e-3
+    plain = sample_simplex(k, 60_000, seed=0)
+    if k >= 17:
+        assert (0.0 - f(plain).max()) / span > 10 * (0.0 - found.value) / span
+    del rng

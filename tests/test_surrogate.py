@@ -9,7 +9,8 @@ import pytest
 
 from mergemix_dagster.core.designs import seed_design
 from mergemix_dagster.core.errors import MergeMixError, SimplexError
-from mergemix_dagster.core.search import Utility, fit_score_scale, search_mixture
+from mergemix_dagster.core.objective import Objective, fit_score_scale
+from mergemix_dagster.core.search import search_mixture
 from mergemix_dagster.core.surrogate import CapabilitySurrogates
 
 DOMAINS = ("math", "code", "sft", "general")
@@ -48,7 +49,7 @@ def test_fit_quality_on_smooth_function(fitted):
 
 def test_surrogate_search_lands_near_true_optimum(fitted):
     _, y, s = fitted
-    result = search_mixture(s, Utility({"reasoning": 1.0}), fit_score_scale(y), n_samples=20_000)
+    result = search_mixture(s, Objective({"reasoning": 1.0}), fit_score_scale(y), n_samples=20_000, choice="argmax")
     # true optimum of the reasoning function: maximize 0.3 a0 - 1.5 |a - c|^2 on the simplex
     grid = np.random.default_rng(0).dirichlet(np.ones(4), 200_000)
     truth = 0.3 * grid[:, 0] - 1.5 * ((grid - CENTER) ** 2).sum(axis=1)
@@ -106,3 +107,38 @@ def test_bad_inputs_raise_clear_errors():
         s.predict(np.array([[0.9, 0.9, 0.0, 0.0]]))
     with pytest.raises(SimplexError):
         s.predict(np.array([[1.0, 0.0, 0.0]]))
+
+
+def test_ensemble_intervals_widen_with_noise_and_survive_save_load(tmp_path):
+    X, _ = _data()
+    rng = np.random.default_rng(0)
+    flat = 0.5 + 0.05 * X[:, 0]
+    a = CapabilitySurrogates.fit(DOMAINS, X, {"c": flat}, seed=0, ensemble=8)
+    b = CapabilitySurrogates.fit(DOMAINS, X, {"c": flat + rng.normal(0, 0.1, len(flat))}, seed=0, ensemble=8)
+    assert a.n_members == 8
+    probe = np.random.default_rng(3).dirichlet(np.ones(4), 200)
+    width = {n: float(np.mean(np.diff(s.intervals(probe)["c"], axis=1))) for n, s in (("clean", a), ("noisy", b))}
+    assert width["noisy"] > 3 * width["clean"]
+    lo, hi = b.intervals(probe)["c"].T
+    assert (lo <= hi).all()
+    b.save(tmp_path / "ens")
+    loaded = CapabilitySurrogates.load(tmp_path / "ens")
+    np.testing.assert_array_equal(loaded.predict_members(probe)["c"], b.predict_members(probe)["c"])
+    with pytest.raises(MergeMixError, match="ensemble"):
+        CapabilitySurrogates.fit(DOMAINS, X, {"c": flat}, seed=0).predict_members(probe)
+
+
+def test_lcb_choice_maximizes_the_lower_bound():
+    X, y = _data(noise=0.05)
+    s = CapabilitySurrogates.fit(DOMAINS, X, y, seed=0, ensemble=16)
+    scale = fit_score_scale(y)
+    lcb = search_mixture(s, Objective(), scale, n_samples=20_000, choice="lcb")
+    top = search_mixture(s, Objective(), scale, n_samples=20_000, choice="argmax")
+    assert lcb.lcb_objective <= lcb.predicted_objective + 1e-9
+    # the argmax is one of the candidates the LCB choice ranks: its lower bound cannot be higher
+    assert top.lcb_objective <= lcb.lcb_objective + 1e-9
+    for c, (lo, hi) in lcb.intervals.items():
+        assert lo <= hi
+    with pytest.raises(MergeMixError, match="ensemble"):
+        search_mixture(CapabilitySurrogates.fit(DOMAINS, X, y, seed=0), Objective(), scale, n_samples=1000,
+                       choice="lcb")
