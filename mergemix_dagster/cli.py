@@ -178,6 +178,39 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fit(args: argparse.Namespace) -> int:
+    """Fit + search on a swarm of trained runs (RegMix/Olmix style) — no pipeline, no Dagster."""
+    import warnings
+    from pathlib import Path
+
+    from .core.fit import SwarmWarning, fit_swarm, parse_bounds
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", SwarmWarning)
+        result = fit_swarm(
+            Path(args.mixtures), Path(args.scores), args.objective, Path(args.out),
+            predict_csv=Path(args.predict) if args.predict else None, n_samples=args.samples, seed=args.seed,
+            choice=args.choice, top_k=args.top_k, ensemble=args.ensemble,
+            min_weight=parse_bounds(args.min_weight, "--min-weight"),
+            max_weight=parse_bounds(args.max_weight, "--max-weight"), pinned=parse_bounds(args.pin, "--pin"),
+            kl_weight=args.kl_weight, prior=parse_bounds(args.prior, "--prior") or None,
+        )
+    for w in caught:
+        if issubclass(w.category, SwarmWarning):
+            print(f"mergemix: warning: {w.message}", file=sys.stderr)
+    p = result.payload
+    print(f"objective {p['objective']} ({p['choice']}), {p['runs_used']} runs, {p['n_samples']:,} points searched")
+    for d, w in sorted(p["weights"].items(), key=lambda kv: -kv[1]):
+        print(f"  {d:<24} {w:.4f}")
+    for m, v in p["predicted"].items():
+        lo, hi = p["predicted_interval"].get(m, (float("nan"), float("nan")))
+        cv = p["surrogate_cv"][m]["spearman"]
+        print(f"  predicted {m}: {v:.4f} [{lo:.4f}, {hi:.4f}]  (surrogate CV Spearman {cv if cv is None else round(cv, 3)})")
+    for name, path in result.files.items():
+        print(f"{name}: {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mergemix",
@@ -221,6 +254,32 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--stage", default="", help="stage to validate (default: the initial stage, s0)")
     validate.add_argument("--log-level", default="INFO", help="Dagster console log level (DEBUG, INFO, WARNING)")
     validate.set_defaults(func=cmd_validate)
+
+    fit = sub.add_parser(
+        "fit",
+        help="fit surrogates on a swarm of trained runs (CSV) and search the best mixture, without the pipeline",
+        description="Fit one LightGBM regressor per metric on runs a team already trained and search the simplex "
+        "with the pipeline's search. Both CSVs share their first column as the run id.",
+        epilog="example: mergemix fit --mixtures mix.csv --scores scores.csv --objective 'minimize:pile_loss' "
+        "--out fit/ --predict authors_mix.csv --max-weight web=0.5",
+    )
+    fit.add_argument("--mixtures", required=True, help="CSV: run id, then one column per domain weight")
+    fit.add_argument("--scores", required=True, help="CSV: run id, then one column per metric")
+    fit.add_argument("--objective", required=True,
+                     help="maximize:COL, minimize:COL, minimize:0.7*a+0.3*b, or terms joined by commas")
+    fit.add_argument("--out", required=True, help="output directory (mixture.json, surrogates/, predictions.csv)")
+    fit.add_argument("--predict", default="", help="CSV of other mixtures to predict (writes predictions.csv)")
+    fit.add_argument("--samples", type=int, default=100_000, help="objective evaluations of the search")
+    fit.add_argument("--choice", default="top_k_mean", choices=["top_k_mean", "argmax", "lcb"])
+    fit.add_argument("--top-k", type=int, default=100, help="points averaged by top_k_mean")
+    fit.add_argument("--ensemble", type=int, default=8, help="bootstrap regressors per metric for intervals")
+    fit.add_argument("--seed", type=int, default=0)
+    fit.add_argument("--min-weight", action="append", default=[], metavar="DOMAIN=W")
+    fit.add_argument("--max-weight", action="append", default=[], metavar="DOMAIN=W")
+    fit.add_argument("--pin", action="append", default=[], metavar="DOMAIN=W")
+    fit.add_argument("--kl-weight", type=float, default=0.0, help="penalty toward the prior (default: mean swarm mixture)")
+    fit.add_argument("--prior", action="append", default=[], metavar="DOMAIN=W", help="prior mixture for --kl-weight")
+    fit.set_defaults(func=cmd_fit)
 
     compare = sub.add_parser("compare", help="compare the chosen mixtures of all stages (table, plot)")
     compare.set_defaults(func=cmd_compare)

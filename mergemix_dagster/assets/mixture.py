@@ -88,7 +88,7 @@ def build_mixture_assets(parts: PipelinePartitions) -> list[dg.AssetsDefinition]
         search = dict(n_samples=s.search.n_samples, seed=s.search.seed, top_k=s.search.top_k, choice=s.search.choice,
                       refine=s.search.refine, lcb_quantile=s.search.lcb_quantile)
         measured = [Mixture.from_array(s.domain_names, a) for a in table.alphas]
-        result = search_mixture(surrogates, objective, scale, constraints=constraints, **search)
+        result = search_mixture(surrogates, objective, scale, constraints=constraints, include=measured, **search)
         unconstrained = (
             search_mixture(surrogates, objective, scale, constraints=None, **search) if constraints.active else None
         )

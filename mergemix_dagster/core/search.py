@@ -82,7 +82,11 @@ def sample_pool(k: int, n: int, seed: int, prior: np.ndarray | None = None) -> n
     ]
     m = counts["vertex"]
     t = rng.uniform(0.5, 1.0, size=(m, 1)) ** 0.5  # leans toward the vertex
-    rest = sample_simplex(k, m, seed=int(rng.integers(2**31)), concentration=0.5)
+    # the rest of the weight either uneven (a few other domains) or even (a thin tail over all of them)
+    rest = np.vstack([
+        sample_simplex(k, m // 2, seed=int(rng.integers(2**31)), concentration=0.5),
+        sample_simplex(k, m - m // 2, seed=int(rng.integers(2**31)), concentration=20.0),
+    ])
     parts.append(t * np.eye(k)[rng.integers(0, k, size=m)] + (1 - t) * rest)
     total = counts["prior"]
     scales = [0.5 * k, 2.0 * k, 8.0 * k, 32.0 * k]
@@ -169,10 +173,12 @@ def _refine(
         arg = vals.argmax(axis=1)
         top = vals[np.arange(m), arg]
         improved = top > best_v
+        # tree surrogates are piecewise constant: walk along plateaus (ties) instead of stopping on them
+        moved = top >= best_v
         cand = cand.reshape(m, per_iter, k)
-        best[improved] = cand[np.arange(m), arg][improved]
-        best_v[improved] = top[improved]
-        step = np.where(improved, np.minimum(step * 1.5, 0.5), step * 0.5)
+        best[moved] = cand[np.arange(m), arg][moved]
+        best_v[moved] = top[moved]
+        step = np.where(improved, np.minimum(step * 1.5, 0.5), np.where(moved, step * 0.8, step * 0.5))
     return best, best_v, used
 
 
@@ -208,7 +214,7 @@ def maximize_on_simplex(
     include: np.ndarray | None = None,
     constraints: MixtureConstraints | None = None,
     refine: bool = True,
-    n_starts: int = 8,
+    n_starts: int = 16,
 ) -> SimplexMaximum:
     """Maximize a vectorized ``f: (n, k) -> (n,)`` over the (constrained) simplex with ~``n_evaluations`` calls.
 

@@ -231,7 +231,11 @@ class CapabilitySurrogates:
         return out
 
     def predict_members(self, X: np.ndarray) -> dict[str, np.ndarray]:
-        """``{capability: (members, n)}`` predictions of the bootstrap ensemble."""
+        """``{capability: (members, n)}``: the bootstrap ensemble's spread around the main prediction.
+
+        Bootstrap regressors on ~40 rows can all sit above or below the full-data fit; what they measure well
+        is the *spread*, so each member is shifted by the ensemble mean onto the main prediction.
+        """
         if not self.n_members:
             raise MergeMixError("these surrogates were fitted without an ensemble (ensemble=0)")
         X = _check_X(X, len(self.domains))
@@ -243,7 +247,9 @@ class CapabilitySurrogates:
                     rows.append(np.full(X.shape[0], m))
                 else:
                     rows.append(np.asarray(m.predict(X, num_threads=PREDICT_THREADS), dtype=float))
-            out[cap] = np.vstack(rows)
+            spread = np.vstack(rows)
+            # centred on the main regressor's prediction, so every interval contains the reported estimate
+            out[cap] = spread - spread.mean(axis=0, keepdims=True) + self.predict(X)[cap][None, :]
         return out
 
     def intervals(self, X: np.ndarray, quantile: float = 0.1) -> dict[str, np.ndarray]:
