@@ -63,6 +63,7 @@ def build_round_assets(parts: PipelinePartitions) -> list[dg.AssetsDefinition]:
         recipe = {k: design[k] for k in ("base", "experts", "method")}
         scorer = None
         history = []
+        scored_now = 0
         stopped = None
         for r, size in enumerate(s.search.round_sizes, start=1):
             table = measured_table(s, store, database, stage, r - 1)
@@ -103,6 +104,7 @@ def build_round_assets(parts: PipelinePartitions) -> list[dg.AssetsDefinition]:
                 database.upsert_evaluations(
                     score_rows(stage, c["candidate_id"], round_kind(r), c["alpha"], scores, c["fingerprint"])
                 )
+                scored_now += 1
                 elapsed = time.perf_counter() - start
                 context.log.info(f"round {r}: scored {i}/{len(todo)} ({elapsed / i:.1f} s each, "
                                  f"ETA {elapsed / i * (len(todo) - i):.0f} s)")
@@ -139,6 +141,7 @@ def build_round_assets(parts: PipelinePartitions) -> list[dg.AssetsDefinition]:
                 ]),
             ) if history else dg.MetadataValue.text("no rounds configured"),
             "rounds_run": dg.MetadataValue.int(len(history)),
+            "candidates_scored_now": dg.MetadataValue.int(scored_now),
             "stopped_early": dg.MetadataValue.text(stopped or "no"),
             "mixtures_measured": dg.MetadataValue.int(len(final.candidate_ids)),
             "objective": dg.MetadataValue.text(objective.describe()),

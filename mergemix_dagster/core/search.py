@@ -123,6 +123,24 @@ def _renormalize(X: np.ndarray) -> np.ndarray:
     return X / X.sum(axis=1, keepdims=True)
 
 
+def project_simplex(Y: np.ndarray) -> np.ndarray:
+    """Exact Euclidean projection of each row onto the simplex (sort-based, Duchi et al. 2008).
+
+    Unlike clip-and-renormalize it sets small coordinates to exactly 0, so a local search can reach the
+    faces of the simplex, where optima with unused domains live.
+    """
+    Y = np.atleast_2d(np.asarray(Y, dtype=float))
+    k = Y.shape[1]
+    U = -np.sort(-Y, axis=1)
+    css = np.cumsum(U, axis=1) - 1.0
+    idx = np.arange(1, k + 1)
+    cond = U - css / idx > 0
+    rho = k - 1 - np.argmax(cond[:, ::-1], axis=1)
+    theta = css[np.arange(len(Y)), rho] / (rho + 1)
+    X = np.maximum(Y - theta[:, None], 0.0)
+    return X / X.sum(axis=1, keepdims=True)
+
+
 def _distinct_top(X: np.ndarray, values: np.ndarray, m: int, min_l1: float) -> list[int]:
     order = np.argsort(-values, kind="stable")
     picked: list[int] = []
@@ -146,11 +164,18 @@ def _refine(
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Batched stochastic local search from each start; returns improved points, values, evaluations used."""
     m, k = starts.shape
-    per_iter = max(16, min(256, budget // max(1, m * 60)))
+    # many small batches beat a few large ones for a local search; successive halving drops the worse
+    # half of the starts each time a third of the budget is spent, so the best start gets most iterations
+    per_iter = max(8, min(256, budget // max(1, m * 300)))
     best, best_v = starts.copy(), start_values.copy()
     step = np.full(m, 0.25)
     used = 0
-    while used + m * per_iter <= budget and (step > 1e-5).any():
+    next_cut = budget // 3
+    while used + m * per_iter <= budget and (step > 1e-6).any():
+        if used >= next_cut and m > 2:
+            keep = np.argsort(-best_v, kind="stable")[: max(2, m // 2)]
+            best, best_v, step, m = best[keep], best_v[keep], step[keep], len(keep)
+            next_cut += budget // 3
         half = per_iter // 2
         # pairwise transfers: move a share of the step from domain i to domain j
         i = rng.integers(0, k, size=(m, half))
@@ -167,7 +192,7 @@ def _refine(
         noise *= (step / np.sqrt(k))[:, None, None]
         cand = best[:, None, :] + np.concatenate([moves, noise], axis=1)
         cand = cand.reshape(-1, k)
-        cand = constraints.project(cand) if constraints is not None and constraints.active else _renormalize(cand)
+        cand = constraints.project(cand) if constraints is not None and constraints.active else project_simplex(cand)
         vals = _evaluate(f, cand).reshape(m, per_iter)
         used += m * per_iter
         arg = vals.argmax(axis=1)

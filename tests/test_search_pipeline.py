@@ -1,0 +1,111 @@
+"""The search stages on a real Dagster instance: DeMix rounds, the token bound, the chosen mixture's checks."""
+
+from __future__ import annotations
+
+import dagster as dg
+import numpy as np
+
+from mergemix_dagster.assets.loading import base_checkpoint, corpus_documents
+from mergemix_dagster.assets.searching import constraints_from
+from mergemix_dagster.core.corpora import tokenize_documents
+from mergemix_dagster.resources import CheckpointStore, EvaluationDatabase
+
+
+def _latest(instance, key: str, partition: str):
+    return instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(key), asset_partitions=[partition]), limit=1
+    ).records[0].asset_materialization
+
+
+def _round_rows(db: EvaluationDatabase):
+    return db.query("SELECT candidate_id, task, metric, kind FROM evaluations WHERE stage = 's0' AND kind LIKE 'round%'")
+
+
+def test_rounds_are_rows_tagged_with_their_round(smoke_run):
+    settings, _, instance, _ = smoke_run
+    rows = _round_rows(EvaluationDatabase(path=settings.database_path))
+    assert not rows.empty and set(rows["kind"]) <= {"round1", "round2"}
+    assert "round1" in set(rows["kind"])
+    assert not rows.duplicated(["candidate_id", "task", "metric"]).any()
+    per_round = rows.groupby("kind")["candidate_id"].nunique().to_dict()
+    assert per_round["round1"] == settings.search.round_sizes[0]
+    meta = _latest(instance, "search_rounds", "s0").metadata
+    assert meta["rounds_run"].value >= 1
+    assert meta["rounds"].value.records[0].data["round"] == 1
+
+
+def test_an_interrupted_round_resumes_without_duplicates(smoke_run):
+    settings, defs, instance, _ = smoke_run
+    db = EvaluationDatabase(path=settings.database_path)
+    before = _round_rows(db)
+    lost = sorted(set(before[before["kind"] == "round1"]["candidate_id"]))[-1]
+    with db.connect() as con:  # a kill after the other proposals of the round were written
+        con.execute("DELETE FROM evaluations WHERE stage = 's0' AND candidate_id = ?", [lost])
+    result = defs.resolve_job_def("optimize_job").execute_in_process(instance=instance, partition_key="s0")
+    assert result.success
+    assert _latest(instance, "search_rounds", "s0").metadata["candidates_scored_now"].value == 1
+    after = _round_rows(db)
+    assert len(after) == len(before) and not after.duplicated(["candidate_id", "task", "metric"]).any()
+    assert sorted(after["candidate_id"]) == sorted(before["candidate_id"])
+
+
+def test_token_bound_uses_the_real_corpus_token_counts(smoke_run, pipeline_config):
+    from mergemix_dagster.definitions import build_definitions
+
+    settings, defs, instance, _ = smoke_run
+    store = CheckpointStore(root=settings.store_uri)
+    design = store.get_json("stages/s0/candidates.json")
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(base_checkpoint(store, "s0")[0]))
+    counted = {d: len(tokenize_documents(corpus_documents(store, d)[0], tokenizer)) for d in settings.domain_names}
+    assert design["available_tokens"] == counted
+    # a target run 2x the largest corpus, 1 epoch: every domain is capped at N_d / T
+    target = 2 * max(counted.values())
+    capped = settings.model_copy(update={"target": settings.target.model_copy(update={"tokens": target,
+                                                                                      "max_epochs": 1.0})})
+    bounds = constraints_from(capped, counted)
+    np.testing.assert_allclose(bounds.upper, [counted[d] / target for d in settings.domain_names])
+    import yaml
+
+    raw = yaml.safe_load(pipeline_config.read_text())
+    raw["target"] = {"tokens": target, "max_epochs": 1.0}
+    capped_config = pipeline_config.parent / "pipeline-capped.yaml"
+    capped_config.write_text(yaml.safe_dump(raw))
+    edited = build_definitions(capped, config=str(capped_config))
+    result = edited.resolve_job_def("optimize_job").execute_in_process(
+        instance=instance, partition_key="s0", asset_selection=[dg.AssetKey("chosen_mixture")]
+    )
+    assert result.success
+    mixture = store.get_json("stages/s0/mixture.json")
+    (check,) = result.get_asset_check_evaluations()
+    assert check.check_name == "mixture_not_degenerate"
+    assert check.passed == (max(mixture["weights"].values()) < 0.9)
+    for d, w in mixture["weights"].items():
+        assert w * target <= counted[d] * 1.0 + 1e-6  # α_d · T ≤ E · N_d, exactly
+    assert mixture["unconstrained_optimum"] is not None
+    assert any("token availability" in r for r in mixture["constraint_reasons"].values())
+    # back to the session's settings so later tests see a fresh stage
+    assert defs.resolve_job_def("optimize_job").execute_in_process(
+        instance=instance, partition_key="s0", asset_selection=[dg.AssetKey("chosen_mixture")]).success
+
+
+def test_chosen_mixture_reports_intervals_and_degeneracy(smoke_run):
+    settings, _, instance, _ = smoke_run
+    store = CheckpointStore(root=settings.store_uri)
+    mixture = store.get_json("stages/s0/mixture.json")
+    for c, (lo, hi) in mixture["predicted_interval"].items():
+        assert lo <= mixture["predicted"][c] + 1e-4 and mixture["predicted"][c] <= hi + 1e-4
+    max_weight = max(mixture["weights"].values())
+    assert (mixture["degenerate"] is None) == (max_weight < 0.9)
+    meta = _latest(instance, "chosen_mixture", "s0").metadata
+    assert meta["capabilities"].value.records and meta["mixture"].value.records
+
+
+def test_degenerate_mixture_is_flagged():
+    from mergemix_dagster.assets.searching import degenerate, effective_domains
+
+    assert "sft holds 95%" in degenerate({"math": 0.05, "sft": 0.95})
+    assert degenerate({"math": 0.3, "code": 0.3, "sft": 0.4}) is None
+    assert effective_domains({"a": 1.0, "b": 0.0}) == 1.0
+    assert abs(effective_domains({"a": 0.5, "b": 0.5}) - 2.0) < 1e-12
