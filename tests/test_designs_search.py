@@ -120,7 +120,7 @@ def test_search_finds_known_optimum_and_is_on_simplex():
     target = (CENTERS["reasoning"] + CENTERS["coding"]) / 2
     assert np.abs(result.mixture.as_array() - target).max() < 0.01
     assert abs(sum(result.mixture.weights) - 1.0) < 1e-12
-    assert result.n_samples >= 90_000
+    assert result.n_samples >= 80_000  # the pool; refinement stops early once its step is below 1e-6
     assert set(result.predicted) == {"reasoning", "coding"}
     # the robust choice averages the top-k pool points: close to the optimum, never better than the argmax
     robust = search_mixture(s, Objective(), SCALE, n_samples=100_000, seed=0, choice="top_k_mean", top_k=50)
