@@ -43,3 +43,15 @@ class DatabaseLockedError(MergeMixError):
 
 class StoreError(MergeMixError):
     """The checkpoint store cannot read or write an object (missing key, refused overwrite)."""
+
+
+class TokenPlanError(MergeMixError):
+    """A token plan cannot be made (no target tokens, unknown or missing available tokens)."""
+
+
+class ExportError(MergeMixError):
+    """A trainer export cannot be written (unknown format, missing or unusable data location)."""
+
+
+class OverRepetitionWarning(UserWarning):
+    """The chosen mixture would repeat a domain's available tokens more often than ``target.max_epochs``."""
