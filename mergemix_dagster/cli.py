@@ -178,6 +178,42 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """Write a finished stage's mixture in trainer formats (docs/exports.md)."""
+    from pathlib import Path
+
+    from .core.exports import FORMATS, write_exports
+    from .core.token_plan import plan_tokens
+    from .resources import CheckpointStore
+    from .settings import load_settings
+
+    settings = load_settings(args.config or None)
+    store = CheckpointStore(root=settings.store_uri)
+    key = f"stages/{args.stage}/mixture.json"
+    if not store.exists(key):
+        raise MergeMixError(f"stage {args.stage!r} has no mixture.json in {settings.store_uri}: run `mergemix run` first")
+    payload = store.get_json(key)
+    available = dict(payload.get("available_tokens") or {})
+    for item in args.available_tokens:
+        name, sep, count = item.partition("=")
+        if not sep or not count.strip().isdigit():
+            raise MergeMixError(f"--available-tokens takes NAME=TOKENS, got {item!r}")
+        available[name.strip()] = int(count)
+    plan = None
+    if settings.target.tokens is not None and available:
+        plan = plan_tokens(payload["weights"], settings.target.tokens, available, settings.target.max_epochs)
+    out = Path(args.out) if args.out else settings.home_path / "exports" / args.stage
+    formats = list(FORMATS) if "all" in args.format else (args.format or None)
+    written = write_exports(payload, plan, settings, out, formats)
+    for fmt, path in written.items():
+        print(f"{fmt:<10} {path}")
+    if plan is None:
+        print("no token plan: set target.tokens and give the available tokens (--available-tokens NAME=TOKENS)")
+    elif plan.over_repeated:
+        print(f"warning: over {plan.max_epochs:g} epochs: {', '.join(plan.over_repeated)}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mergemix",
@@ -224,6 +260,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     compare = sub.add_parser("compare", help="compare the chosen mixtures of all stages (table, plot)")
     compare.set_defaults(func=cmd_compare)
+
+    from .core.exports import FORMATS as EXPORT_FORMATS
+
+    export = sub.add_parser("export", help="write a finished stage's mixture for trainers (HF, Megatron, OLMo, JSON)")
+    export.add_argument("--stage", default="s0", help="stage whose mixture.json to export (default s0)")
+    export.add_argument(
+        "--format",
+        action="append",
+        default=[],
+        choices=[*EXPORT_FORMATS, "all"],
+        help="format to write (repeatable; default: export.formats of the settings)",
+    )
+    export.add_argument("--out", default="", help="output folder (default <home>/exports/<stage>)")
+    export.add_argument(
+        "--available-tokens",
+        action="append",
+        default=[],
+        metavar="NAME=TOKENS",
+        help="available tokens of a domain/sub-domain, for the token plan (repeatable)",
+    )
+    export.set_defaults(func=cmd_export)
     return parser
 
 
