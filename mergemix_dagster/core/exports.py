@@ -78,6 +78,12 @@ def _check_names(weights: Mapping[str, float], known: Mapping[str, Any], what: s
         raise ExportError(f"{what} names {unknown} that are not domains or sub-domains of the settings ({sorted(known)})")
 
 
+def _in_settings_order(weights: Mapping[str, float], known: Mapping[str, Any]) -> dict[str, float]:
+    """Trainer files list names in the order of the settings, whatever order the payload came in."""
+    _check_names(weights, known, "the mixture")
+    return {name: weights[name] for name in known if name in weights}
+
+
 def _placeholder(name: str, settings: "Settings", what: str) -> list[str]:
     if settings.export.strict:
         raise ExportError(f"{name!r} has no {what}; set it in the settings (export.strict is on)")
@@ -124,8 +130,7 @@ def interleave_probabilities(weights: Mapping[str, float], plan: TokenPlan | Non
 def hf_sources(weights: Mapping[str, float], settings: "Settings", plan: TokenPlan | None) -> list[dict[str, Any]]:
     """The datasets in interleave order: name, builder, data files, text field, probability."""
     known = data_locations(settings)
-    _check_names(weights, known, "the mixture")
-    probabilities, _ = interleave_probabilities(weights, plan)
+    probabilities, _ = interleave_probabilities(_in_settings_order(weights, known), plan)
     rounded = rounded_weights(probabilities, settings.export.decimals)
     sources = []
     for name, probability in rounded.items():
@@ -163,8 +168,9 @@ def render_hf_yaml(weights: Mapping[str, float], settings: "Settings", plan: Tok
 
 _HF_SNIPPET = '''"""The chosen mixture as a Hugging Face datasets stream (written by `mergemix export`; docs/exports.md).
 
-`build_mixture()` returns one dataset with a single `text` column whose examples are drawn from the sources
-below with PROBABILITIES ({unit}). Stop after your token budget{budget}.
+`build_mixture()` returns an endless stream with a single `text` column whose examples are drawn from the
+sources below with PROBABILITIES ({unit}). Each source repeats when exhausted (a planned epoch count above 1
+needs that), so stop after your token budget{budget}.
 """
 
 from datasets import interleave_datasets, load_dataset
@@ -174,13 +180,13 @@ SOURCES = {sources}
 PROBABILITIES = {probabilities}
 
 
-def build_mixture(streaming=True, seed=0, stopping_strategy="all_exhausted"):
+def build_mixture(seed=0):
     parts = []
     for name, builder, files, field in SOURCES:
-        part = load_dataset(builder, data_files=files, split="train", streaming=streaming)
-        part = part.select_columns([field])
-        parts.append(part if field == "text" else part.rename_column(field, "text"))
-    return interleave_datasets(parts, probabilities=PROBABILITIES, seed=seed, stopping_strategy=stopping_strategy)
+        part = load_dataset(builder, data_files=files, split="train", streaming=True).select_columns([field])
+        part = part if field == "text" else part.rename_column(field, "text")
+        parts.append(part.repeat(None))
+    return interleave_datasets(parts, probabilities=PROBABILITIES, seed=seed)
 
 
 if __name__ == "__main__":
@@ -208,7 +214,7 @@ def megatron_blend(weights: Mapping[str, float], settings: "Settings") -> list[t
     proportion to the tokens.
     """
     known = data_locations(settings)
-    _check_names(weights, known, "the mixture")
+    weights = _in_settings_order(weights, known)
     configured = settings.export.megatron_prefixes
     _check_names(configured, known, "export.megatron_prefixes")
     per_prefix: dict[str, float] = {}
@@ -248,7 +254,7 @@ def render_megatron(weights: Mapping[str, float], settings: "Settings") -> str:
 def render_olmo(weights: Mapping[str, float], settings: "Settings", plan: TokenPlan | None) -> str:
     """An OLMo-core ``SourceMixtureList`` (``sources``: name, target ratio, paths, repetition caps)."""
     known = data_locations(settings)
-    _check_names(weights, known, "the mixture")
+    weights = _in_settings_order(weights, known)
     _check_names(settings.export.olmo_paths, known, "export.olmo_paths")
     max_epochs = settings.target.max_epochs
     sources = []
