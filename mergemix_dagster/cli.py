@@ -182,7 +182,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     """Write a finished stage's mixture in trainer formats (docs/exports.md)."""
     from pathlib import Path
 
-    from .core.exports import FORMATS, write_exports
+    import warnings
+
+    from .core.errors import OverRepetitionWarning
+    from .core.exports import FORMATS, ordered_weights, write_exports
     from .core.token_plan import plan_tokens
     from .resources import CheckpointStore
     from .settings import load_settings
@@ -201,7 +204,11 @@ def cmd_export(args: argparse.Namespace) -> int:
         available[name.strip()] = int(count)
     plan = None
     if settings.target.tokens is not None and available:
-        plan = plan_tokens(payload["weights"], settings.target.tokens, available, settings.target.max_epochs)
+        weights = ordered_weights(payload["weights"], settings)
+        documents = payload.get("available_documents")
+        with warnings.catch_warnings():  # reported below, once, in plain words
+            warnings.simplefilter("ignore", OverRepetitionWarning)
+            plan = plan_tokens(weights, settings.target.tokens, available, settings.target.max_epochs, documents)
     out = Path(args.out) if args.out else settings.home_path / "exports" / args.stage
     formats = list(FORMATS) if "all" in args.format else (args.format or None)
     written = write_exports(payload, plan, settings, out, formats)
@@ -210,7 +217,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     if plan is None:
         print("no token plan: set target.tokens and give the available tokens (--available-tokens NAME=TOKENS)")
     elif plan.over_repeated:
-        print(f"warning: over {plan.max_epochs:g} epochs: {', '.join(plan.over_repeated)}", file=sys.stderr)
+        detail = ", ".join(f"{n} ({plan.allocation(n).epochs:.2f})" for n in plan.over_repeated)
+        print(f"warning: over {plan.max_epochs:g} epochs: {detail}", file=sys.stderr)
     return 0
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
-from mergemix_dagster.core.errors import ExportError, OverRepetitionWarning
+from mergemix_dagster.core.errors import ExportError
 from mergemix_dagster.core.exports import (
     FILE_NAMES,
     FORMATS,
@@ -93,6 +93,7 @@ def test_hf_yaml_probabilities_drive_interleave_datasets(exported):
 
     doc = yaml.safe_load(exported["hf_yaml"].read_text())
     names = [d["name"] for d in doc["datasets"]]
+    assert doc["probability_unit"].startswith("per document")  # the plan has document counts
     probabilities = doc["interleave_datasets"]["probabilities"]
     assert names == ["math", "code/repos", "code/competitions"]  # zero-weight web is left out
     assert sum(Decimal(str(p)) for p in probabilities) == 1
@@ -221,14 +222,16 @@ def test_cli_exports_a_finished_stage_from_the_store(tmp_path, capsys):
     out = tmp_path / "out"
     argv = ["--config", str(config), "export", "--stage", "s0", "--format", "megatron", "--format", "json",
             "--out", str(out), "--available-tokens", "math=100", "--available-tokens", "code=1000"]
-    with pytest.warns(OverRepetitionWarning):
-        assert main(argv) == 0
+    assert main(argv) == 0
     # settings order (math, code), not the payload's order
     assert (out / "megatron_blend.txt").read_text() == "0.75000000 /mg/math 0.25000000 /mg/code\n"
     assert sorted(p.name for p in out.iterdir()) == ["megatron_blend.txt", "mixture_plan.json"]
-    plan = TokenPlan.from_dict(json.loads((out / "mixture_plan.json").read_text())["token_plan"])
+    doc = json.loads((out / "mixture_plan.json").read_text())
+    assert list(doc["weights"]) == ["math", "code"]
+    plan = TokenPlan.from_dict(doc["token_plan"])
+    assert [a.name for a in plan.allocations] == ["math", "code"]
     assert plan.over_repeated == ("math",)  # 750 tokens from 100 available: 7.5 epochs > 2
-    assert "over 2 epochs: math" in capsys.readouterr().err
+    assert "over 2 epochs: math (7.50)" in capsys.readouterr().err
 
     assert main(argv[:4] + ["s9"]) == 2
     assert "no mixture.json" in capsys.readouterr().err

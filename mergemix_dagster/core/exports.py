@@ -84,6 +84,11 @@ def _in_settings_order(weights: Mapping[str, float], known: Mapping[str, Any]) -
     return {name: weights[name] for name in known if name in weights}
 
 
+def ordered_weights(weights: Mapping[str, float], settings: "Settings") -> dict[str, float]:
+    """``weights`` in the order of the settings (domains, then their sub-domains); unknown names fail."""
+    return _in_settings_order(weights, data_locations(settings))
+
+
 def _placeholder(name: str, settings: "Settings", what: str) -> list[str]:
     if settings.export.strict:
         raise ExportError(f"{name!r} has no {what}; set it in the settings (export.strict is on)")
@@ -123,8 +128,8 @@ def interleave_probabilities(weights: Mapping[str, float], plan: TokenPlan | Non
     if weights and all(n in lengths for n in weights if weights[n] > 0):
         raw = {n: (w / lengths[n] if w > 0 else 0.0) for n, w in weights.items()}
         total = sum(raw.values())
-        return {n: v / total for n, v in raw.items()}, "documents (token shares divided by mean document tokens)"
-    return dict(weights), "token shares (no document counts in the token plan)"
+        return {n: v / total for n, v in raw.items()}, "per document: token shares / mean document tokens"
+    return dict(weights), "token shares: the token plan has no document counts"
 
 
 def hf_sources(weights: Mapping[str, float], settings: "Settings", plan: TokenPlan | None) -> list[dict[str, Any]]:
@@ -159,7 +164,7 @@ def render_hf_yaml(weights: Mapping[str, float], settings: "Settings", plan: Tok
             "stopping_strategy": "all_exhausted",
             "seed": 0,
         },
-        "probabilities_are_per": unit,
+        "probability_unit": unit,
         "datasets": [{k: s[k] for k in ("name", "builder", "data_files", "text_field")} for s in sources],
     }
     head = "# datasets.interleave_datasets(probabilities=...): the datasets below, in this order (docs/exports.md)\n"
@@ -169,8 +174,9 @@ def render_hf_yaml(weights: Mapping[str, float], settings: "Settings", plan: Tok
 _HF_SNIPPET = '''"""The chosen mixture as a Hugging Face datasets stream (written by `mergemix export`; docs/exports.md).
 
 `build_mixture()` returns an endless stream with a single `text` column whose examples are drawn from the
-sources below with PROBABILITIES ({unit}). Each source repeats when exhausted (a planned epoch count above 1
-needs that), so stop after your token budget{budget}.
+sources below with PROBABILITIES ({unit}).
+Each source repeats when exhausted (a planned epoch count above 1 needs that): stop after your token
+budget{budget}.
 """
 
 from datasets import interleave_datasets, load_dataset
@@ -311,6 +317,7 @@ def write_exports(
     unknown = [f for f in chosen if f not in FILE_NAMES]
     if unknown:
         raise ExportError(f"unknown export formats {unknown}; known: {list(FORMATS)}")
+    mixture = {**mixture, "weights": ordered_weights(chosen_weights(mixture), settings)}
     texts = {fmt: render(fmt, mixture, token_plan, settings) for fmt in chosen}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
