@@ -180,13 +180,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Write a finished stage's mixture in trainer formats (docs/exports.md)."""
+    import warnings
     from pathlib import Path
 
-    import warnings
-
     from .core.errors import OverRepetitionWarning
-    from .core.exports import FORMATS, ordered_weights, write_exports
-    from .core.token_plan import plan_tokens
+    from .core.exports import FORMATS, chosen_weights, token_plan_for, write_exports
     from .resources import CheckpointStore
     from .settings import load_settings
 
@@ -202,13 +200,9 @@ def cmd_export(args: argparse.Namespace) -> int:
         if not sep or not count.strip().isdigit():
             raise MergeMixError(f"--available-tokens takes NAME=TOKENS, got {item!r}")
         available[name.strip()] = int(count)
-    plan = None
-    if settings.target.tokens is not None and available:
-        weights = ordered_weights(payload["weights"], settings)
-        documents = payload.get("available_documents")
-        with warnings.catch_warnings():  # reported below, once, in plain words
-            warnings.simplefilter("ignore", OverRepetitionWarning)
-            plan = plan_tokens(weights, settings.target.tokens, available, settings.target.max_epochs, documents)
+    with warnings.catch_warnings():  # reported below, once, in plain words
+        warnings.simplefilter("ignore", OverRepetitionWarning)
+        plan = token_plan_for(chosen_weights(payload), settings, available, payload.get("available_documents"))
     out = Path(args.out) if args.out else settings.home_path / "exports" / args.stage
     formats = list(FORMATS) if "all" in args.format else (args.format or None)
     written = write_exports(payload, plan, settings, out, formats)

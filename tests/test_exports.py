@@ -19,6 +19,7 @@ from mergemix_dagster.core.exports import (
     FORMATS,
     megatron_blend,
     rounded_weights,
+    token_plan_for,
     write_exports,
 )
 from mergemix_dagster.core.token_plan import TokenPlan, plan_tokens
@@ -235,3 +236,13 @@ def test_cli_exports_a_finished_stage_from_the_store(tmp_path, capsys):
 
     assert main(argv[:4] + ["s9"]) == 2
     assert "no mixture.json" in capsys.readouterr().err
+
+
+def test_token_plan_for_follows_settings_target(data_settings):
+    available = {"math": 10**6, "code/repos": 10**6, "code/competitions": 10**6, "web": 10**6}
+    plan = token_plan_for({"web": 0.0, "code/repos": 0.5, "math": 0.5, "code/competitions": 0.0}, data_settings, available)
+    assert [a.name for a in plan.allocations] == ["math", "code/repos", "code/competitions", "web"]
+    assert plan.target_tokens == 1_000_000 and plan.allocation("math").epochs == 0.5
+    assert token_plan_for(WEIGHTS, data_settings, None) is None
+    untargeted = data_settings.model_copy(update={"target": data_settings.target.model_copy(update={"tokens": None})})
+    assert token_plan_for(WEIGHTS, untargeted, available) is None

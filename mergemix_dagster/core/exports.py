@@ -19,7 +19,7 @@ import yaml
 from .errors import ExportError
 from .mixture import Mixture
 from .subdomains import coarse_weights, split_leaf
-from .token_plan import TokenPlan, apportion
+from .token_plan import TokenPlan, apportion, plan_tokens
 
 if TYPE_CHECKING:  # settings are pydantic only; no import cycle at run time
     from ..settings import Settings
@@ -97,6 +97,24 @@ def _placeholder(name: str, settings: "Settings", what: str) -> list[str]:
 
 def _paths_of(name: str, settings: "Settings", known: Mapping[str, dict]) -> list[str]:
     return list(known[name]["paths"]) or _placeholder(name, settings, "paths")
+
+
+def token_plan_for(
+    weights: Mapping[str, float],
+    settings: "Settings",
+    available_tokens: Mapping[str, int] | None,
+    available_documents: Mapping[str, int] | None = None,
+) -> TokenPlan | None:
+    """The token plan of ``settings.target`` in settings order, or None without a target or token counts."""
+    if settings.target.tokens is None or not available_tokens:
+        return None
+    return plan_tokens(
+        ordered_weights(weights, settings),
+        settings.target.tokens,
+        available_tokens,
+        settings.target.max_epochs,
+        available_documents,
+    )
 
 
 # --- renderers (pure: text in, text out) --------------------------------------------------------------
