@@ -103,7 +103,8 @@ class TokenPlan:
             ]
             for a in self.allocations
         ]
-        table = tabulate(rows, headers=["name", "weight", "tokens", "available", "epochs"], tablefmt="github")
+        headers = ["name", "weight", "tokens", "available", "epochs"]
+        table = tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
         head = f"Target run: {human_tokens(self.target_tokens)} tokens, at most {self.max_epochs:g} epochs per domain."
         if self.over_repeated:
             head += f" Over the cap: {', '.join(self.over_repeated)}."
