@@ -192,7 +192,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     store = CheckpointStore(root=settings.store_uri)
     key = f"stages/{args.stage}/mixture.json"
     if not store.exists(key):
-        raise MergeMixError(f"stage {args.stage!r} has no mixture.json in {settings.store_uri}: run `mergemix run` first")
+        raise MergeMixError(f"stage {args.stage!r} has no mixture.json in {settings.store_uri}; run `mergemix run`")
     payload = store.get_json(key)
     available = dict(payload.get("available_tokens") or {})
     for item in args.available_tokens:

@@ -134,10 +134,11 @@ def test_megatron_blend_parses_with_megatron_and_sums_to_one(exported):
 
 
 def test_megatron_splits_a_name_by_prefix_token_counts(data_settings):
+    by_tokens = {"math": {"/a": 300, "/b": 100}}
     settings = data_settings.model_copy(
-        update={"export": data_settings.export.model_copy(update={"megatron_prefixes": {"math": {"/a": 300, "/b": 100}}})}
+        update={"export": data_settings.export.model_copy(update={"megatron_prefixes": by_tokens})}
     )
-    blend = dict((p, Decimal(w)) for w, p in megatron_blend({"math": 0.4, "code/repos": 0.6}, settings))
+    blend = {p: Decimal(w) for w, p in megatron_blend({"math": 0.4, "code/repos": 0.6}, settings)}
     assert blend["/a"] == Decimal("0.3") and blend["/b"] == Decimal("0.1")
     assert sum(blend.values()) == 1
 
@@ -195,6 +196,12 @@ def test_bad_megatron_prefixes_fail_with_export_error(data_settings, prefixes, m
         megatron_blend({"math": 0.5, "code/repos": 0.5}, settings)
 
 
+def test_a_token_plan_for_another_mixture_is_refused(data_settings, plan, tmp_path):
+    other = {"math": 0.4, "code/repos": 0.4, "code/competitions": 0.2, "web": 0.0}
+    with pytest.raises(ExportError, match="token plan is for"):
+        write_exports({"weights": other}, plan, data_settings, tmp_path, ["json"])
+
+
 def test_unknown_format_and_unknown_names_fail_with_export_error(data_settings, tmp_path):
     with pytest.raises(ExportError, match="unknown export formats"):
         write_exports({"weights": WEIGHTS}, None, data_settings, tmp_path, ["csv"])
@@ -240,7 +247,8 @@ def test_cli_exports_a_finished_stage_from_the_store(tmp_path, capsys):
 
 def test_token_plan_for_follows_settings_target(data_settings):
     available = {"math": 10**6, "code/repos": 10**6, "code/competitions": 10**6, "web": 10**6}
-    plan = token_plan_for({"web": 0.0, "code/repos": 0.5, "math": 0.5, "code/competitions": 0.0}, data_settings, available)
+    shuffled = {"web": 0.0, "code/repos": 0.5, "math": 0.5, "code/competitions": 0.0}
+    plan = token_plan_for(shuffled, data_settings, available)
     assert [a.name for a in plan.allocations] == ["math", "code/repos", "code/competitions", "web"]
     assert plan.target_tokens == 1_000_000 and plan.allocation("math").epochs == 0.5
     assert token_plan_for(WEIGHTS, data_settings, None) is None

@@ -3,8 +3,8 @@
 Every format is rendered by a pure function from the mixture's weights (flat names: ``math`` or
 ``code/repos``), the token plan and the data locations in the settings; ``write_exports`` writes the
 chosen ones next to ``mixture.json``. Trainer files carry weights rounded to ``export.decimals`` decimals
-that sum to exactly 1 (largest remainder), and leave out names whose weight rounds to 0 (samplers choke on
-zero-probability sources). docs/exports.md shows each format and how to consume it.
+that sum to exactly 1 (largest remainder), and leave out names whose weight rounds to 0 (such a source is
+never sampled). docs/exports.md shows each format and how to consume it.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import yaml
 
 from .errors import ExportError
-from .mixture import Mixture
+from .mixture import SIMPLEX_TOLERANCE, Mixture
 from .subdomains import coarse_weights, split_leaf
 from .token_plan import TokenPlan, apportion, plan_tokens
 
@@ -60,7 +60,7 @@ def chosen_weights(mixture: Mapping[str, Any]) -> dict[str, float]:
 # --- where each name's data lives -------------------------------------------------------------------
 
 
-def data_locations(settings: "Settings") -> dict[str, dict[str, Any]]:
+def data_locations(settings: Settings) -> dict[str, dict[str, Any]]:
     """Every name a mixture may use (domains and ``domain/sub`` leaves) -> its paths and text field."""
     out: dict[str, dict[str, Any]] = {}
     for domain in settings.domains:
@@ -75,7 +75,7 @@ def data_locations(settings: "Settings") -> dict[str, dict[str, Any]]:
 def _check_names(weights: Mapping[str, float], known: Mapping[str, Any], what: str) -> None:
     unknown = sorted(set(weights) - set(known))
     if unknown:
-        raise ExportError(f"{what} names {unknown} that are not domains or sub-domains of the settings ({sorted(known)})")
+        raise ExportError(f"{what} names {unknown}, not domains or sub-domains of the settings: {sorted(known)}")
 
 
 def _in_settings_order(weights: Mapping[str, float], known: Mapping[str, Any]) -> dict[str, float]:
@@ -84,24 +84,24 @@ def _in_settings_order(weights: Mapping[str, float], known: Mapping[str, Any]) -
     return {name: weights[name] for name in known if name in weights}
 
 
-def ordered_weights(weights: Mapping[str, float], settings: "Settings") -> dict[str, float]:
+def ordered_weights(weights: Mapping[str, float], settings: Settings) -> dict[str, float]:
     """``weights`` in the order of the settings (domains, then their sub-domains); unknown names fail."""
     return _in_settings_order(weights, data_locations(settings))
 
 
-def _placeholder(name: str, settings: "Settings", what: str) -> list[str]:
+def _placeholder(name: str, settings: Settings, what: str) -> list[str]:
     if settings.export.strict:
         raise ExportError(f"{name!r} has no {what}; set it in the settings (export.strict is on)")
     return [settings.export.missing_location.format(name=name)]
 
 
-def _paths_of(name: str, settings: "Settings", known: Mapping[str, dict]) -> list[str]:
+def _paths_of(name: str, settings: Settings, known: Mapping[str, dict]) -> list[str]:
     return list(known[name]["paths"]) or _placeholder(name, settings, "paths")
 
 
 def token_plan_for(
     weights: Mapping[str, float],
-    settings: "Settings",
+    settings: Settings,
     available_tokens: Mapping[str, int] | None,
     available_documents: Mapping[str, int] | None = None,
 ) -> TokenPlan | None:
@@ -150,7 +150,7 @@ def interleave_probabilities(weights: Mapping[str, float], plan: TokenPlan | Non
     return dict(weights), "token shares: the token plan has no document counts"
 
 
-def hf_sources(weights: Mapping[str, float], settings: "Settings", plan: TokenPlan | None) -> list[dict[str, Any]]:
+def hf_sources(weights: Mapping[str, float], settings: Settings, plan: TokenPlan | None) -> list[dict[str, Any]]:
     """The datasets in interleave order: name, builder, data files, text field, probability."""
     known = data_locations(settings)
     probabilities, _ = interleave_probabilities(_in_settings_order(weights, known), plan)
@@ -173,7 +173,7 @@ def hf_sources(weights: Mapping[str, float], settings: "Settings", plan: TokenPl
     return sources
 
 
-def render_hf_yaml(weights: Mapping[str, float], settings: "Settings", plan: TokenPlan | None) -> str:
+def render_hf_yaml(weights: Mapping[str, float], settings: Settings, plan: TokenPlan | None) -> str:
     _, unit = interleave_probabilities(weights, plan)
     sources = hf_sources(weights, settings, plan)
     doc = {
@@ -189,7 +189,7 @@ def render_hf_yaml(weights: Mapping[str, float], settings: "Settings", plan: Tok
     return head + yaml.safe_dump(doc, sort_keys=False)
 
 
-_HF_SNIPPET = '''"""The chosen mixture as a Hugging Face datasets stream (written by `mergemix export`; docs/exports.md).
+_HF_SNIPPET = '''"""The mixture as a Hugging Face datasets stream, written by `mergemix export` (docs/exports.md).
 
 `build_mixture()` returns an endless stream with a single `text` column whose examples are drawn from the
 sources below with PROBABILITIES ({unit}).
@@ -219,7 +219,7 @@ if __name__ == "__main__":
 '''
 
 
-def render_hf_python(weights: Mapping[str, float], settings: "Settings", plan: TokenPlan | None) -> str:
+def render_hf_python(weights: Mapping[str, float], settings: Settings, plan: TokenPlan | None) -> str:
     _, unit = interleave_probabilities(weights, plan)
     sources = hf_sources(weights, settings, plan)
     listed = "[\n" + "".join(
@@ -231,7 +231,7 @@ def render_hf_python(weights: Mapping[str, float], settings: "Settings", plan: T
     )
 
 
-def megatron_blend(weights: Mapping[str, float], settings: "Settings") -> list[tuple[str, str]]:
+def megatron_blend(weights: Mapping[str, float], settings: Settings) -> list[tuple[str, str]]:
     """``(weight, prefix)`` pairs over every dataset prefix; weights sum to exactly 1.
 
     A name with a list of prefixes splits its weight evenly over them; with a ``{prefix: tokens}`` map, in
@@ -270,12 +270,12 @@ def _check_prefix(prefix: str, seen: Mapping[str, float]) -> None:
         raise ExportError(f"Megatron prefix {prefix!r} is listed for two names")
 
 
-def render_megatron(weights: Mapping[str, float], settings: "Settings") -> str:
+def render_megatron(weights: Mapping[str, float], settings: Settings) -> str:
     """One line ``w1 prefix1 w2 prefix2 ...``: the value of ``--data-path``, or a ``--data-args-path`` file."""
     return " ".join(f"{w} {p}" for w, p in megatron_blend(weights, settings)) + "\n"
 
 
-def render_olmo(weights: Mapping[str, float], settings: "Settings", plan: TokenPlan | None) -> str:
+def render_olmo(weights: Mapping[str, float], settings: Settings, plan: TokenPlan | None) -> str:
     """An OLMo-core ``SourceMixtureList`` (``sources``: name, target ratio, paths, repetition caps)."""
     known = data_locations(settings)
     weights = _in_settings_order(weights, known)
@@ -303,7 +303,7 @@ def render_olmo(weights: Mapping[str, float], settings: "Settings", plan: TokenP
 # --- writing ------------------------------------------------------------------------------------------
 
 
-def render(fmt: str, mixture: Mapping[str, Any], plan: TokenPlan | None, settings: "Settings") -> str:
+def render(fmt: str, mixture: Mapping[str, Any], plan: TokenPlan | None, settings: Settings) -> str:
     """The text of one format."""
     if fmt in ("json", "yaml"):
         return render_plan(mixture, plan, fmt)
@@ -319,10 +319,14 @@ def render(fmt: str, mixture: Mapping[str, Any], plan: TokenPlan | None, setting
     raise ExportError(f"unknown export format {fmt!r}; known: {list(FORMATS)}")
 
 
+def _same_weights(a: Mapping[str, float], b: Mapping[str, float]) -> bool:
+    return set(a) == set(b) and all(abs(a[n] - b[n]) <= SIMPLEX_TOLERANCE for n in a)
+
+
 def write_exports(
     mixture: Mapping[str, Any],
     token_plan: TokenPlan | None,
-    settings: "Settings",
+    settings: Settings,
     out_dir: str | Path,
     formats: Sequence[str] | None = None,
 ) -> dict[str, Path]:
@@ -336,6 +340,8 @@ def write_exports(
     if unknown:
         raise ExportError(f"unknown export formats {unknown}; known: {list(FORMATS)}")
     mixture = {**mixture, "weights": ordered_weights(chosen_weights(mixture), settings)}
+    if token_plan is not None and not _same_weights(token_plan.weights, mixture["weights"]):
+        raise ExportError(f"the token plan is for {token_plan.weights}, not this mixture {mixture['weights']}")
     texts = {fmt: render(fmt, mixture, token_plan, settings) for fmt in chosen}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
