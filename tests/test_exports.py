@@ -254,3 +254,13 @@ def test_token_plan_for_follows_settings_target(data_settings):
     assert token_plan_for(WEIGHTS, data_settings, None) is None
     untargeted = data_settings.model_copy(update={"target": data_settings.target.model_copy(update={"tokens": None})})
     assert token_plan_for(WEIGHTS, untargeted, available) is None
+
+
+def test_default_formats_come_from_the_settings(data_settings, tmp_path):
+    settings = data_settings.model_copy(
+        update={"export": data_settings.export.model_copy(update={"formats": ["megatron", "yaml"]})}
+    )
+    written = write_exports({"weights": WEIGHTS}, None, settings, tmp_path)
+    assert list(written) == ["megatron", "yaml"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["megatron_blend.txt", "mixture_plan.yaml"]
+    assert yaml.safe_load(written["yaml"].read_text())["token_plan"] is None
