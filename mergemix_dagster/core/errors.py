@@ -33,18 +33,6 @@ class SimplexError(MergeMixError):
     """Mixture weights are not on the probability simplex (negative, NaN, or not summing to 1)."""
 
 
-class MissingTaskError(MergeMixError):
-    """An evaluation task named in the configuration cannot be found."""
-
-
-class DatabaseLockedError(MergeMixError):
-    """The DuckDB file is held by another process for longer than we are willing to wait."""
-
-
-class StoreError(MergeMixError):
-    """The checkpoint store cannot read or write an object (missing key, refused overwrite)."""
-
-
 class TokenPlanError(MergeMixError):
     """A token plan cannot be made (no target tokens, unknown or missing available tokens)."""
 
@@ -55,3 +43,15 @@ class ExportError(MergeMixError):
 
 class OverRepetitionWarning(UserWarning):
     """The chosen mixture would repeat a domain's available tokens more often than ``target.max_epochs``."""
+
+
+class MissingTaskError(MergeMixError):
+    """An evaluation task named in the configuration cannot be found."""
+
+
+class DatabaseLockedError(MergeMixError):
+    """The DuckDB file is held by another process for longer than we are willing to wait."""
+
+
+class StoreError(MergeMixError):
+    """The checkpoint store cannot read or write an object (missing key, refused overwrite)."""
