@@ -120,10 +120,13 @@ def token_plan_for(
 # --- renderers (pure: text in, text out) --------------------------------------------------------------
 
 
+_PLAN_SCALARS = ("stage", "predicted_objective", "verified_objective", "predicted_utility", "verified_utility")
+
+
 def render_plan(mixture: Mapping[str, Any], plan: TokenPlan | None, fmt: str = "json") -> str:
     """The mixture (both levels when sub-domains are used) and the token plan, as JSON or YAML."""
     weights = chosen_weights(mixture)
-    doc: dict[str, Any] = {k: mixture[k] for k in ("stage", "predicted_utility", "verified_utility") if k in mixture}
+    doc: dict[str, Any] = {k: mixture[k] for k in _PLAN_SCALARS if k in mixture}
     doc["weights"] = weights
     if any(split_leaf(n)[1] is not None for n in weights):
         doc["coarse_weights"] = coarse_weights(weights)
