@@ -81,6 +81,44 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """Write a finished stage's mixture in trainer formats (docs/exports.md)."""
+    import warnings
+    from pathlib import Path
+
+    from .core.errors import OverRepetitionWarning
+    from .core.exports import FORMATS, chosen_weights, token_plan_for, write_exports
+    from .resources import CheckpointStore
+    from .settings import load_settings
+
+    settings = load_settings(args.config or None)
+    store = CheckpointStore(root=settings.store_uri)
+    key = f"stages/{args.stage}/mixture.json"
+    if not store.exists(key):
+        raise MergeMixError(f"stage {args.stage!r} has no mixture.json in {settings.store_uri}; run `mergemix run`")
+    payload = store.get_json(key)
+    available = dict(payload.get("available_tokens") or {})
+    for item in args.available_tokens:
+        name, sep, count = item.partition("=")
+        if not sep or not count.strip().isdigit():
+            raise MergeMixError(f"--available-tokens takes NAME=TOKENS, got {item!r}")
+        available[name.strip()] = int(count)
+    with warnings.catch_warnings():  # reported below, once, in plain words
+        warnings.simplefilter("ignore", OverRepetitionWarning)
+        plan = token_plan_for(chosen_weights(payload), settings, available, payload.get("available_documents"))
+    out = Path(args.out) if args.out else settings.home_path / "exports" / args.stage
+    formats = list(FORMATS) if "all" in args.format else (args.format or None)
+    written = write_exports(payload, plan, settings, out, formats)
+    for fmt, path in written.items():
+        print(f"{fmt:<10} {path}")
+    if plan is None:
+        print("no token plan: set target.tokens and give the available tokens (--available-tokens NAME=TOKENS)")
+    elif plan.over_repeated:
+        detail = ", ".join(f"{n} ({plan.allocation(n).epochs:.2f})" for n in plan.over_repeated)
+        print(f"warning: over {plan.max_epochs:g} epochs: {detail}", file=sys.stderr)
+    return 0
+
+
 def cmd_stage_add(args: argparse.Namespace) -> int:
     from .pipeline import dagster_instance, register_stage
     from .resources import CheckpointStore
@@ -229,6 +267,27 @@ def build_parser() -> argparse.ArgumentParser:
     show = sub.add_parser("show", help="print the chosen mixture of every stage")
     show.add_argument("--json", action="store_true", help="print JSON")
     show.set_defaults(func=cmd_show)
+
+    from .core.exports import FORMATS as EXPORT_FORMATS
+
+    export = sub.add_parser("export", help="write a finished stage's mixture for trainers (HF, Megatron, OLMo, JSON)")
+    export.add_argument("--stage", default="s0", help="stage whose mixture.json to export (default s0)")
+    export.add_argument(
+        "--format",
+        action="append",
+        default=[],
+        choices=[*EXPORT_FORMATS, "all"],
+        help="format to write (repeatable; default: export.formats of the settings)",
+    )
+    export.add_argument("--out", default="", help="output folder (default <home>/exports/<stage>)")
+    export.add_argument(
+        "--available-tokens",
+        action="append",
+        default=[],
+        metavar="NAME=TOKENS",
+        help="available tokens of a domain/sub-domain, for the token plan (repeatable)",
+    )
+    export.set_defaults(func=cmd_export)
 
     stage = sub.add_parser("stage", help="manage stages (mid-training checkpoints)")
     stage_sub = stage.add_subparsers(dest="stage_command", required=True)

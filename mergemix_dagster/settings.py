@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from .core.errors import ConfigError
 
@@ -25,6 +33,20 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class SubdomainSettings(_Strict):
+    """One sub-domain of a domain (e.g. ``repos`` of ``code``); its flat mixture name is ``code/repos``."""
+
+    name: str
+    paths: list[str] = Field(default_factory=list, description="jsonl/parquet/txt files or dirs, local or s3://")
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, value: str) -> str:
+        if not value or not value.replace("_", "").replace("-", "").isalnum():
+            raise ValueError(f"sub-domain name {value!r} must be alphanumeric (with - or _)")
+        return value
+
+
 class DomainSettings(_Strict):
     """One data domain. With no ``paths`` the embedded default builder of that name is used."""
 
@@ -33,6 +55,9 @@ class DomainSettings(_Strict):
     text_field: str = "text"
     capability: str | None = Field(None, description="the capability this domain should improve (for reports)")
     max_chars: int = Field(4_000_000, gt=0, description="cap on corpus size (characters) after loading")
+    subdomains: list[SubdomainSettings] = Field(
+        default_factory=list, description="optional split into sub-domains, each with its own paths"
+    )
 
     @field_validator("name")
     @classmethod
@@ -40,6 +65,31 @@ class DomainSettings(_Strict):
         if not value or not value.replace("_", "").replace("-", "").isalnum():
             raise ValueError(f"domain name {value!r} must be alphanumeric (with - or _)")
         return value
+
+    @model_validator(mode="after")
+    def _valid_subdomains(self) -> "DomainSettings":
+        names = [s.name for s in self.subdomains]
+        if len(set(names)) != len(names):
+            raise ValueError(f"domain {self.name!r}: duplicate sub-domain names {names}")
+        if self.subdomains and self.paths:
+            raise ValueError(
+                f"domain {self.name!r} lists both paths and sub-domains; put every path under a sub-domain"
+            )
+        return self
+
+    @model_serializer(mode="wrap")
+    def _flat_dump_unchanged(self, handler):
+        """A flat domain dumps as before sub-domains existed, so its settings hash (code version) is unchanged."""
+        data = handler(self)
+        if not self.subdomains and isinstance(data, dict):
+            data.pop("subdomains", None)
+        return data
+
+    def leaves(self) -> dict[str, list[str]]:
+        """Flat mixture names and their paths: ``{"code/repos": [...], ...}``, or ``{"math": [...]}`` unsplit."""
+        if not self.subdomains:
+            return {self.name: list(self.paths)}
+        return {f"{self.name}/{s.name}": list(s.paths) for s in self.subdomains}
 
 
 class ModelSettings(_Strict):
@@ -223,6 +273,34 @@ class TargetSettings(_Strict):
     max_epochs: float = Field(4.0, gt=0, description="at most this many passes over any domain's available tokens")
 
 
+ExportFormat = Literal["json", "yaml", "hf_yaml", "hf_python", "megatron", "olmo"]
+
+
+class ExportSettings(_Strict):
+    """Files for trainers written next to ``mixture.json`` (docs/exports.md describes each format).
+
+    Names are flat mixture names: a domain (``math``) or a sub-domain (``code/repos``).
+    """
+
+    formats: list[ExportFormat] = Field(
+        default_factory=lambda: ["json", "yaml", "hf_yaml", "hf_python", "megatron", "olmo"],
+        description="formats written by default",
+    )
+    megatron_prefixes: dict[str, list[str] | dict[str, int]] = Field(
+        default_factory=dict,
+        description="name -> Megatron dataset prefixes (a list: the name's weight is split evenly; "
+        "a {prefix: tokens} map: split by token counts)",
+    )
+    olmo_paths: dict[str, list[str]] = Field(
+        default_factory=dict, description="name -> tokenized (.npy) paths for OLMo; default: the domain's paths"
+    )
+    missing_location: str = Field(
+        "UNSET/{name}", description="written where a name has no prefix/path, so a trainer fails loudly on it"
+    )
+    strict: bool = Field(False, description="raise ExportError instead of writing a missing_location placeholder")
+    decimals: int = Field(8, ge=2, le=15, description="decimals of weights in trainer files (they sum to 1 exactly)")
+
+
 class Settings(_Strict):
     home: str = Field(default_factory=lambda: os.environ.get("MERGEMIX_HOME", DEFAULT_HOME))
     store_root: str | None = Field(None, description="checkpoint store root; default <home>/store; may be s3://")
@@ -236,6 +314,7 @@ class Settings(_Strict):
     validation: ValidationSettings = ValidationSettings()
     stages: StageSettings = StageSettings()
     target: TargetSettings = TargetSettings()
+    export: ExportSettings = ExportSettings()
     initial_stage: str = "s0"
 
     @model_validator(mode="after")

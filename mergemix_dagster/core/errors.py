@@ -33,6 +33,18 @@ class SimplexError(MergeMixError):
     """Mixture weights are not on the probability simplex (negative, NaN, or not summing to 1)."""
 
 
+class TokenPlanError(MergeMixError):
+    """A token plan cannot be made (no target tokens, unknown or missing available tokens)."""
+
+
+class ExportError(MergeMixError):
+    """A trainer export cannot be written (unknown format, missing or unusable data location)."""
+
+
+class OverRepetitionWarning(UserWarning):
+    """The chosen mixture would repeat a domain's available tokens more often than ``target.max_epochs``."""
+
+
 class MissingTaskError(MergeMixError):
     """An evaluation task named in the configuration cannot be found."""
 
