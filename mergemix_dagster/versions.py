@@ -27,7 +27,7 @@ SETTINGS_READ_BY: dict[str, Callable[[Settings], object]] = {
     "candidate_evaluations": lambda s: s.evaluation.model_dump(),
     "capability_surrogates": lambda s: [s.search.seed, s.search.cv_folds, s.validation.min_surrogate_cv_spearman],
     "search_rounds": lambda s: [s.search.model_dump(), s.target.model_dump()],
-    "chosen_mixture": lambda s: [s.search.model_dump(), s.target.model_dump()],
+    "chosen_mixture": lambda s: [s.search.model_dump(), s.target.model_dump(), s.export.model_dump()],
     **{
         name: (lambda s: {"validation": s.validation.model_dump(), "evaluation": s.evaluation.model_dump()})
         for name in VALIDATION_ASSETS

@@ -15,6 +15,7 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 
+from ..core.exports import token_plan_for, write_exports
 from ..core.mixture import Mixture
 from ..core.scores import capability_means
 from ..core.search import search_mixture
@@ -152,7 +153,14 @@ def build_mixture_assets(parts: PipelinePartitions) -> list[dg.AssetsDefinition]
         database.upsert_chosen_mixture(stage, weights, result.predicted_objective, chosen_objective, details)
         payload = {"stage": stage, "weights": weights, "predicted_objective": result.predicted_objective,
                    "verified_objective": chosen_objective, **details}
+        plan = token_plan_for(weights, s, tokens)
+        if plan is not None:
+            payload["token_plan"] = plan.to_dict()
         uri = store.put_json(layout.mixture_key(stage), payload, overwrite=True)
+        export_dir = s.home_path / "exports" / stage
+        exports = write_exports(payload, plan, s, export_dir)
+        for fmt, path in exports.items():
+            store.put_file(path, f"stages/{stage}/exports/{path.name}", overwrite=True)
         caps = list(table.capabilities)
         rows = [dg.TableRecord({"domain": d, "weight": _r(w), "lower": _r(lo), "upper": _r(hi)})
                 for d, w, lo, hi in zip(s.domain_names, chosen.weights, constraints.lower, constraints.upper)]
@@ -188,6 +196,8 @@ def build_mixture_assets(parts: PipelinePartitions) -> list[dg.AssetsDefinition]
                 "effective_domains": dg.MetadataValue.float(_r(effective_domains(weights), 3)),
                 "unconstrained_optimum": dg.MetadataValue.json(details["unconstrained_optimum"] or {}),
                 "uri": dg.MetadataValue.path(uri),
+                "exports": dg.MetadataValue.json({fmt: str(p) for fmt, p in exports.items()}),
+                **({"token_plan": dg.MetadataValue.md(plan.to_markdown())} if plan is not None else {}),
             },
             data_version=dg.DataVersion(layout.content_version(weights)),
             check_results=[check],
