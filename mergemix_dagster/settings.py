@@ -331,6 +331,29 @@ class Settings(_Strict):
             raise ValueError(f"validation.dual_pair {pair} must name two different domains of {names}")
         return self
 
+    @model_validator(mode="after")
+    def _search_names(self) -> "Settings":
+        """Names in the search settings must exist, so a typo fails at load, not after every expert trained."""
+        domains = set(self.domain_names)
+        caps = set(self.capabilities)
+        for name in ("min_weight", "max_weight", "pinned"):
+            unknown = sorted(set(getattr(self.search, name)) - domains)
+            if unknown:
+                raise ValueError(f"search.{name} names unknown domains {unknown}; domains are {sorted(domains)}")
+        o = self.search.objective
+        for name, table in (("weights", self.search.objective_weights or {}), ("directions", o.directions),
+                            ("floors", o.floors)):
+            unknown = sorted(set(table) - caps)
+            if unknown:
+                raise ValueError(f"search.objective.{name} names unknown capabilities {unknown}; "
+                                 f"capabilities are {sorted(caps)}")
+        if isinstance(o.prior, dict) and set(o.prior) - domains:
+            raise ValueError(f"search.objective.prior names unknown domains {sorted(set(o.prior) - domains)}")
+        if self.search.n_candidates < len(domains) + 1:
+            raise ValueError(f"search.n_candidates={self.search.n_candidates} is below the number of domains + 1 "
+                             f"({len(domains) + 1}): the seed design needs every expert and one mixture")
+        return self
+
     @property
     def dual_pair(self) -> tuple[str, str]:
         pair = self.validation.dual_pair or list(self.domain_names[:2])

@@ -269,3 +269,21 @@ def test_search_reaches_a_concentrated_optimum_at_any_k(k):
     if k >= 17:
         assert (0.0 - f(plain).max()) / span > 10 * (0.0 - found.value) / span
     del rng
+
+
+def test_search_settings_with_unknown_names_fail_at_load():
+    from pydantic import ValidationError
+
+    from mergemix_dagster.settings import Settings
+
+    base = {"domains": [{"name": "math"}, {"name": "code"}]}
+    Settings(**base, search={"max_weight": {"math": 0.5}, "objective": {"floors": {"math": 0.3}}})
+    for bad, match in (
+        ({"max_weight": {"poetry": 0.5}}, "unknown domains"),
+        ({"objective": {"weights": {"poetry": 1.0}}}, "unknown capabilities"),
+        ({"objective": {"directions": {"nope": "minimize"}}}, "unknown capabilities"),
+        ({"n_candidates": 2}, "number of domains"),
+        ({"max_weight": {"math": 1.5}}, r"\[0, 1\]"),
+    ):
+        with pytest.raises(ValidationError, match=match):
+            Settings(**base, search=bad)
