@@ -20,7 +20,7 @@ materialize --select general_corpus,base_tokenizer
 for d in $DOMAINS; do materialize --select domain_corpus --partition "$d"; done
 materialize --select stage_base --partition "$STAGE"
 for d in $DOMAINS; do materialize --select expert_checkpoint --partition "$d|$STAGE"; done
-materialize --select merge_candidates,candidate_evaluations,capability_surrogates,chosen_mixture --partition "$STAGE"
+materialize --select merge_candidates,candidate_evaluations,capability_surrogates,search_rounds,chosen_mixture --partition "$STAGE"
 $BIN/mergemix show
 if [ "${SMOKE_VALIDATE:-1}" = 1 ]; then  # the validation study of the stage (issue 4), same CLI
   materialize --select 'group:validation' --partition "$STAGE"

@@ -25,7 +25,8 @@ def test_every_asset_is_materialized(smoke_run):
     for d in settings.domain_names:
         assert _latest(instance, "domain_corpus", d) is not None
         assert _latest(instance, "expert_checkpoint", str(expert_partition_key(d, "s0"))) is not None
-    for key in ("stage_base", "merge_candidates", "candidate_evaluations", "capability_surrogates", "chosen_mixture"):
+    for key in ("stage_base", "merge_candidates", "candidate_evaluations", "capability_surrogates", "search_rounds",
+                "chosen_mixture"):
         assert _latest(instance, key, "s0") is not None
 
 
