@@ -65,10 +65,16 @@ def test_mixture_quality_trains_every_arm_on_every_seed(validated):
     settings, _, instance = validated
     quality = json.loads((settings.home_path / "validation" / "s0" / "quality.json").read_text())
     arms = {(r["arm"], r["seed"]) for r in quality["runs"]}
-    assert arms == {(a, s) for a in ("uniform", "regmix", "chosen") for s in (0, 1)}
+    assert arms == {(a, s) for a in ("uniform", "regmix", "best_single_domain", "chosen") for s in (0, 1)}
     assert all("heldout:mm_arith_words" in r for r in quality["runs"])
-    margin = _latest(instance, "mixture_quality", "s0").metadata["chosen_minus_uniform"].value
-    assert margin == pytest.approx(quality["chosen_minus_uniform"])
+    # the best single-domain arm is a vertex; every arm is compared with the chosen one on the objective, per seed
+    assert max(quality["arms"]["best_single_domain"].values()) == 1.0
+    margins = _latest(instance, "mixture_quality", "s0").metadata["chosen_minus"].value
+    assert set(margins) == {"uniform", "regmix", "best_single_domain"}
+    by = {(r["arm"], r["seed"]): r["objective"] for r in quality["runs"]}
+    for arm, m in margins.items():
+        assert m["per_seed"] == pytest.approx([by[("chosen", s)] - by[(arm, s)] for s in (0, 1)])
+    assert quality["chosen_beats_every_baseline"] == all(m["mean"] > quality["seed_noise"] for m in margins.values())
     report = (settings.home_path / "validation" / "s0" / "report.md").read_text()
     assert "Cost of the search" in report and "Task vectors" in report
 
