@@ -53,6 +53,11 @@ class ModelSettings(_Strict):
     intermediate_size: int = 344
     max_position_embeddings: int = 256
     general_max_chars: int = 2_000_000
+    general_paths: list[str] = Field(
+        default_factory=list,
+        description="the team's own general text (files, dirs, globs; jsonl/parquet/txt, field `text`); "
+        "empty: the embedded general corpus",
+    )
 
 
 class RecipeSettings(_Strict):
@@ -69,6 +74,13 @@ class RecipeSettings(_Strict):
     seed: int = 0
     device: str = "auto"
     precision: Literal["fp32", "bf16"] = "fp32"
+
+    @field_validator("learning_rate")
+    @classmethod
+    def _positive_rate(cls, value: float) -> float:
+        if not value > 0 or value >= 1.0:  # a zero rate trains nothing; NaN fails `> 0`
+            raise ValueError(f"learning_rate must be in (0, 1), got {value}: a zero rate trains nothing")
+        return value
 
 
 class ExpertSettings(RecipeSettings):
@@ -188,6 +200,20 @@ class Settings(_Strict):
         pair = self.validation.dual_pair
         if pair is not None and (len(set(pair)) != 2 or not set(pair) <= set(names)):
             raise ValueError(f"validation.dual_pair {pair} must name two different domains of {names}")
+        return self
+
+    @model_validator(mode="after")
+    def _sane_search_and_stages(self) -> "Settings":
+        from .core.check import check_stage_name
+
+        k = len(self.domains)
+        if self.search.n_candidates < k + 1:
+            raise ValueError(
+                f"search.n_candidates {self.search.n_candidates} is below K+1 = {k + 1} for {k} domains: "
+                "the seed design needs every vertex plus one interior point"
+            )
+        for stage in [self.initial_stage, *self.stages.checkpoints]:
+            check_stage_name(stage)
         return self
 
     @property
