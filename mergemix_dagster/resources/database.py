@@ -25,6 +25,7 @@ lock (DuckDB raises ``IOException: ... Could not set lock on file ...``) and the
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import random
@@ -39,7 +40,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from ..core.errors import DatabaseLockedError, MergeMixError
+from ..core.errors import CorruptDatabaseError, DatabaseLockedError, MergeMixError
 from ..core.mixture import Mixture
 
 EVALUATION_COLUMNS = [
@@ -172,7 +173,7 @@ class EvaluationDatabase(dg.ConfigurableResource):
                 break
             except duckdb.IOException as e:
                 if not _is_lock_error(e):
-                    raise
+                    raise CorruptDatabaseError(f"DuckDB file {path} cannot be opened: {str(e).splitlines()[0]}") from e
                 now = time.monotonic()
                 if now >= deadline:
                     raise DatabaseLockedError(
@@ -324,19 +325,57 @@ class EvaluationDatabase(dg.ConfigurableResource):
         final_loss: float,
         checkpoint_uri: str,
     ) -> None:
-        """Insert or replace one finished training run (keyed by its content id)."""
-        keys = [str(k) for k in alpha]
-        vals = [float(v) for v in alpha.values()]
-        with self.connect() as con:
-            con.execute("DELETE FROM training_runs WHERE stage = ? AND run_id = ?", [stage, run_id])
+        """Insert or replace one finished training run (keyed by its content id).
+
+        The checkpoint is already stored when this runs, so a rerun would reuse it and never record the run
+        again: when the file stays locked past ``lock_timeout_s`` the row is kept in ``<db>.pending/`` and
+        written by the next ``record_training_run`` or ``training_runs`` instead of being lost.
+        """
+        row = {
+            "stage": stage, "run_id": run_id, "study": study, "alpha": {str(k): float(v) for k, v in alpha.items()},
+            "seed": int(seed), "tokens": int(tokens), "seconds": float(seconds), "final_loss": _opt_float(final_loss),
+            "checkpoint_uri": checkpoint_uri, "finished_at": _utcnow().isoformat(),
+        }
+        try:
+            with self.connect() as con:
+                self._write_training_runs(con, [row])
+                self._flush_pending(con)
+        except DatabaseLockedError:
+            folder = self._pending_dir()
+            folder.mkdir(parents=True, exist_ok=True)
+            name = hashlib.sha256(f"{stage}\0{run_id}".encode()).hexdigest()[:24]
+            tmp = folder / f".{name}.tmp"
+            tmp.write_text(json.dumps(row))
+            tmp.replace(folder / f"{name}.json")
+
+    def _pending_dir(self) -> Path:
+        path = Path(self.path).expanduser()
+        return path.with_name(path.name + ".pending")
+
+    @staticmethod
+    def _write_training_runs(con: duckdb.DuckDBPyConnection, rows: list[dict]) -> None:
+        for r in rows:
+            con.execute("DELETE FROM training_runs WHERE stage = ? AND run_id = ?", [r["stage"], r["run_id"]])
             con.execute(
                 "INSERT INTO training_runs VALUES (?, ?, ?, MAP(CAST(? AS VARCHAR[]), CAST(? AS DOUBLE[])), ?, ?, ?, ?, ?, ?)",
-                [stage, run_id, study, keys, vals, int(seed), int(tokens), float(seconds), _opt_float(final_loss),
-                 checkpoint_uri, _utcnow()],
+                [r["stage"], r["run_id"], r["study"], list(r["alpha"]), list(r["alpha"].values()), r["seed"], r["tokens"],
+                 r["seconds"], r["final_loss"], r["checkpoint_uri"], datetime.fromisoformat(r["finished_at"])],
             )
 
+    def _flush_pending(self, con: duckdb.DuckDBPyConnection) -> int:
+        """Write the training runs kept aside while the file was locked; returns how many."""
+        folder = self._pending_dir()
+        files = sorted(folder.glob("*.json")) if folder.is_dir() else []
+        for f in files:
+            self._write_training_runs(con, [json.loads(f.read_text())])
+            f.unlink()
+        return len(files)
+
     def training_runs(self, stage: str) -> pd.DataFrame:
-        """Rows of ``training_runs`` of ``stage``, ``alpha`` as plain dicts."""
+        """Rows of ``training_runs`` of ``stage``, ``alpha`` as plain dicts (pending rows written first)."""
+        if self._pending_dir().is_dir():
+            with self.connect() as con:
+                self._flush_pending(con)
         df = self.query(
             "SELECT stage, run_id, study, map_keys(alpha) AS _ak, map_values(alpha) AS _av, seed, tokens, seconds, "
             "final_loss, checkpoint_uri, finished_at FROM training_runs WHERE stage = ? ORDER BY run_id",

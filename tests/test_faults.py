@@ -1,0 +1,405 @@
+"""Every bad input and fault of issue 10, as a test: a named error before training where the input is a config
+or path problem; for the silent cases, the rerun that now happens, with row counts before and after.
+
+The pipeline tests use a user's own tiny bases (Qwen2, GPT-NeoX, GPT-2; random weights made here with
+``save_pretrained`` and a byte-level BPE tokenizer), their own corpora (jsonl, parquet, txt, a glob) and their
+own lm-eval task, on a real Dagster instance. docs/reliability.md lists the same cases.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import tracemalloc
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pytest
+import yaml
+
+from mergemix_dagster.core.check import check_settings, check_stage_name, check_tokenizer
+from mergemix_dagster.core.corpora import read_documents
+from mergemix_dagster.core.errors import (
+    CheckpointChangedError,
+    ConfigError,
+    CorpusError,
+    CorruptDatabaseError,
+    InvalidStageNameError,
+    MalformedCorpusError,
+    MissingTaskError,
+    MissingTokenizerError,
+    NonFiniteWeightsError,
+    StoreError,
+    TruncatedCheckpointError,
+)
+from mergemix_dagster.settings import Settings, load_settings
+
+BIN = Path(sys.executable).parent
+WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma tau".split()
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+
+def _texts(kind: str, n: int) -> list[str]:
+    if kind == "math":
+        return [f"{i} plus {i % 7} equals {i + i % 7}." for i in range(n)]
+    return [" ".join(WORDS[(i + j) % len(WORDS)] for j in range(12)) + "." for i in range(n)]
+
+
+def make_base(folder: Path, arch: str, tokenizer: bool = True) -> Path:
+    """A user's tiny random causal LM of family ``arch``, saved with ``save_pretrained`` (+ its tokenizer)."""
+    import torch
+    import transformers as tf
+
+    from mergemix_dagster.core.model import train_tokenizer
+
+    tok = train_tokenizer(_texts("math", 200) + _texts("words", 200), vocab_size=300)
+    common = dict(vocab_size=300, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    configs = {
+        "gpt2": lambda: tf.GPT2Config(n_embd=16, n_layer=1, n_head=2, n_positions=64, **common),
+        "gpt_neox": lambda: tf.GPTNeoXConfig(
+            hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+            max_position_embeddings=64, tie_word_embeddings=False, **common
+        ),
+        "qwen2": lambda: tf.Qwen2Config(
+            hidden_size=16, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1, intermediate_size=32,
+            max_position_embeddings=64, **common
+        ),
+    }
+    torch.manual_seed(0)
+    model = tf.AutoModelForCausalLM.from_config(configs[arch]())
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    if tokenizer:
+        tok.save_pretrained(folder)
+    return folder
+
+
+def make_task(folder: Path) -> Path:
+    """The user's own lm-eval task: 6 multiple-choice sums, metric acc."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = [{"query": f"{a} plus {b} equals", "choices": [f" {a + b}.", f" {a + b + 1}."], "gold": 0}
+            for a, b in [(1, 2), (3, 4), (5, 1), (2, 2), (6, 3), (4, 0)]]
+    (folder / "sums.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (folder / "my_sums.yaml").write_text(textwrap.dedent("""\
+        task: my_sums
+        dataset_path: json
+        dataset_kwargs:
+          data_files:
+            test: sums.jsonl
+        test_split: test
+        output_type: multiple_choice
+        doc_to_text: query
+        doc_to_choice: choices
+        doc_to_target: gold
+        metric_list:
+          - metric: acc
+            aggregation: mean
+            higher_is_better: true
+        """))
+    return folder
+
+
+def make_user_config(root: Path, arch: str, base: Path | None = None) -> Path:
+    """Two domains on the user's own files: math as jsonl + parquet (a glob), words as txt files."""
+    data = root / "data"
+    (data / "math").mkdir(parents=True, exist_ok=True)
+    (data / "words").mkdir(parents=True, exist_ok=True)
+    math = _texts("math", 120)
+    (data / "math" / "a.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in math[:60]))
+    pd.DataFrame({"text": math[60:]}).to_parquet(data / "math" / "b.parquet")
+    for i, chunk in enumerate([_texts("words", 60)[:30], _texts("words", 60)[30:]]):
+        (data / "words" / f"w{i}.txt").write_text("\n".join(chunk))
+    (data / "general.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in _texts("words", 40) + math[:40]))
+    base = base or make_base(root / f"base-{arch}", arch)
+    tasks = make_task(root / "tasks")
+    raw = {
+        "home": str(root / "home"),
+        "domains": [
+            {"name": "math", "paths": [str(data / "math" / "*")], "capability": "math"},
+            {"name": "words", "paths": [str(data / "words")], "capability": "math"},
+        ],
+        "model": {"base": str(base), "general_paths": [str(data / "general.jsonl")]},
+        "experts": {"tokens": 1024, "seq_len": 32, "batch_size": 8, "general_fraction": 0.5},
+        "evaluation": {"tasks_dir": str(tasks), "tasks": [{"name": "my_sums", "capability": "math", "metric": "acc"}],
+                       "limit": 4, "batch_size": 8},
+        "search": {"n_candidates": 3, "n_samples": 200, "cv_folds": 2},
+        "validation": {"heldout_tasks": [], "n_mixtures": 3},
+    }
+    path = root / f"{arch}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def run_pipeline(config: Path, instance, stage: str = "s0") -> dict[str, float]:
+    from mergemix_dagster.definitions import build_definitions
+    from mergemix_dagster.pipeline import run_stage
+
+    settings = load_settings(str(config))
+    check_settings(settings).raise_first()
+    steps: list[tuple[str, object]] = []
+    timings = run_stage(build_definitions(settings, config=str(config)), settings, instance, stage,
+                        on_step=lambda job, part, _: steps.append((job, str(part))), log_level="ERROR")
+    return {"timings": timings, "steps": steps}
+
+
+def seed_rows(settings) -> pd.DataFrame:
+    from mergemix_dagster.resources import EvaluationDatabase
+
+    rows = EvaluationDatabase(path=settings.database_path).evaluations("s0")
+    return rows[rows["kind"].isin(["seed", "base"])]
+
+
+def _settings(**overrides) -> Settings:
+    raw = {"domains": [{"name": "math", "capability": "math"}, {"name": "code", "capability": "code"}]}
+    raw.update(overrides)
+    return Settings(**raw)
+
+
+# ----------------------------------------------------------------- config problems, before training
+
+
+def test_a_zero_learning_rate_is_refused_when_the_config_loads():
+    with pytest.raises(Exception, match="learning_rate"):
+        _settings(experts={"tokens": 1000, "learning_rate": 0})
+
+
+def test_fewer_candidates_than_domains_plus_one_is_refused():
+    with pytest.raises(Exception, match="n_candidates 2 is below K\\+1 = 3"):
+        _settings(search={"n_candidates": 2})
+
+
+@pytest.mark.parametrize("name", ["", "s0|x", "a/b", "x" * 300, "has space"])
+def test_invalid_stage_names_are_refused_by_name(name):
+    with pytest.raises(InvalidStageNameError):
+        check_stage_name(name)
+    with pytest.raises(InvalidStageNameError):
+        _settings(stages={"checkpoints": {name: "/ckpt"}})
+
+
+def test_check_lists_every_config_problem_with_a_named_error(tmp_path):
+    s = _settings(
+        domains=[
+            {"name": "math", "paths": [str(tmp_path / "nothing" / "*.jsonl")], "capability": "math"},
+            {"name": "code", "capability": "coding"},
+        ],
+        evaluation={"tasks": [{"name": "mm_math", "capability": "math", "metric": "nope"},
+                              {"name": "no_such_task", "capability": "math"}]},
+        stages={"checkpoints": {"s1": str(tmp_path / "missing-ckpt")}},
+        home=str(tmp_path / "home"),
+    )
+    report = check_settings(s)
+    kinds = [type(e) for e in report.errors]
+    assert CorpusError in kinds  # the glob matches nothing
+    assert MissingTaskError in kinds  # no_such_task
+    assert sum(k is ConfigError for k in kinds) == 2  # capability 'coding' has no task; metric 'nope'
+    assert StoreError in kinds  # the registered checkpoint does not exist
+    with pytest.raises(CorpusError, match="more problems"):
+        report.raise_first()
+
+
+def test_default_heldout_task_missing_from_a_users_tasks_dir_is_reported(tmp_path):
+    s = _settings(domains=[{"name": "math", "capability": "math"}, {"name": "code", "capability": "math"}],
+                  evaluation={"tasks_dir": str(make_task(tmp_path / "tasks")),
+                              "tasks": [{"name": "my_sums", "capability": "math", "metric": "acc"}]},
+                  home=str(tmp_path / "home"))
+    errors = check_settings(s).errors
+    assert [type(e) for e in errors] == [MissingTaskError]
+    assert "validation.heldout_tasks" in str(errors[0]) and "mm_arith_words" in str(errors[0])
+
+
+def test_a_base_without_tokenizer_files_is_a_named_error(tmp_path):
+    base = make_base(tmp_path / "base", "gpt2", tokenizer=False)
+    assert [type(e) for e in check_tokenizer(str(base))] == [MissingTokenizerError]
+    s = _settings(model={"base": str(base)}, home=str(tmp_path / "home"), experts={"tokens": 1000, "seq_len": 32})
+    assert MissingTokenizerError in [type(e) for e in check_settings(s).errors]
+
+
+def test_a_registered_checkpoint_of_another_architecture_is_refused(tmp_path):
+    base = make_base(tmp_path / "base", "gpt2")
+    other = make_base(tmp_path / "other", "qwen2")
+    s = _settings(model={"base": str(base)}, home=str(tmp_path / "home"), experts={"tokens": 1000, "seq_len": 32},
+                  stages={"checkpoints": {"s1": str(other), "s2": str(base)}})
+    errors = [str(e) for e in check_settings(s).errors]
+    assert len(errors) == 1 and "stage 's1'" in errors[0] and "Qwen2ForCausalLM" in errors[0]
+
+
+def test_cli_run_stops_before_training_on_a_missing_task(tmp_path):
+    config = tmp_path / "bad.yaml"
+    config.write_text(yaml.safe_dump({
+        "domains": [{"name": "math", "capability": "math"}, {"name": "code", "capability": "math"}],
+        "evaluation": {"tasks": [{"name": "no_such_task", "capability": "math"}]},
+    }))
+    env = os.environ | {"MERGEMIX_HOME": str(tmp_path / "home")}
+    proc = subprocess.run([BIN / "mergemix", "--config", str(config), "run"], capture_output=True, text=True, env=env)
+    assert proc.returncode == 2
+    assert "MissingTaskError" in proc.stderr and "no_such_task" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "home" / "dagster").exists()  # nothing ran, nothing trained
+
+
+def test_cli_stage_add_refuses_bad_names_and_missing_checkpoints(tmp_path):
+    env = os.environ | {"MERGEMIX_HOME": str(tmp_path / "home"), "MERGEMIX_CONFIG": "smoke"}
+    for args, error in [([""], "InvalidStageNameError"), (["s0|x"], "InvalidStageNameError"),
+                        (["x" * 300], "InvalidStageNameError"),
+                        (["s1", "--checkpoint", str(tmp_path / "nope")], "StoreError")]:
+        proc = subprocess.run([BIN / "mergemix", "stage", "add", *args], capture_output=True, text=True, env=env)
+        assert proc.returncode == 2 and error in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "home" / "store" / "stages").exists()
+
+
+def test_home_that_is_a_file_and_corrupt_database_are_named(tmp_path):
+    home_file = tmp_path / "home"
+    home_file.write_text("oops")
+    env = os.environ | {"MERGEMIX_HOME": str(home_file), "MERGEMIX_CONFIG": "smoke"}
+    proc = subprocess.run([BIN / "mergemix", "check"], capture_output=True, text=True, env=env)
+    assert proc.returncode == 2 and "StoreError" in proc.stdout and "is a file" in proc.stdout
+    bad_db = tmp_path / "bad.duckdb"
+    bad_db.write_bytes(b"this is not a database" * 500)
+    from mergemix_dagster.resources import EvaluationDatabase
+
+    with pytest.raises(CorruptDatabaseError, match="bad.duckdb"):
+        EvaluationDatabase(path=str(bad_db)).evaluations("s0")
+    s = _settings(home=str(tmp_path / "h2"), database=str(bad_db))
+    assert [type(e) for e in check_settings(s).errors] == [CorruptDatabaseError]
+
+
+def test_s3_unreachable_or_without_credentials_is_a_store_error(monkeypatch):
+    from mergemix_dagster.resources import CheckpointStore
+
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/credentials")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent/config")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    with pytest.raises(StoreError, match="NoCredentialsError"):
+        CheckpointStore(root="s3://bucket/mm", region_name="us-east-1").exists("x.json")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
+    store = CheckpointStore(root="s3://bucket/mm", region_name="us-east-1", endpoint_url="http://127.0.0.1:9")
+    with pytest.raises(StoreError, match="cannot reach"):
+        store.exists("x.json")
+
+
+# ------------------------------------------------------------------------------------- corpora
+
+
+def test_globs_in_paths_resolve_to_supported_files(tmp_path):
+    (tmp_path / "math").mkdir()
+    (tmp_path / "math" / "a.jsonl").write_text(json.dumps({"text": "one"}) + "\n")
+    pd.DataFrame({"text": ["two"]}).to_parquet(tmp_path / "math" / "b.parquet")
+    (tmp_path / "math" / "README.md").write_text("ignored")
+    assert read_documents([str(tmp_path / "math" / "*.jsonl")]) == ["one"]
+    assert read_documents([str(tmp_path / "math" / "*")]) == ["one", "two"]
+    assert read_documents([str(tmp_path / "**" / "*.parquet")]) == ["two"]
+    with pytest.raises(CorpusError, match="matches no"):
+        read_documents([str(tmp_path / "math" / "*.txt")])
+
+
+def test_max_chars_bounds_a_single_huge_document(tmp_path):
+    huge = tmp_path / "huge.txt"
+    huge.write_text("word " * 6_000_000)  # one 30M-character document
+    tracemalloc.start()
+    docs = read_documents([huge], max_chars=100_000)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert [len(d) for d in docs] == [100_000]
+    assert peak < 5_000_000  # the file is never read whole
+    line = tmp_path / "huge.jsonl"
+    line.write_text(json.dumps({"text": "x" * 3_000_000}) + "\n" + json.dumps({"text": "never read"}) + "\n")
+    assert [len(d) for d in read_documents([line], max_chars=1000)] == [1000]
+
+
+def test_a_malformed_line_deep_in_a_corpus_is_a_short_named_error_in_the_cli(tmp_path):
+    bad = tmp_path / "math.jsonl"
+    bad.write_text("".join(json.dumps({"text": t}) + "\n" for t in _texts("math", 30)) + "{broken\n")
+    raw = yaml.safe_load((Path(__file__).parents[1] / "mergemix_dagster/configs/smoke.yaml").read_text())
+    raw["domains"][0]["paths"] = [str(bad)]
+    raw["model"]["general_max_chars"] = 20_000
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    env = os.environ | {"MERGEMIX_HOME": str(tmp_path / "home")}
+    env.pop("DAGSTER_HOME", None)
+    proc = subprocess.run([BIN / "mergemix", "--config", str(config), "run"], capture_output=True, text=True, env=env)
+    assert proc.returncode == 2
+    assert "MalformedCorpusError" in proc.stderr and "math.jsonl:31" in proc.stderr
+    assert "Traceback" not in proc.stderr and "trace: " in proc.stderr
+    log = Path(proc.stderr.split("trace: ")[1].strip())
+    assert log.is_file() and "Traceback" in log.read_text()
+
+
+# ---------------------------------------------------------------------------- database and runs
+
+
+def test_a_locked_database_keeps_the_training_run_row(tmp_path):
+    from mergemix_dagster.resources import EvaluationDatabase
+
+    path = tmp_path / "db.duckdb"
+    db = EvaluationDatabase(path=str(path), lock_timeout_s=0.2)
+    db.query("SELECT 1")  # create the file
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"import duckdb,time; c=duckdb.connect({str(path)!r}); print('held', flush=True); time.sleep(30)"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        db.record_training_run("s0", "expert:math:v1", "expert", {"math": 1.0}, 0, 1000, 1.5, 2.0, "/store/x")
+        assert len(list((tmp_path / "db.duckdb.pending").glob("*.json"))) == 1
+    finally:
+        holder.kill()
+        holder.wait()
+    rows = db.training_runs("s0")
+    assert rows["run_id"].tolist() == ["expert:math:v1"] and rows["tokens"].tolist() == [1000]
+    assert not list((tmp_path / "db.duckdb.pending").glob("*.json"))
+
+
+SLEEPY_RUN = """
+import sys, time, dagster as dg
+from mergemix_dagster.pipeline import OWNER_TAG, STAGE_TAG, owner_tag
+
+@dg.asset
+def slow():
+    time.sleep(60)
+
+with dg.DagsterInstance.get() as instance:
+    dg.define_asset_job("slow_job", [slow])
+    defs = dg.Definitions(assets=[slow], jobs=[dg.define_asset_job("slow_job", [slow])])
+    defs.resolve_job_def("slow_job").execute_in_process(instance=instance, tags={STAGE_TAG: "s0", OWNER_TAG: owner_tag()})
+"""
+
+
+def test_a_killed_run_is_marked_failed_so_automation_resumes(tmp_path):
+    from mergemix_dagster.pipeline import fail_abandoned_runs
+
+    env = os.environ | {"DAGSTER_HOME": str(tmp_path)}
+    (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    proc = subprocess.Popen([sys.executable, "-c", SLEEPY_RUN], env=env)
+    os.environ["DAGSTER_HOME"] = str(tmp_path)
+    try:
+        with dg.DagsterInstance.get() as instance:
+            started = []
+            for _ in range(120):
+                started = instance.get_run_records(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
+                if started:
+                    break
+                time.sleep(0.5)
+            assert started, "the run never started"
+            assert fail_abandoned_runs(instance) == []  # its process is alive: left alone
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            assert instance.get_run_by_id(started[0].dagster_run.run_id).status is dg.DagsterRunStatus.STARTED
+            assert fail_abandoned_runs(instance) == [started[0].dagster_run.run_id]
+            assert instance.get_run_by_id(started[0].dagster_run.run_id).status is dg.DagsterRunStatus.FAILURE
+    finally:
+        os.environ.pop("DAGSTER_HOME", None)
+        if proc.poll() is None:
+            proc.kill()
