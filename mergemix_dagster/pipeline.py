@@ -21,7 +21,7 @@ from typing import Callable, Iterator
 import dagster as dg
 
 from .core.errors import StoreError
-from .partitions import STAGE_PARTITIONS_NAME
+from .partitions import STAGE_PARTITIONS_NAME, expert_partition_key
 from .settings import Settings
 from .staleness import next_runs, stage_status
 
@@ -200,6 +200,7 @@ def changed_sources(instance: dg.DagsterInstance, settings: Settings, stage: str
     if _changed(_latest_metadata(instance, "general_corpus", None), general_source_fingerprint(settings)):
         runs.append(("foundation_job", None))
     runs += [("corpora_job", d) for d in corpus_changes(instance, settings)]
+    runs += [("experts_job", expert_partition_key(d, stage)) for d in damaged_experts(settings, stage)]
     if stage == settings.initial_stage and settings.model.base == "embedded":
         return runs
     source = settings.model.base if stage == settings.initial_stage else None
@@ -213,6 +214,33 @@ def changed_sources(instance: dg.DagsterInstance, settings: Settings, stage: str
         if recorded is None or recorded.value != checkpoint_source_fingerprint(source):
             runs.append(("stage_base_job", stage))
     return runs
+
+
+def damaged_experts(settings: Settings, stage: str) -> list[str]:
+    """Domains whose current expert checkpoint fails its cheap check (a truncated, replaced or edited file).
+
+    The damaged copy is quarantined (kept aside, not deleted) so its expert is trained again; a retrained
+    expert with the same content leaves everything downstream fresh.
+    """
+    from .assets.layout import expert_pointer
+    from .core.errors import CheckpointChangedError, TruncatedCheckpointError
+    from .resources import CheckpointStore
+
+    store = CheckpointStore(root=settings.store_uri)
+    damaged = []
+    for d in settings.domain_names:
+        pointer_key = expert_pointer(stage, d)
+        if not store.exists(pointer_key):
+            continue
+        key = store.get_json(pointer_key)["key"]
+        if not store.exists(key):
+            continue
+        try:
+            store.verify_dir(key, f"expert {d!r} of stage {stage!r}")
+        except (CheckpointChangedError, TruncatedCheckpointError) as exc:
+            print(f"mergemix: {type(exc).__name__}: {exc}; kept aside at {store.quarantine(key)}, retraining", flush=True)
+            damaged.append(d)
+    return damaged
 
 
 def stale_evaluation_rows(settings: Settings, stage: str) -> int:

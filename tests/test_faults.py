@@ -142,7 +142,9 @@ def make_user_config(root: Path, arch: str, base: Path | None = None) -> Path:
 def run_pipeline(config: Path, instance, stage: str = "s0") -> dict[str, float]:
     from mergemix_dagster.definitions import build_definitions
     from mergemix_dagster.pipeline import run_stage
+    from mergemix_dagster.resources.settings import _load
 
+    _load.cache_clear()  # the settings resource caches a config by path; these tests edit the file in place
     settings = load_settings(str(config))
     check_settings(settings).raise_first()
     steps: list[tuple[str, object]] = []
@@ -403,3 +405,170 @@ def test_a_killed_run_is_marked_failed_so_automation_resumes(tmp_path):
         os.environ.pop("DAGSTER_HOME", None)
         if proc.poll() is None:
             proc.kill()
+
+
+# ------------------------------------------------ a user's own base, corpora and task, through the pipeline
+
+
+@pytest.fixture(scope="module")
+def user_pipeline(tmp_path_factory):
+    """A GPT-NeoX base (its head is ``embed_out`` on disk), run once through every job of stage s0."""
+    root = tmp_path_factory.mktemp("neox")
+    config = make_user_config(root, "gpt_neox")
+    (root / "dagster").mkdir()
+    with dg.instance_for_test(temp_dir=str(root / "dagster")) as instance:
+        first = run_pipeline(config, instance)
+        yield root, config, instance, first
+
+
+def _rerun(config: Path, instance) -> tuple[list, pd.DataFrame, pd.DataFrame]:
+    settings = load_settings(str(config))
+    before = seed_rows(settings)
+    out = run_pipeline(config, instance)
+    return out["steps"], before, seed_rows(settings)
+
+
+def _same_rows_all_rescored(before: pd.DataFrame, after: pd.DataFrame, kinds=("seed", "base")) -> None:
+    """No loss, no duplicates, nothing stale left: the same (candidate, task) rows, every one scored again."""
+    key = ["candidate_id", "task", "metric"]
+    assert len(after) == len(before) and not after.duplicated(key).any()
+    assert sorted(map(tuple, after[key].values)) == sorted(map(tuple, before[key].values))
+    merged = before.merge(after, on=key, suffixes=("_old", "_new"))
+    rescored = merged[merged["kind_new"].isin(kinds)]
+    assert (rescored["evaluated_at_new"] > rescored["evaluated_at_old"]).all()
+
+
+def test_a_gpt_neox_base_runs_end_to_end_on_its_own_corpora_and_task(user_pipeline):
+    root, config, instance, first = user_pipeline
+    settings = load_settings(str(config))
+    jobs = [job for job, _ in first["steps"]]
+    assert jobs.count("experts_job") == 2 and jobs[-1] == "optimize_job"
+    rows = seed_rows(settings)
+    assert len(rows) == (settings.search.n_candidates + 1) * 1 and set(rows["task"]) == {"my_sums"}
+    from mergemix_dagster.resources import EvaluationDatabase
+
+    db = EvaluationDatabase(path=settings.database_path)
+    weights = db.chosen_mixture("s0")
+    assert set(weights) == {"math", "words"} and abs(sum(weights.values()) - 1) < 1e-9
+    # the team's own general data was mixed into the experts, not the embedded corpus
+    general = json.loads((root / "home/store/corpora/general/current.json").read_text())
+    assert general["source"] == str(root / "data/general.jsonl")
+    runs = db.training_runs("s0")
+    assert sorted(runs["alpha"].map(lambda a: tuple(sorted(a))).tolist()) == [("general", "math"), ("general", "words")]
+
+
+def test_nothing_changed_nothing_reruns(user_pipeline):
+    _, config, instance, _ = user_pipeline
+    steps, before, after = _rerun(config, instance)
+    assert steps == []
+    assert after.equals(before)
+
+
+def test_a_rewritten_corpus_file_reruns_its_corpus_and_what_depends_on_it(user_pipeline):
+    root, config, instance, _ = user_pipeline
+    (root / "data/words/w0.txt").write_text("\n".join(_texts("math", 30)))  # same name, new content
+    steps, before, after = _rerun(config, instance)
+    assert ("corpora_job", "words") in steps and ("experts_job", "words|s0") in steps
+    assert ("corpora_job", "math") not in steps and ("experts_job", "math|s0") not in steps
+    _same_rows_all_rescored(before, after, kinds=("seed",))
+
+
+def test_a_changed_evaluation_limit_rescores_every_candidate(user_pipeline, tmp_path):
+    root, config, instance, _ = user_pipeline
+    raw = yaml.safe_load(config.read_text())
+    raw["evaluation"]["limit"] = 5
+    config.write_text(yaml.safe_dump(raw))
+    steps, before, after = _rerun(config, instance)
+    assert steps == [("optimize_job", "s0")], (steps, before, after)
+    _same_rows_all_rescored(before, after)
+    assert after["evaluation_fingerprint"].nunique() == 1
+    assert set(after["evaluation_fingerprint"]).isdisjoint(before["evaluation_fingerprint"])
+
+
+def test_an_edited_task_file_rescores_every_candidate(user_pipeline):
+    root, config, instance, _ = user_pipeline
+    data = root / "tasks/sums.jsonl"
+    data.write_text(data.read_text().replace("1 plus 2", "2 plus 1"))
+    steps, before, after = _rerun(config, instance)
+    assert steps == [("optimize_job", "s0")]
+    _same_rows_all_rescored(before, after)
+
+
+def test_a_changed_tokenizer_retrains_the_experts(user_pipeline):
+    root, config, instance, _ = user_pipeline
+    tok_config = root / "base-gpt_neox/tokenizer_config.json"
+    cfg = json.loads(tok_config.read_text())
+    cfg["model_max_length"] = 64
+    tok_config.write_text(json.dumps(cfg))
+    steps, before, after = _rerun(config, instance)
+    assert ("stage_base_job", "s0") in steps
+    assert ("experts_job", "math|s0") in steps and ("experts_job", "words|s0") in steps
+    assert len(after) == len(before)
+
+
+def _expert_dir(root: Path, domain: str) -> Path:
+    pointer = json.loads((root / f"home/store/stages/s0/experts/{domain}/current.json").read_text())
+    return root / "home/store" / pointer["key"]
+
+
+def test_a_replaced_or_truncated_expert_is_refused_by_name_and_retrained(user_pipeline):
+    from mergemix_dagster.assets.proxies import open_proxy_scorer
+    from mergemix_dagster.resources import CheckpointStore
+
+    root, config, instance, _ = user_pipeline
+    settings = load_settings(str(config))
+    store = CheckpointStore(root=settings.store_uri)
+    math_file = _expert_dir(root, "math") / "model.safetensors"
+    shutil.copyfile(_expert_dir(root, "words") / "model.safetensors", math_file)  # another expert's weights
+    with pytest.raises(CheckpointChangedError, match="expert 'math'"):
+        open_proxy_scorer(store, "s0", settings)
+    steps, before, after = _rerun(config, instance)
+    assert steps[0] == ("experts_job", "math|s0")  # kept aside and trained again
+    assert len(after) == len(before)
+    open_proxy_scorer(store, "s0", settings)  # loads again
+
+    words_file = _expert_dir(root, "words") / "model.safetensors"
+    words_file.write_bytes(words_file.read_bytes()[:-1000])  # an interrupted copy
+    with pytest.raises(TruncatedCheckpointError, match="cut"):
+        open_proxy_scorer(store, "s0", settings)
+    steps, _, _ = _rerun(config, instance)
+    assert steps[0] == ("experts_job", "words|s0")
+
+
+def test_an_expert_holding_nan_is_refused_by_name(user_pipeline, tmp_path):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from mergemix_dagster.assets.proxies import open_proxy_scorer
+    from mergemix_dagster.resources import CheckpointStore
+
+    root, config, _, _ = user_pipeline
+    settings = load_settings(str(config))
+    store = CheckpointStore(root=settings.store_uri)
+    pointer_path = root / "home/store/stages/s0/experts/math/current.json"
+    pointer = json.loads(pointer_path.read_text())
+    copy = tmp_path / "nan-expert"
+    shutil.copytree(_expert_dir(root, "math"), copy)
+    (copy / "_COMPLETE").unlink()
+    tensors = load_file(copy / "model.safetensors")
+    name = sorted(tensors)[0]
+    tensors[name] = torch.full_like(tensors[name], float("nan"))
+    save_file(tensors, copy / "model.safetensors", metadata={"format": "pt"})
+    store.put_dir(copy, "stages/s0/experts/math/nan-test")  # recorded as written: the manifest matches
+    pointer_path.write_text(json.dumps(pointer | {"key": "stages/s0/experts/math/nan-test"}))
+    try:
+        with pytest.raises(NonFiniteWeightsError, match="expert 'math'"):
+            open_proxy_scorer(store, "s0", settings)
+    finally:
+        pointer_path.write_text(json.dumps(pointer))
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "qwen2"])
+def test_other_architectures_run_end_to_end(arch, tmp_path):
+    config = make_user_config(tmp_path, arch)
+    (tmp_path / "dagster").mkdir()
+    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
+        out = run_pipeline(config, instance)
+    assert [job for job, _ in out["steps"]].count("experts_job") == 2
+    settings = load_settings(str(config))
+    assert len(seed_rows(settings)) == settings.search.n_candidates + 1

@@ -328,6 +328,20 @@ class CheckpointStore(dg.ConfigurableResource):
         verify_checkpoint(local, what, manifest=manifest, fingerprint=full_fingerprint)
         return local
 
+    def quarantine(self, key: str) -> str:
+        """Take a damaged directory object out of use (``exists`` becomes False, so its producer reruns) without
+        deleting it: locally it is renamed to ``<name>.corrupt-<time>``; in S3 its ``_COMPLETE`` marker is
+        removed. Returns where it went."""
+        key = _clean_key(key)
+        if self.is_s3:
+            bucket, prefix = self._s3_key(key)
+            self._client().delete_object(Bucket=bucket, Key=f"{prefix}/{COMPLETE_MARKER}")
+            return f"s3://{bucket}/{prefix}"
+        src = self._local_root() / key
+        dest = src.with_name(f"{src.name}.corrupt-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S')}")
+        os.replace(src, dest)
+        return str(dest)
+
     # ---------------------------------------------------------------- files
     def put_file(self, local_path: Path, key: str, overwrite: bool = False) -> str:
         local_path = Path(local_path)
