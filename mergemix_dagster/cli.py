@@ -34,7 +34,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     def on_step(job: str, partition, seconds: float) -> None:
         print(f"  {job:<16} {str(partition or '-'):<14} {seconds:7.1f} s", flush=True)
 
-    timings = run_stage(defs, settings, instance, stage, on_step=on_step, log_level=args.log_level)
+    timings = run_stage(
+        defs, settings, instance, stage, on_step=on_step, log_level=args.log_level,
+        on_check_failed=lambda line: print(f"  warning: {line}", flush=True),
+    )
     print("\nStage timings (s): " + ", ".join(f"{k}={v:.1f}" for k, v in timings.items()))
     _print_mixture(settings, stage)
     return 0

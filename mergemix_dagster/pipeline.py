@@ -60,8 +60,12 @@ def run_stage(
     on_step: Callable[[str, object, float], None] | None = None,
     max_layers: int = 12,
     log_level: str = "INFO",
+    on_check_failed: Callable[[str], None] | None = None,
 ) -> dict[str, float]:
     """Materialize whatever ``stage`` is missing or stale, layer by layer; returns seconds per job.
+
+    ``on_check_failed`` receives one line per failed asset check (e.g. a surrogate that cannot rank
+    held-out candidates), so a run that exits 0 still says what its result should not be trusted for.
 
     Fresh partitions are skipped, so a rerun after an interruption picks up where it stopped and a
     second stage reuses the corpora and tokenizer of the first. Raises on the first failed run.
@@ -72,13 +76,19 @@ def run_stage(
 
     def execute(job_name: str, partition) -> None:
         start = time.perf_counter()
-        defs.resolve_job_def(job_name).execute_in_process(
+        result = defs.resolve_job_def(job_name).execute_in_process(
             instance=instance,
             partition_key=partition,
             raise_on_error=True,
             tags={STAGE_TAG: stage, OWNER_TAG: owner_tag()},
             run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
         )
+        for check in result.get_asset_check_evaluations():
+            if not check.passed and on_check_failed:
+                on_check_failed(
+                    f"check {check.check_name} of {check.asset_key.to_user_string()}[{partition}] failed: "
+                    f"{getattr(check, 'description', None) or 'see the Dagster UI'}"
+                )
         elapsed = time.perf_counter() - start
         timings[job_name] = timings.get(job_name, 0.0) + elapsed
         if on_step:

@@ -563,7 +563,36 @@ def test_an_expert_holding_nan_is_refused_by_name(user_pipeline, tmp_path):
         pointer_path.write_text(json.dumps(pointer))
 
 
-@pytest.mark.parametrize("arch", ["gpt2", "qwen2"])
+def test_two_concurrent_cli_runs_on_one_home_serialize_and_share_work(tmp_path):
+    """A GPT-2 base through `mergemix run`, twice at once: the second waits for the home lock, then finds
+    everything done; no "refusing to overwrite", no duplicate rows. A failed surrogate check is printed."""
+    config = make_user_config(tmp_path, "gpt2")
+    raw = yaml.safe_load(config.read_text())
+    raw["validation"]["min_surrogate_cv_spearman"] = 1.01  # cannot pass: the warning must reach the terminal
+    config.write_text(yaml.safe_dump(raw))
+    env = os.environ | {"MERGEMIX_HOME": str(tmp_path / "home")}
+    env.pop("DAGSTER_HOME", None)
+    cmd = [BIN / "mergemix", "--config", str(config), "run"]
+    first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    time.sleep(1)
+    second = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    outs = [p.communicate(timeout=600) for p in (first, second)]
+    assert [p.returncode for p in (first, second)] == [0, 0], outs
+    stdout = outs[0][0] + outs[1][0]
+    assert "waiting for another run" in stdout
+    assert "refusing to overwrite" not in stdout + outs[0][1] + outs[1][1]
+    steps = [line.split()[0] for line in stdout.splitlines() if line.startswith("  ") and line.split()[0].endswith("_job")]
+    assert steps.count("experts_job") == 2  # each expert trained once, by whichever run came first
+    assert "warning: check surrogate_cv_quality of capability_surrogates[s0] failed" in stdout
+    settings = load_settings(str(config))
+    from mergemix_dagster.resources import EvaluationDatabase
+
+    assert len(EvaluationDatabase(path=settings.database_path).training_runs("s0")) == 2
+    rows = seed_rows(settings)
+    assert len(rows) == settings.search.n_candidates + 1 and not rows.duplicated(["candidate_id", "task"]).any()
+
+
+@pytest.mark.parametrize("arch", ["qwen2"])
 def test_other_architectures_run_end_to_end(arch, tmp_path):
     config = make_user_config(tmp_path, arch)
     (tmp_path / "dagster").mkdir()
