@@ -12,6 +12,7 @@ without the sensor daemon. After the plan, evaluation rows scored under other ta
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from contextlib import contextmanager
@@ -248,7 +249,9 @@ def damaged_experts(settings: Settings, stage: str) -> list[str]:
         try:
             store.verify_dir(key, f"expert {d!r} of stage {stage!r}")
         except (CheckpointChangedError, TruncatedCheckpointError) as exc:
-            print(f"mergemix: {type(exc).__name__}: {exc}; kept aside at {store.quarantine(key)}, retraining", flush=True)
+            logging.getLogger(__name__).warning(
+                f"{type(exc).__name__}: {exc}; kept aside at {store.quarantine(key)}, retraining"
+            )
             damaged.append(d)
     return damaged
 

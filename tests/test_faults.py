@@ -601,3 +601,16 @@ def test_other_architectures_run_end_to_end(arch, tmp_path):
     assert [job for job, _ in out["steps"]].count("experts_job") == 2
     settings = load_settings(str(config))
     assert len(seed_rows(settings)) == settings.search.n_candidates + 1
+
+
+def test_a_users_base_mixing_general_data_without_general_paths_is_warned(tmp_path):
+    base = make_base(tmp_path / "base", "gpt2")
+    common = dict(home=str(tmp_path / "home"), domains=[{"name": "math", "capability": "math"},
+                                                         {"name": "code", "capability": "code"}])
+    mixing = _settings(model={"base": str(base)}, experts={"tokens": 1000, "seq_len": 32, "general_fraction": 0.5}, **common)
+    report = check_settings(mixing)
+    assert report.ok and len(report.warnings) == 1 and "model.general_paths" in report.warnings[0]
+    own = _settings(model={"base": str(base), "general_paths": [str(tmp_path / "g.txt")]},
+                    experts={"tokens": 1000, "seq_len": 32, "general_fraction": 0.5}, **common)
+    (tmp_path / "g.txt").write_text("general text")
+    assert check_settings(own).warnings == []

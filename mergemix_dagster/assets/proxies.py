@@ -52,9 +52,11 @@ class IdentifiedScore(BenchmarkScore):
 
 
 class IdentifiedEvaluator(Evaluator):
-    """An ``Evaluator`` whose scores carry their ``evaluation_fingerprint``."""
+    """An ``Evaluator`` whose scores carry their ``evaluation_fingerprint`` (``fingerprints``: task -> hash)."""
 
-    fingerprints: dict[str, str] = {}
+    def __init__(self, *args, fingerprints: dict[str, str], **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fingerprints = dict(fingerprints)
 
     def evaluate(self, model, tokenizer) -> list[BenchmarkScore]:
         return [
@@ -68,9 +70,10 @@ def build_evaluator(s: Settings, heldout: bool = False) -> Evaluator:
     chosen = list(s.evaluation.tasks) + (list(s.validation.heldout_tasks) if heldout else [])
     tasks = [TaskSpec(t.name, t.capability, t.metric) for t in chosen]
     tasks_dir = Path(s.evaluation.tasks_dir) if s.evaluation.tasks_dir else None
-    evaluator = IdentifiedEvaluator(tasks, tasks_dir=tasks_dir, batch_size=s.evaluation.batch_size, limit=s.evaluation.limit)
-    evaluator.fingerprints = evaluation_fingerprints(s, heldout)
-    return evaluator
+    return IdentifiedEvaluator(
+        tasks, tasks_dir=tasks_dir, batch_size=s.evaluation.batch_size, limit=s.evaluation.limit,
+        fingerprints=evaluation_fingerprints(s, heldout),
+    )
 
 
 @dataclass
