@@ -328,8 +328,10 @@ def _verify_stored_checkpoints(settings) -> list[MergeMixError]:
     problems: list[MergeMixError] = []
     pointers = [k for k in store.list_keys("stages/") if k.endswith("current.json") and ("/base/" in k or "/experts/" in k)]
     for key in pointers:
+        parts = key.split("/")  # stages/<stage>/base/current.json, stages/<stage>/experts/<domain>/current.json
+        what = f"expert {parts[3]!r} of stage {parts[1]!r}" if parts[2] == "experts" else f"base checkpoint of stage {parts[1]!r}"
         try:
-            checkpoint_dir(store, key, key.rsplit("/", 1)[0])
+            checkpoint_dir(store, key, what)
         except MergeMixError as exc:
             problems.append(exc)
     return problems

@@ -506,6 +506,23 @@ def test_a_changed_tokenizer_retrains_the_experts(user_pipeline):
     assert len(after) == len(before)
 
 
+def test_check_full_verifies_every_stored_checkpoint(user_pipeline, capsys):
+    from mergemix_dagster.cli import main
+
+    root, config, _, _ = user_pipeline
+    assert main(["--config", str(config), "check", "--full"]) == 0
+    weights = _expert_dir(root, "words") / "model.safetensors"
+    original = weights.read_bytes()
+    middle = len(original) // 2
+    weights.write_bytes(original[:middle] + bytes([original[middle] ^ 1]) + original[middle + 1:])  # one bit
+    try:
+        assert main(["--config", str(config), "check", "--full"]) == 2
+        assert "CheckpointChangedError: expert 'words' of stage 's0'" in capsys.readouterr().out
+    finally:
+        weights.write_bytes(original)
+        os.environ.pop("MERGEMIX_VERIFY", None)
+
+
 def _expert_dir(root: Path, domain: str) -> Path:
     pointer = json.loads((root / f"home/store/stages/s0/experts/{domain}/current.json").read_text())
     return root / "home/store" / pointer["key"]
