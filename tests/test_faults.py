@@ -248,23 +248,29 @@ def test_cli_run_stops_before_training_on_a_missing_task(tmp_path):
     assert not (tmp_path / "home" / "dagster").exists()  # nothing ran, nothing trained
 
 
-def test_cli_stage_add_refuses_bad_names_and_missing_checkpoints(tmp_path):
-    env = os.environ | {"MERGEMIX_HOME": str(tmp_path / "home"), "MERGEMIX_CONFIG": "smoke"}
+def test_cli_stage_add_refuses_bad_names_and_missing_checkpoints(tmp_path, monkeypatch, capsys):
+    from mergemix_dagster.cli import main
+
+    monkeypatch.setenv("MERGEMIX_HOME", str(tmp_path / "home"))
     for args, error in [([""], "InvalidStageNameError"), (["s0|x"], "InvalidStageNameError"),
                         (["x" * 300], "InvalidStageNameError"),
                         (["s1", "--checkpoint", str(tmp_path / "nope")], "StoreError")]:
-        proc = subprocess.run([BIN / "mergemix", "stage", "add", *args], capture_output=True, text=True, env=env)
-        assert proc.returncode == 2 and error in proc.stderr, proc.stderr
-        assert "Traceback" not in proc.stderr
+        assert main(["--config", "smoke", "stage", "add", *args]) == 2
+        err = capsys.readouterr().err
+        assert f"mergemix: error: {error}" in err and "Traceback" not in err
     assert not (tmp_path / "home" / "store" / "stages").exists()
+    assert not (tmp_path / "home" / "dagster").exists()
 
 
-def test_home_that_is_a_file_and_corrupt_database_are_named(tmp_path):
+def test_home_that_is_a_file_and_corrupt_database_are_named(tmp_path, monkeypatch, capsys):
+    from mergemix_dagster.cli import main
+
     home_file = tmp_path / "home"
     home_file.write_text("oops")
-    env = os.environ | {"MERGEMIX_HOME": str(home_file), "MERGEMIX_CONFIG": "smoke"}
-    proc = subprocess.run([BIN / "mergemix", "check"], capture_output=True, text=True, env=env)
-    assert proc.returncode == 2 and "StoreError" in proc.stdout and "is a file" in proc.stdout
+    monkeypatch.setenv("MERGEMIX_HOME", str(home_file))
+    assert main(["--config", "smoke", "check"]) == 2
+    out = capsys.readouterr().out
+    assert "StoreError" in out and "is a file" in out
     bad_db = tmp_path / "bad.duckdb"
     bad_db.write_bytes(b"this is not a database" * 500)
     from mergemix_dagster.resources import EvaluationDatabase
