@@ -202,20 +202,6 @@ class Settings(_Strict):
             raise ValueError(f"validation.dual_pair {pair} must name two different domains of {names}")
         return self
 
-    @model_validator(mode="after")
-    def _sane_search_and_stages(self) -> "Settings":
-        from .core.check import check_stage_name
-
-        k = len(self.domains)
-        if self.search.n_candidates < k + 1:
-            raise ValueError(
-                f"search.n_candidates {self.search.n_candidates} is below K+1 = {k + 1} for {k} domains: "
-                "the seed design needs every vertex plus one interior point"
-            )
-        for stage in [self.initial_stage, *self.stages.checkpoints]:
-            check_stage_name(stage)
-        return self
-
     @property
     def dual_pair(self) -> tuple[str, str]:
         pair = self.validation.dual_pair or list(self.domain_names[:2])
@@ -246,6 +232,20 @@ class Settings(_Strict):
     @property
     def capabilities(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(t.capability for t in self.evaluation.tasks))
+
+    @model_validator(mode="after")
+    def _sane_search_and_stages(self) -> "Settings":
+        from .core.check import check_stage_name
+
+        k = len(self.domains)
+        if self.search.n_candidates < k + 1:
+            raise ValueError(
+                f"search.n_candidates {self.search.n_candidates} is below K+1 = {k + 1} for {k} domains: "
+                "the seed design needs every vertex plus one interior point"
+            )
+        for stage in [self.initial_stage, *self.stages.checkpoints]:
+            check_stage_name(stage)
+        return self
 
 
 def resolve_config_path(name_or_path: str | None = None) -> Path:
