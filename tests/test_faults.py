@@ -175,7 +175,7 @@ def test_a_zero_learning_rate_is_refused_when_the_config_loads():
 
 
 def test_fewer_candidates_than_domains_plus_one_is_refused():
-    with pytest.raises(Exception, match="n_candidates 2 is below K\\+1 = 3"):
+    with pytest.raises(Exception, match="n_candidates.{0,4}2 is below"):
         _settings(search={"n_candidates": 2})
 
 
