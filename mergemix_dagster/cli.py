@@ -25,6 +25,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .pipeline import dagster_instance, run_stage
 
     settings, defs = _settings_and_defs(args.config)
+    _preflight(settings)
     instance = dagster_instance(settings)
     stage = args.stage or settings.initial_stage
     print(f"mergemix: stage {stage!r}, {len(settings.domain_names)} domains {list(settings.domain_names)}")
@@ -33,7 +34,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     def on_step(job: str, partition, seconds: float) -> None:
         print(f"  {job:<16} {str(partition or '-'):<14} {seconds:7.1f} s", flush=True)
 
-    timings = run_stage(defs, settings, instance, stage, on_step=on_step, log_level=args.log_level)
+    timings = run_stage(
+        defs, settings, instance, stage, on_step=on_step, log_level=args.log_level,
+        on_check_failed=lambda line: print(f"  warning: {line}", flush=True),
+    )
     print("\nStage timings (s): " + ", ".join(f"{k}={v:.1f}" for k, v in timings.items()))
     _print_mixture(settings, stage)
     return 0
@@ -125,6 +129,7 @@ def cmd_stage_add(args: argparse.Namespace) -> int:
     from .settings import load_settings
 
     settings = load_settings(args.config or None)
+    _check_new_stage(settings, args.name, args.checkpoint)
     if not args.checkpoint:
         if args.name != settings.initial_stage:
             raise MergeMixError(f"stage {args.name!r} needs --checkpoint (only the initial stage uses the base)")
@@ -342,6 +347,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     compare = sub.add_parser("compare", help="compare the chosen mixtures of all stages (table, plot)")
     compare.set_defaults(func=cmd_compare)
+
+    check = sub.add_parser("check", help="check the config against the world (paths, base, tokenizer, tasks) before training")
+    check.add_argument("--full", action="store_true", help="also verify every stored checkpoint's full content hash")
+    check.set_defaults(func=cmd_check)
     return parser
 
 
@@ -356,11 +365,140 @@ def main(argv: list[str] | None = None) -> int:
         transformers.utils.logging.disable_progress_bar()
     except Exception:  # pragma: no cover - cosmetic only
         pass
+    if getattr(args, "log_level", None) == "WARNING" and args.command == "run":
+        args.log_level = "CRITICAL"  # a failed step's trace goes to the log file, not the terminal
     try:
         return args.func(args)
-    except MergeMixError as exc:
-        print(f"mergemix: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+    except Exception as exc:
+        named = named_error(exc)
+        trace = _write_trace(exc)
+        if named is None:
+            print(f"mergemix: unexpected error: {type(exc).__name__}: {_first_line(exc)}\n  trace: {trace}", file=sys.stderr)
+            return 1
+        print(f"mergemix: error: {type(named).__name__}: {named}", file=sys.stderr)
+        if trace:
+            print(f"  trace: {trace}", file=sys.stderr)
         return 2
+
+
+def _preflight(settings) -> None:
+    """``mergemix check`` before a run: the first problem stops it before anything trains."""
+    from .core.check import check_settings
+
+    report = check_settings(settings, _registered_stages(settings))
+    for warning in report.warnings:
+        print(f"mergemix: warning: {warning}", file=sys.stderr)
+    report.raise_first()
+
+
+def _registered_stages(settings) -> dict[str, str]:
+    """stage -> checkpoint of every stage registered in the store (``stage add``, the sensor)."""
+    from pathlib import Path
+
+    from .resources import CheckpointStore
+
+    store = CheckpointStore(root=settings.store_uri)
+    if not store.is_s3 and not Path(settings.store_uri).is_dir():
+        return {}
+    keys = [k for k in store.list_keys("stages/") if k.endswith("/registration.json")]
+    return {k.split("/")[1]: store.get_json(k).get("checkpoint", "") for k in keys}
+
+
+def _check_new_stage(settings, name: str, checkpoint: str) -> None:
+    from .core.check import check_base, check_checkpoint, check_stage_name
+
+    check_stage_name(name)
+    if checkpoint:
+        base_config = None if settings.model.base == "embedded" else check_base(settings.model.base, {})[0]
+        m = settings.model
+        embedded = {"model_type": "llama", "hidden_size": m.hidden_size, "intermediate_size": m.intermediate_size,
+                    "num_hidden_layers": m.num_layers, "num_attention_heads": m.num_heads}
+        problems = check_checkpoint(name, checkpoint, base_config, embedded if base_config is None else None)
+        if problems:
+            raise problems[0]
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Every config problem at once, each a named error and one line; exit 2 when there is any."""
+    from .core.check import check_settings
+    from .settings import load_settings
+
+    settings = load_settings(args.config or None)
+    report = check_settings(settings, _registered_stages(settings))
+    if args.full and report.ok:
+        report.errors += _verify_stored_checkpoints(settings)
+    for line in report.lines():
+        print(f"  {line}")
+    print(f"mergemix check: {'OK' if report.ok else f'{len(report.errors)} problem(s)'}"
+          f"{f', {len(report.warnings)} warning(s)' if report.warnings else ''}")
+    return 0 if report.ok else 2
+
+
+def _verify_stored_checkpoints(settings) -> list[MergeMixError]:
+    """Every current base and expert checkpoint against its full recorded hash (reads every byte)."""
+    import os
+
+    from .assets.loading import checkpoint_dir
+    from .resources import CheckpointStore
+
+    store = CheckpointStore(root=settings.store_uri)
+    os.environ["MERGEMIX_VERIFY"] = "full"
+    problems: list[MergeMixError] = []
+    pointers = [k for k in store.list_keys("stages/") if k.endswith("current.json") and ("/base/" in k or "/experts/" in k)]
+    for key in pointers:
+        parts = key.split("/")  # stages/<stage>/base/current.json, stages/<stage>/experts/<domain>/current.json
+        what = f"expert {parts[3]!r} of stage {parts[1]!r}" if parts[2] == "experts" else f"base checkpoint of stage {parts[1]!r}"
+        try:
+            checkpoint_dir(store, key, what)
+        except MergeMixError as exc:
+            problems.append(exc)
+    return problems
+
+
+def named_error(exc: BaseException) -> MergeMixError | None:
+    """The project's named error behind ``exc``: itself, one in its cause chain, or a known outside
+    failure mapped to one (S3 unreachable or no credentials, a corrupt or locked DuckDB file, a home
+    that is a file)."""
+    from .core.errors import CorruptDatabaseError, StoreError
+
+    seen = exc
+    while seen is not None:
+        if isinstance(seen, MergeMixError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    module = type(exc).__module__
+    if module.startswith("botocore"):
+        return StoreError(f"S3 is not reachable ({type(exc).__name__}: {_first_line(exc)})")
+    if module.startswith("duckdb"):
+        return CorruptDatabaseError(f"the DuckDB file cannot be used ({type(exc).__name__}: {_first_line(exc)})")
+    if isinstance(exc, (NotADirectoryError, FileExistsError, PermissionError)):
+        return StoreError(f"{exc.strerror}: {exc.filename}")
+    return None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _write_trace(exc: BaseException) -> str:
+    """The full traceback in ``<home>/logs/`` (or the temp dir when the home is unusable); its path."""
+    import os
+    import tempfile
+    import time
+    import traceback
+    from pathlib import Path
+
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    name = f"mergemix-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    for folder in (Path(os.environ.get("MERGEMIX_HOME", ".mergemix")) / "logs", Path(tempfile.gettempdir()) / "mergemix-logs"):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_text(text)
+            return str(folder / name)
+        except OSError:
+            continue
+    return ""
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from .assets.corpora import source_fingerprint
 from .assets.layout import content_version, stage_registration
 from .jobs import ALL_JOBS
 from .partitions import stage_partitions
-from .pipeline import STAGE_TAG
+from .pipeline import STAGE_TAG, corpus_changes, fail_abandoned_runs
 from .resources import CheckpointStore
 from .resources.settings import PipelineSettings
 from .settings import Settings
@@ -37,7 +37,11 @@ def discover_checkpoints(watch: str) -> dict[str, str]:
 
 
 def stage_run_requests(instance: dg.DagsterInstance, defs: dg.Definitions, settings: Settings, stage: str, why: str):
-    """Run requests for the first layer of ``stage`` that is missing or stale (none while one is in flight)."""
+    """Run requests for the first layer of ``stage`` that is missing or stale (none while one is in flight).
+
+    Runs left STARTED by a killed ``mergemix`` process are marked failed first, so they do not block forever.
+    """
+    fail_abandoned_runs(instance)
     in_flight = instance.get_run_records(
         dg.RunsFilter(
             tags={STAGE_TAG: stage},
@@ -119,24 +123,15 @@ def build_sensors(defs_ref: list) -> list[dg.SensorDefinition]:
     )
     def corpus_change_sensor(context: dg.SensorEvaluationContext, settings: PipelineSettings):
         s = settings.get()
-        requests = []
-        for d in s.domains:
-            current = source_fingerprint(d)
-            records = context.instance.fetch_materializations(
-                dg.AssetRecordsFilter(asset_key=dg.AssetKey("domain_corpus"), asset_partitions=[d.name]), limit=1
-            ).records
-            if not records:
-                continue  # never built: the stage plan materializes it
-            recorded = records[0].asset_materialization.metadata.get("source_fingerprint")
-            if recorded is None or recorded.value != current:
-                requests.append(
-                    dg.RunRequest(
-                        job_name="corpora_job",
-                        partition_key=d.name,
-                        run_key=f"corpora_job:{d.name}:{current}",
-                        tags={"mergemix/reason": "corpus source changed"},
-                    )
-                )
+        requests = [
+            dg.RunRequest(
+                job_name="corpora_job",
+                partition_key=name,
+                run_key=f"corpora_job:{name}:{source_fingerprint(s.domain(name))}",
+                tags={"mergemix/reason": "corpus source changed"},
+            )
+            for name in corpus_changes(context.instance, s)
+        ]
         return requests or dg.SkipReason("no corpus source changed")
 
     return [stage_checkpoint_sensor, latest_stage_sensor, corpus_change_sensor]

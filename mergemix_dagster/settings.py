@@ -103,6 +103,11 @@ class ModelSettings(_Strict):
     intermediate_size: int = 344
     max_position_embeddings: int = 256
     general_max_chars: int = 2_000_000
+    general_paths: list[str] = Field(
+        default_factory=list,
+        description="the team's own general text (files, dirs, globs; jsonl/parquet/txt, field `text`); "
+        "empty: the embedded general corpus",
+    )
 
 
 class RecipeSettings(_Strict):
@@ -119,6 +124,13 @@ class RecipeSettings(_Strict):
     seed: int = 0
     device: str = "auto"
     precision: Literal["fp32", "bf16"] = "fp32"
+
+    @field_validator("learning_rate")
+    @classmethod
+    def _positive_rate(cls, value: float) -> float:
+        if not value > 0 or value >= 1.0:  # a zero rate trains nothing; NaN fails `> 0`
+            raise ValueError(f"learning_rate must be in (0, 1), got {value}: a zero rate trains nothing")
+        return value
 
 
 class ExpertSettings(RecipeSettings):
@@ -384,6 +396,14 @@ class Settings(_Strict):
     @property
     def capabilities(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(t.capability for t in self.evaluation.tasks))
+
+    @model_validator(mode="after")
+    def _sane_search_and_stages(self) -> "Settings":
+        from .core.check import check_stage_name
+
+        for stage in [self.initial_stage, *self.stages.checkpoints]:
+            check_stage_name(stage)
+        return self
 
 
 def resolve_config_path(name_or_path: str | None = None) -> Path:

@@ -9,9 +9,12 @@ import dagster as dg
 
 from ..core.corpora import tokenize_documents
 from ..core.mixture import Mixture
+from ..core.check import check_tokenizer
 from ..core.model import (
     TinyModelSpec,
     checkpoint_fingerprint,
+    checkpoint_manifest,
+    tokenizer_fingerprint,
     load_checkpoint,
     new_tiny_llama,
     save_checkpoint,
@@ -23,10 +26,21 @@ from ..resources import CheckpointStore
 from ..resources.settings import PipelineSettings
 from ..settings import Settings
 from . import layout
-from .loading import corpus_documents, read_pointer
+from .loading import checkpoint_identity, corpus_documents, read_pointer
 
 BASE_CODE_VERSION = "1"
 TOKENIZER_POINTER = f"{layout.TOKENIZER}/current.json"
+
+
+def checkpoint_source_fingerprint(source: str) -> str:
+    """Cheap identity of an outside checkpoint folder: every file's name, size and mtime (weights, config,
+    tokenizer). ``mergemix run`` compares it with the recorded one and re-reads a base that changed."""
+    local = Path(source).expanduser()
+    if "://" in source or not local.is_dir():
+        return layout.content_version({"source": source})
+    entries = [[p.relative_to(local).as_posix(), p.stat().st_size, p.stat().st_mtime_ns]
+               for p in sorted(local.rglob("*")) if p.is_file()]
+    return layout.content_version(entries)
 
 
 def tiny_spec(settings: Settings, vocab_size: int) -> TinyModelSpec:
@@ -85,8 +99,14 @@ def build_base_assets(parts: PipelinePartitions) -> list[dg.AssetsDefinition]:
         if s.model.base == "embedded":
             general = read_pointer(store, layout.corpus_pointer("general"), "the general corpus")
             version = layout.content_version({"corpus": general["fingerprint"], "vocab": s.model.vocab_size})
-        else:
-            version = layout.content_version({"base": s.model.base})
+        else:  # the user's base: its tokenizer files' content is part of the key
+            problems = check_tokenizer(s.model.base)
+            if problems:
+                raise problems[0]
+            local = Path(s.model.base).expanduser()
+            version = layout.content_version(
+                {"base": s.model.base, "tokenizer": tokenizer_fingerprint(local) if local.is_dir() else None}
+            )
         key = f"{layout.TOKENIZER}/{version}"
         if not store.exists(key):  # train (or fetch) only when no tokenizer with these inputs is stored
             if s.model.base == "embedded":
@@ -127,21 +147,33 @@ def build_base_assets(parts: PipelinePartitions) -> list[dg.AssetsDefinition]:
                 ]
             local = Path(store.fetch_external(source))
             if local.is_dir():
+                # recorded so every later load verifies the files (manifest) and the tokenizer is in the key
                 fingerprint = checkpoint_fingerprint(local)
-                pointer = {"path": source, "fingerprint": fingerprint}
+                pointer = {
+                    "path": source,
+                    "fingerprint": fingerprint,
+                    "manifest": checkpoint_manifest(local),
+                    "tokenizer": tokenizer_fingerprint(local),
+                }
             else:  # a hub id: load once and keep a local copy in the store
                 model, tokenizer = load_checkpoint(source)
                 with tempfile.TemporaryDirectory() as tmp:
                     save_checkpoint(model, tokenizer, Path(tmp) / "ckpt")
                     fingerprint = checkpoint_fingerprint(Path(tmp) / "ckpt")
+                    tok_fp = tokenizer_fingerprint(Path(tmp) / "ckpt")
                     key = layout.base_key(stage, fingerprint[:16])
                     if not store.exists(key):
                         store.put_dir(Path(tmp) / "ckpt", key)
-                pointer = {"key": key, "fingerprint": fingerprint}
+                pointer = {"key": key, "fingerprint": fingerprint, "tokenizer": tok_fp}
             store.put_json(layout.base_pointer(stage), pointer | {"source": source}, overwrite=True)
+            identity = checkpoint_identity(pointer)
             return dg.MaterializeResult(
-                metadata={"source": source, "fingerprint": fingerprint},
-                data_version=dg.DataVersion(fingerprint[:16]),
+                metadata={
+                    "source": source,
+                    "fingerprint": fingerprint,
+                    "source_fingerprint": dg.MetadataValue.text(checkpoint_source_fingerprint(source)),
+                },
+                data_version=dg.DataVersion(identity[:16]),
             )
 
         tok = read_pointer(store, TOKENIZER_POINTER, "the tokenizer")

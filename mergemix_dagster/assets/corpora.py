@@ -7,7 +7,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from ..core.corpora import corpus_fingerprint, load_documents, validate_documents, write_corpus
+from ..core.corpora import corpus_fingerprint, expand_paths, is_glob, read_documents, validate_documents, write_corpus
 from ..core.defaults import EMBEDDED_DOMAINS, build_domain_documents, build_general_documents
 from ..partitions import PipelinePartitions
 from ..resources import CheckpointStore
@@ -19,33 +19,61 @@ CORPUS_CODE_VERSION = "1"
 
 
 def _cap_chars(docs: list[str], max_chars: int) -> list[str]:
+    """At most ``max_chars`` characters: whole documents, the one that crosses the budget cut to fit."""
     kept, total = [], 0
     for doc in docs:
         if total >= max_chars:
             break
-        kept.append(doc)
-        total += len(doc)
+        kept.append(doc[: max_chars - total])
+        total += len(kept[-1])
     return kept
+
+
+REMOTE_SOURCE = "remote"
+
+
+def files_fingerprint(paths: list[str]) -> str:
+    """Cheap identity of local files named by ``paths`` (dirs and globs expanded): names, sizes, mtimes.
+
+    A remote path (``s3://``) contributes only the marker ``remote``: its content is checked by reading it.
+    """
+    entries: list = []
+    for path in paths:
+        if "://" in str(path) and not str(path).startswith("file://"):
+            entries.append([path, REMOTE_SOURCE])
+            continue
+        p = Path(path).expanduser()
+        if is_glob(path) or p.exists():
+            try:
+                files = expand_paths([path])
+            except Exception:  # an empty glob or dir: its (missing) content is the identity
+                files = []
+            entries.append([path, [[str(f), os.stat(f).st_size, os.stat(f).st_mtime_ns] for f in files]])
+        else:
+            entries.append([path, "missing"])
+    return layout.content_version(entries)
 
 
 def source_fingerprint(cfg: DomainSettings) -> str:
     """Cheap identity of a domain's source: file paths, sizes and mtimes (or the embedded builder's settings).
 
-    The corpus sensor compares it with the one recorded at the last materialization to notice edits.
+    ``mergemix run`` (and the corpus sensor) compare it with the one recorded at the last materialization
+    and re-read the corpus when it differs; remote sources are re-read on every run.
     """
     if not cfg.paths:
         return layout.content_version({"embedded": cfg.name, "settings": cfg.model_dump(), "code": CORPUS_CODE_VERSION})
-    entries: list = []
-    for path in cfg.paths:
-        p = Path(path)
-        if not p.exists():
-            entries.append([path, "remote"])  # s3:// and other remote sources: re-read on every run
-            continue
-        for f in sorted(p.rglob("*")) if p.is_dir() else [p]:
-            if f.is_file():
-                st = os.stat(f)
-                entries.append([str(f), st.st_size, st.st_mtime_ns])
-    return layout.content_version(entries)
+    return files_fingerprint(list(cfg.paths)) + ("" if not has_remote(cfg.paths) else f"+{REMOTE_SOURCE}")
+
+
+def has_remote(paths) -> bool:
+    return any("://" in str(p) and not str(p).startswith("file://") for p in paths)
+
+
+def general_source_fingerprint(s) -> str:
+    """Identity of the general corpus's source: the user's ``model.general_paths`` or the embedded builder."""
+    if not s.model.general_paths:
+        return layout.content_version({"embedded": "general", "max_chars": s.model.general_max_chars})
+    return files_fingerprint(list(s.model.general_paths)) + ("" if not has_remote(s.model.general_paths) else f"+{REMOTE_SOURCE}")
 
 
 def read_domain_documents(cfg: DomainSettings, store: CheckpointStore, seed: int) -> tuple[list[str], str]:
@@ -60,7 +88,7 @@ def read_domain_documents(cfg: DomainSettings, store: CheckpointStore, seed: int
             )
         return build_domain_documents(cfg.name, max_chars=cfg.max_chars, seed=seed), f"embedded:{cfg.name}"
     local_paths = [store.fetch_external(path) for path in cfg.paths]
-    return load_documents(local_paths, text_field=cfg.text_field), ", ".join(cfg.paths)
+    return read_documents(local_paths, text_field=cfg.text_field, max_chars=cfg.max_chars), ", ".join(cfg.paths)
 
 
 def _write_corpus(store: CheckpointStore, docs: list[str], key: str) -> str:
@@ -117,16 +145,24 @@ def build_corpus_assets(parts: PipelinePartitions) -> list[dg.AssetsDefinition]:
     def general_corpus(settings: PipelineSettings, store: CheckpointStore) -> dg.MaterializeResult:
         """General text for the tokenizer and the embedded base's pre-training (and DeMix-style mixing)."""
         s = settings.get()
-        docs = validate_documents("general", build_general_documents(s.model.general_max_chars, seed=s.search.seed))
+        if s.model.general_paths:  # the team's own general data
+            local_paths = [store.fetch_external(path) for path in s.model.general_paths]
+            source = ", ".join(s.model.general_paths)
+            docs = read_documents(local_paths, max_chars=s.model.general_max_chars)
+        else:
+            source = "embedded"
+            docs = build_general_documents(s.model.general_max_chars, seed=s.search.seed)
+        docs = validate_documents("general", docs, source=source)
         fingerprint = corpus_fingerprint(docs)
         uri = _write_corpus(store, docs, layout.corpus_key("general", fingerprint))
         store.put_json(
             layout.corpus_pointer("general"),
-            {"key": layout.corpus_key("general", fingerprint), "fingerprint": fingerprint, "source": "embedded"},
+            {"key": layout.corpus_key("general", fingerprint), "fingerprint": fingerprint, "source": source},
             overwrite=True,
         )
         return dg.MaterializeResult(
-            metadata=_corpus_metadata(docs, fingerprint, uri, "embedded:general"),
+            metadata=_corpus_metadata(docs, fingerprint, uri, source if s.model.general_paths else "embedded:general")
+            | {"source_fingerprint": dg.MetadataValue.text(general_source_fingerprint(s))},
             data_version=dg.DataVersion(fingerprint[:16]),
         )
 

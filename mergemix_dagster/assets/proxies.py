@@ -1,19 +1,68 @@
-"""A stage's merged proxies, ready to score: one loaded model, its experts' deltas, one evaluator."""
+"""A stage's merged proxies, ready to score: one loaded model, its experts' deltas, one evaluator.
+
+Every score carries an ``evaluation_fingerprint``: a hash of what decided it besides the model (the task's
+YAML and data files, the metric, ``evaluation.limit``). Rows scored under other settings are then never
+taken as done nor mixed with fresh ones (``loading.configured_rows``).
+"""
 
 
-from dataclasses import dataclass
+import hashlib
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
 
-from ..core.evaluate import BenchmarkScore, Evaluator, TaskSpec
+from ..core.evaluate import BenchmarkScore, Evaluator, TaskSpec, default_tasks_dir
 from ..core.merge import InMemoryMerger
 from ..core.mixture import Mixture
-from ..core.model import load_checkpoint, load_state_dict, resolve_device
+from ..core.model import load_checkpoint, load_model_state, resolve_device
 from ..resources import CheckpointStore
 from ..settings import Settings
 from .loading import base_checkpoint, expert_checkpoint_dir
+
+
+def evaluation_fingerprints(s: Settings, heldout: bool = False) -> dict[str, str]:
+    """task -> hash of its YAML and data files' bytes, its metric and ``evaluation.limit``."""
+    from ..core.evaluate import _absolute_data_files, _data_file_paths, _index_tasks, _load_yaml
+
+    tasks_dir = Path(s.evaluation.tasks_dir) if s.evaluation.tasks_dir else default_tasks_dir()
+    index = _index_tasks(tasks_dir)
+    out = {}
+    for t in list(s.evaluation.tasks) + (list(s.validation.heldout_tasks) if heldout else []):
+        h = hashlib.sha256(repr((t.name, t.metric, s.evaluation.limit)).encode())
+        path = index.get(t.name)
+        if path is not None:
+            h.update(path.read_bytes())
+            for sibling in sorted(path.parent.glob("*.py")):  # `!function` metrics live next to the YAML
+                h.update(sibling.read_bytes())
+            cfg = _absolute_data_files(_load_yaml(path, resolve_func=False), path.parent)
+            for f in _data_file_paths(cfg):
+                if Path(f).is_file():
+                    h.update(Path(f).read_bytes())
+        out[t.name] = h.hexdigest()[:16]
+    return out
+
+
+@dataclass(frozen=True)
+class IdentifiedScore(BenchmarkScore):
+    """A score and the fingerprint of the evaluation settings it was computed under."""
+
+    evaluation_fingerprint: str = ""
+
+
+class IdentifiedEvaluator(Evaluator):
+    """An ``Evaluator`` whose scores carry their ``evaluation_fingerprint`` (``fingerprints``: task -> hash)."""
+
+    def __init__(self, *args, fingerprints: dict[str, str], **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fingerprints = dict(fingerprints)
+
+    def evaluate(self, model, tokenizer) -> list[BenchmarkScore]:
+        return [
+            IdentifiedScore(**asdict(sc), evaluation_fingerprint=self.fingerprints.get(sc.task, ""))
+            for sc in super().evaluate(model, tokenizer)
+        ]
 
 
 def build_evaluator(s: Settings, heldout: bool = False) -> Evaluator:
@@ -21,7 +70,10 @@ def build_evaluator(s: Settings, heldout: bool = False) -> Evaluator:
     chosen = list(s.evaluation.tasks) + (list(s.validation.heldout_tasks) if heldout else [])
     tasks = [TaskSpec(t.name, t.capability, t.metric) for t in chosen]
     tasks_dir = Path(s.evaluation.tasks_dir) if s.evaluation.tasks_dir else None
-    return Evaluator(tasks, tasks_dir=tasks_dir, batch_size=s.evaluation.batch_size, limit=s.evaluation.limit)
+    return IdentifiedEvaluator(
+        tasks, tasks_dir=tasks_dir, batch_size=s.evaluation.batch_size, limit=s.evaluation.limit,
+        fingerprints=evaluation_fingerprints(s, heldout),
+    )
 
 
 @dataclass
@@ -44,12 +96,17 @@ class ProxyScorer:
 
 
 def open_proxy_scorer(store: CheckpointStore, stage: str, s: Settings, heldout: bool = False) -> ProxyScorer:
+    """Load the stage base and its experts (each verified against its record) for in-memory merging.
+
+    Tensors are taken under the names the loaded model uses, so any Hugging Face causal LM merges (a
+    GPT-NeoX head is ``embed_out`` on disk); NaN/inf weights are refused by the merger's checks.
+    """
     device = str(resolve_device(s.experts.device))
     base_dir, _ = base_checkpoint(store, stage)
     model, tokenizer = load_checkpoint(base_dir, device=device)
     model.eval()
-    base_state = load_state_dict(base_dir)
-    expert_states = {d: load_state_dict(expert_checkpoint_dir(store, stage, d)[0]) for d in s.domain_names}
+    base_state = load_model_state(base_dir)
+    expert_states = {d: load_model_state(expert_checkpoint_dir(store, stage, d)[0]) for d in s.domain_names}
     merger = InMemoryMerger(model, base_state, expert_states, method=s.search.merge_method)
     return ProxyScorer(s.domain_names, model, tokenizer, merger, build_evaluator(s, heldout))
 
@@ -77,6 +134,7 @@ def score_rows(
                 "capability": sc.capability,
                 "model_fingerprint": fingerprint,
                 "evaluated_at": now,
+                "evaluation_fingerprint": getattr(sc, "evaluation_fingerprint", None) or None,
             }
             for sc in scores
         ]

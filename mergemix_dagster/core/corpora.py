@@ -7,19 +7,24 @@ Supported inputs (files, or directories searched recursively in sorted order for
 - ``.parquet``: a table with a string column ``text_field``.
 - ``.txt``: the whole file is one document (UTF-8).
 
-Every other file found *inside a directory* is ignored (READMEs, ``.crc``, ``_SUCCESS``); a file named
-explicitly with an unsupported suffix is an error. Remote URIs are fetched to local files by the
-checkpoint store before they get here.
+Every other file found *inside a directory* or matched by a glob is ignored (READMEs, ``.crc``,
+``_SUCCESS``); a file named explicitly with an unsupported suffix is an error. A path with ``*``, ``?`` or
+``[`` is a glob (``/data/math/*.jsonl``, ``/data/**/*.parquet``); one that matches no supported file is an
+error. Remote URIs are fetched to local files by the checkpoint store before they get here.
+
+``max_chars`` bounds memory: files are read as streams and reading stops once the budget is spent; the
+document that crosses the budget is cut to fit, so a single 30M-character document costs ``max_chars``.
 """
 
 from __future__ import annotations
 
+import glob
 import gzip
 import hashlib
 import io
 import json
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -103,23 +108,121 @@ def _load_file(path: Path, text_field: str) -> list[str]:
 
 
 def load_documents(paths: Sequence[str | Path], text_field: str = "text") -> list[str]:
-    """Documents of all ``paths`` in order (directories: supported files, recursively, sorted)."""
+    """Documents of all ``paths`` in order (directories and globs: supported files, recursively, sorted)."""
+    return read_documents(paths, text_field)
+
+
+GLOB_CHARS = ("*", "?", "[")
+
+
+def is_glob(path: str | Path) -> bool:
+    return any(c in str(path) for c in GLOB_CHARS)
+
+
+def _visible(f: Path, root: Path) -> bool:
+    return not any(part.startswith(".") for part in f.relative_to(root).parts)
+
+
+def expand_paths(paths: Sequence[str | Path]) -> list[Path]:
+    """The corpus files ``paths`` name, in order: files as given, directories and globs expanded (sorted).
+
+    Raises ``CorpusError`` for a path that does not exist and for a directory or glob without a
+    supported file, so a typo fails before any training.
+    """
     if isinstance(paths, (str, Path)):
         paths = [paths]
-    docs: list[str] = []
+    files: list[Path] = []
     for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            files = sorted(
-                f for f in path.rglob("*")
-                if f.is_file() and _suffix(f) and not any(part.startswith(".") for part in f.relative_to(path).parts)
-            )
-            for f in files:
-                docs.extend(_load_file(f, text_field))
+        path = Path(raw).expanduser()
+        if is_glob(raw):
+            matched = sorted(Path(m) for m in glob.glob(str(path), recursive=True))
+            found = [f for f in matched if f.is_file() and _suffix(f)]
+            if not found:
+                raise CorpusError(
+                    f"corpus glob {raw} matches no {'/'.join(SUPPORTED_SUFFIXES)} file ({len(matched)} paths matched)"
+                )
+            files.extend(found)
+        elif path.is_dir():
+            found = sorted(f for f in path.rglob("*") if f.is_file() and _suffix(f) and _visible(f, path))
+            if not found:
+                raise CorpusError(f"corpus directory {path} holds no {'/'.join(SUPPORTED_SUFFIXES)} file")
+            files.extend(found)
         elif path.exists():
-            docs.extend(_load_file(path, text_field))
+            files.append(path)
         else:
             raise CorpusError(f"corpus path does not exist: {path}")
+    return files
+
+
+def _iter_jsonl(fh, text_field: str, path: Path) -> Iterator[str]:
+    for lineno, line in enumerate(fh, start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise MalformedCorpusError(f"{path}:{lineno}: invalid JSON ({exc.msg} at column {exc.colno})") from exc
+        yield _text_of(obj, text_field, f"{path}:{lineno}")
+
+
+def iter_file_documents(path: Path, text_field: str = "text", txt_chars: int | None = None) -> Iterator[str]:
+    """The documents of one file, one at a time (``.txt``: at most ``txt_chars`` characters are read)."""
+    suf = _suffix(path)
+    try:
+        if suf == ".jsonl":
+            with open(path, encoding="utf-8") as fh:
+                yield from _iter_jsonl(fh, text_field, path)
+            return
+        if suf == ".jsonl.gz":
+            with gzip.open(path, "rt", encoding="utf-8") as fh:
+                yield from _iter_jsonl(fh, text_field, path)
+            return
+        if suf == ".parquet":
+            import pyarrow.parquet as pq
+
+            try:
+                pf = pq.ParquetFile(path)
+            except Exception as exc:  # pyarrow raises several types for broken files
+                raise MalformedCorpusError(f"{path}: cannot read parquet ({exc})") from exc
+            if text_field not in pf.schema_arrow.names:
+                raise MalformedCorpusError(f"{path}: missing text column {text_field!r} (columns: {pf.schema_arrow.names})")
+            row = 0
+            for batch in pf.iter_batches(batch_size=256, columns=[text_field]):
+                for v in batch.column(0).to_pylist():
+                    if not isinstance(v, str):
+                        raise MalformedCorpusError(f"{path}: row {row}: column {text_field!r} is {type(v).__name__}, not a string")
+                    row += 1
+                    yield v
+            return
+        if suf == ".txt":
+            with open(path, encoding="utf-8") as fh:
+                yield fh.read(-1 if txt_chars is None else max(0, txt_chars))
+            return
+    except UnicodeDecodeError as exc:
+        raise MalformedCorpusError(f"{path}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from exc
+    except (OSError, EOFError) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise CorpusError(f"{path}: corpus file does not exist") from exc
+        raise MalformedCorpusError(f"{path}: cannot read ({exc})") from exc
+    yield from _load_file(path, text_field)  # .json arrays (read whole) and unsupported suffixes (an error)
+
+
+def read_documents(paths: Sequence[str | Path], text_field: str = "text", max_chars: int | None = None) -> list[str]:
+    """Documents of ``paths`` (files, directories, globs) in order, at most ``max_chars`` characters in all.
+
+    Reading stops when the budget is spent and the last document is cut to fit, so memory is bounded by
+    ``max_chars`` plus one line of a JSONL file, whatever the files hold. Blank documents do not count.
+    """
+    docs: list[str] = []
+    left = max_chars
+    for path in expand_paths(paths):
+        for doc in iter_file_documents(path, text_field, txt_chars=left):
+            if left is not None and doc.strip():
+                doc = doc[:left]
+                left -= len(doc)
+            docs.append(doc)
+            if left is not None and left <= 0:
+                return docs
     return docs
 
 

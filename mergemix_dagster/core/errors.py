@@ -63,3 +63,23 @@ class InfeasibleConstraintsError(ConfigError):
 
 class InfeasibleObjectiveError(MergeMixError):
     """No mixture satisfies the objective's floors under the surrogate predictions."""
+
+
+class MissingTokenizerError(ConfigError):
+    """A base model has no usable tokenizer (no tokenizer files, or one that encodes text to nothing)."""
+
+
+class InvalidStageNameError(ConfigError):
+    """A stage name cannot be a Dagster partition key or a folder name (empty, ``|``, ``/``, too long)."""
+
+
+class CheckpointChangedError(StoreError):
+    """A stored checkpoint's files differ from the ones recorded when it was written (replaced or edited)."""
+
+
+class TruncatedCheckpointError(StoreError):
+    """A safetensors file is shorter than its own header says: an interrupted copy or a cut file."""
+
+
+class CorruptDatabaseError(StoreError):
+    """The DuckDB file exists but cannot be opened as a database."""

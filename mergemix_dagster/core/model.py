@@ -248,3 +248,112 @@ def read_config(directory: Path) -> dict:
     if not path.exists():
         raise StoreError(f"checkpoint {directory} has no config.json")
     return json.loads(path.read_text())
+
+
+# --------------------------------------------------------------------------------------------
+# verifying what is read
+# --------------------------------------------------------------------------------------------
+
+#: bytes hashed at each end of a file for the cheap check (the safetensors header and the first and last tensors)
+SAMPLE_BYTES = 1 << 20
+TOKENIZER_FILE_NAMES = (
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt",
+    "tokenizer.model", "vocab.txt", "added_tokens.json",
+)
+
+
+def _ends_hash(path: Path, size: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        h.update(f.read(SAMPLE_BYTES))
+        if size > SAMPLE_BYTES:
+            f.seek(max(SAMPLE_BYTES, size - SAMPLE_BYTES))
+            h.update(f.read(SAMPLE_BYTES))
+    return h.hexdigest()[:32]
+
+
+def file_signature(path: Path) -> list:
+    """``[size, hash of the first and last MiB]``: cheap, yet it tells a truncated, replaced or edited file
+    (another expert's weights differ in their first and last tensors) from the one recorded."""
+    size = Path(path).stat().st_size
+    return [size, _ends_hash(Path(path), size)]
+
+
+def file_manifest(directory: Path, files: Iterable[Path] | None = None) -> dict[str, list]:
+    """``{relative path: file_signature}`` of ``files`` (default: every file under ``directory``)."""
+    directory = Path(directory)
+    chosen = sorted(p for p in directory.rglob("*") if p.is_file()) if files is None else list(files)
+    return {p.relative_to(directory).as_posix(): file_signature(p) for p in chosen if p.is_file()}
+
+
+def checkpoint_manifest(directory: Path) -> dict[str, list]:
+    """The ``file_manifest`` of config.json and the weight files."""
+    directory = Path(directory)
+    return file_manifest(directory, [directory / "config.json", *safetensors_files(directory)])
+
+
+def check_safetensors_complete(path: Path) -> None:
+    """``TruncatedCheckpointError`` when a safetensors file is shorter than its header says (no manifest needed)."""
+    from .errors import TruncatedCheckpointError
+
+    path = Path(path)
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        n = int.from_bytes(head, "little") if len(head) == 8 else -1
+        if n < 0 or 8 + n > size:
+            raise TruncatedCheckpointError(f"{path}: {size} bytes, too short for its safetensors header")
+        try:
+            header = json.loads(f.read(n))
+        except ValueError as exc:
+            raise TruncatedCheckpointError(f"{path}: unreadable safetensors header ({exc})") from exc
+    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    if 8 + n + end > size:
+        raise TruncatedCheckpointError(f"{path}: {size} bytes but its header describes {8 + n + end}: the file is cut")
+
+
+def verify_checkpoint(directory: Path, what: str, manifest: dict | None = None, fingerprint: str | None = None) -> None:
+    """Refuse a checkpoint that is not the one recorded: truncated weight files always; with ``manifest``
+    a file whose size or sampled bytes differ; with ``fingerprint`` (the full hash, slow) any byte."""
+    from .errors import CheckpointChangedError
+
+    directory = Path(directory)
+    for f in safetensors_files(directory):
+        check_safetensors_complete(f)
+    for name, recorded in (manifest or {}).items():
+        path = directory / name
+        if not path.is_file():
+            raise CheckpointChangedError(f"{what}: {path} is gone since it was recorded")
+        now = file_signature(path)
+        if list(now) != list(recorded):
+                how = f"size {now[0]} != recorded {recorded[0]}" if now[0] != recorded[0] else "its bytes differ"
+                raise CheckpointChangedError(f"{what}: {path} changed since it was recorded ({how})")
+    if fingerprint is not None and checkpoint_fingerprint(directory) != fingerprint:
+        raise CheckpointChangedError(f"{what}: {directory} does not match its recorded fingerprint {fingerprint[:16]}")
+
+
+def tokenizer_fingerprint(directory: Path) -> str | None:
+    """sha256 over a checkpoint's tokenizer files, or None when it has none (then the tokenizer is no key)."""
+    directory = Path(directory)
+    files = [directory / n for n in TOKENIZER_FILE_NAMES if (directory / n).is_file()]
+    if not files:
+        return None
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def load_model_state(directory: Path, device: str = "cpu") -> dict[str, torch.Tensor]:
+    """The checkpoint's tensors under the names the loaded model uses (what the merge writes into).
+
+    On disk a GPT-NeoX head is ``embed_out.weight`` while some transformers versions load it under another
+    name; loading through ``from_pretrained`` applies the library's own renaming, so base, experts and the
+    in-memory model always agree. Tied weights appear under both names (one tensor).
+    """
+    import transformers
+    from transformers import AutoModelForCausalLM
+
+    dtype_kw = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
+    model = AutoModelForCausalLM.from_pretrained(str(directory), **{dtype_kw: "auto"}).to(torch.device(device))
+    return {k: v.detach() for k, v in model.state_dict().items()}

@@ -64,8 +64,15 @@ def _clean_key(key: str) -> str:
     return "/".join(parts)
 
 
-def _marker_payload() -> str:
-    return json.dumps({"token": uuid.uuid4().hex, "completed_at": datetime.now(timezone.utc).isoformat()})
+def _marker_payload(local_dir: Path | None = None) -> str:
+    """The ``_COMPLETE`` marker: a token, the time, and the files' signatures (size + sampled bytes), so a
+    reader can tell a truncated or replaced file from the one written (``CheckpointStore.verify_dir``)."""
+    payload: dict = {"token": uuid.uuid4().hex, "completed_at": datetime.now(timezone.utc).isoformat()}
+    if local_dir is not None:
+        from ..core.model import file_manifest
+
+        payload["files"] = {k: v for k, v in file_manifest(local_dir).items() if k != COMPLETE_MARKER}
+    return json.dumps(payload)
 
 
 def _default_cache_root() -> Path:
@@ -146,7 +153,7 @@ class CheckpointStore(dg.ConfigurableResource):
 
     # ------------------------------------------------------------ S3 helpers
     def _s3_head(self, client, bucket: str, key: str) -> dict | None:
-        from botocore.exceptions import ClientError
+        from botocore.exceptions import BotoCoreError, ClientError
 
         try:
             return client.head_object(Bucket=bucket, Key=key)
@@ -155,16 +162,18 @@ class CheckpointStore(dg.ConfigurableResource):
             if code in ("404", "NoSuchKey", "NotFound"):
                 return None
             raise StoreError(f"cannot read s3://{bucket}/{key}: {e}") from e
+        except BotoCoreError as e:  # no credentials, endpoint down, ...
+            raise StoreError(f"cannot reach s3://{bucket}/{key}: {type(e).__name__}: {e}") from e
 
     def _s3_list(self, client, bucket: str, prefix: str) -> list[dict]:
-        from botocore.exceptions import ClientError
+        from botocore.exceptions import BotoCoreError, ClientError
 
         out: list[dict] = []
         try:
             for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
                 out.extend(page.get("Contents", []))
-        except ClientError as e:
-            raise StoreError(f"cannot list s3://{bucket}/{prefix}: {e}") from e
+        except (ClientError, BotoCoreError) as e:
+            raise StoreError(f"cannot list s3://{bucket}/{prefix}: {type(e).__name__}: {e}") from e
         return out
 
     @staticmethod
@@ -228,7 +237,7 @@ class CheckpointStore(dg.ConfigurableResource):
             staging = dest.parent / f"{_STAGING_PREFIX}{dest.name}-{uuid.uuid4().hex[:8]}"
             try:
                 shutil.copytree(local_dir, staging, ignore=shutil.ignore_patterns(COMPLETE_MARKER))
-                (staging / COMPLETE_MARKER).write_text(_marker_payload())
+                (staging / COMPLETE_MARKER).write_text(_marker_payload(local_dir))
                 trash = None
                 if dest.exists() or dest.is_symlink():
                     trash = dest.parent / f"{_TRASH_PREFIX}{dest.name}-{uuid.uuid4().hex[:8]}"
@@ -254,7 +263,7 @@ class CheckpointStore(dg.ConfigurableResource):
             for obj in self._s3_list(client, bucket, prefix + "/"):
                 if obj["Key"] not in uploaded and obj["Key"] != marker:
                     client.delete_object(Bucket=bucket, Key=obj["Key"])
-            client.put_object(Bucket=bucket, Key=marker, Body=_marker_payload().encode())
+            client.put_object(Bucket=bucket, Key=marker, Body=_marker_payload(local_dir).encode())
         except StoreError:
             raise
         except Exception as e:  # botocore / S3 transfer errors
@@ -272,11 +281,11 @@ class CheckpointStore(dg.ConfigurableResource):
             return p
         client = self._client()
         bucket, prefix = self._s3_key(key)
-        from botocore.exceptions import ClientError
+        from botocore.exceptions import BotoCoreError, ClientError
 
         try:
             remote_marker = client.get_object(Bucket=bucket, Key=f"{prefix}/{COMPLETE_MARKER}")["Body"].read()
-        except ClientError as e:
+        except (ClientError, BotoCoreError) as e:
             raise StoreError(f"directory s3://{bucket}/{prefix} is missing or incomplete (no _COMPLETE)") from e
         dest = self._cache_root(cache_dir) / "store" / bucket / prefix
         local_marker = dest / COMPLETE_MARKER
@@ -302,6 +311,36 @@ class CheckpointStore(dg.ConfigurableResource):
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
         return dest
+
+    def verify_dir(self, key: str, what: str, full_fingerprint: str | None = None) -> Path:
+        """``get_dir`` and check the files against the signatures recorded in the ``_COMPLETE`` marker.
+
+        Raises ``CheckpointChangedError`` for a replaced or edited file, ``TruncatedCheckpointError`` for a cut
+        safetensors file; ``full_fingerprint`` adds the full content hash (reads every byte).
+        """
+        from ..core.model import verify_checkpoint
+
+        local = self.get_dir(key)
+        try:
+            manifest = json.loads((local / COMPLETE_MARKER).read_text()).get("files")
+        except (OSError, ValueError):
+            manifest = None  # a marker written before manifests existed: only the structural checks apply
+        verify_checkpoint(local, what, manifest=manifest, fingerprint=full_fingerprint)
+        return local
+
+    def quarantine(self, key: str) -> str:
+        """Take a damaged directory object out of use (``exists`` becomes False, so its producer reruns) without
+        deleting it: locally it is renamed to ``<name>.corrupt-<time>``; in S3 its ``_COMPLETE`` marker is
+        removed. Returns where it went."""
+        key = _clean_key(key)
+        if self.is_s3:
+            bucket, prefix = self._s3_key(key)
+            self._client().delete_object(Bucket=bucket, Key=f"{prefix}/{COMPLETE_MARKER}")
+            return f"s3://{bucket}/{prefix}"
+        src = self._local_root() / key
+        dest = src.with_name(f"{src.name}.corrupt-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S')}")
+        os.replace(src, dest)
+        return str(dest)
 
     # ---------------------------------------------------------------- files
     def put_file(self, local_path: Path, key: str, overwrite: bool = False) -> str:
@@ -371,13 +410,13 @@ class CheckpointStore(dg.ConfigurableResource):
                 raise StoreError(f"JSON object {self.uri(key)} is missing")
             blob = p.read_bytes()
         else:
-            from botocore.exceptions import ClientError
+            from botocore.exceptions import BotoCoreError, ClientError
 
             client = self._client()
             bucket, k = self._s3_key(key)
             try:
                 blob = client.get_object(Bucket=bucket, Key=k)["Body"].read()
-            except ClientError as e:
+            except (ClientError, BotoCoreError) as e:
                 raise StoreError(f"JSON object s3://{bucket}/{k} is missing or unreadable: {e}") from e
         try:
             return json.loads(blob)

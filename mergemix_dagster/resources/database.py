@@ -25,6 +25,7 @@ lock (DuckDB raises ``IOException: ... Could not set lock on file ...``) and the
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import random
@@ -39,7 +40,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from ..core.errors import DatabaseLockedError, MergeMixError
+from ..core.errors import CorruptDatabaseError, DatabaseLockedError, MergeMixError
 from ..core.mixture import Mixture
 
 EVALUATION_COLUMNS = [
@@ -53,6 +54,7 @@ EVALUATION_COLUMNS = [
     "capability",
     "model_fingerprint",
     "evaluated_at",
+    "evaluation_fingerprint",
 ]
 CHOSEN_COLUMNS = ["stage", "domain", "weight", "predicted_utility", "verified_utility", "details", "chosen_at"]
 _KEY = ["stage", "candidate_id", "task", "metric"]
@@ -69,6 +71,7 @@ CREATE TABLE IF NOT EXISTS evaluations (
     capability VARCHAR,
     model_fingerprint VARCHAR,
     evaluated_at TIMESTAMP,
+    evaluation_fingerprint VARCHAR,
     PRIMARY KEY (stage, candidate_id, task, metric)
 );
 CREATE TABLE IF NOT EXISTS chosen_mixture (
@@ -94,6 +97,7 @@ CREATE TABLE IF NOT EXISTS training_runs (
     finished_at TIMESTAMP,
     PRIMARY KEY (stage, run_id)
 );
+ALTER TABLE evaluations ADD COLUMN IF NOT EXISTS evaluation_fingerprint VARCHAR;
 """
 
 
@@ -169,7 +173,7 @@ class EvaluationDatabase(dg.ConfigurableResource):
                 break
             except duckdb.IOException as e:
                 if not _is_lock_error(e):
-                    raise
+                    raise CorruptDatabaseError(f"DuckDB file {path} cannot be opened: {str(e).splitlines()[0]}") from e
                 now = time.monotonic()
                 if now >= deadline:
                     raise DatabaseLockedError(
@@ -193,7 +197,7 @@ class EvaluationDatabase(dg.ConfigurableResource):
         """
         if rows is None or len(rows) == 0:
             return 0
-        missing = [c for c in EVALUATION_COLUMNS if c not in rows.columns and c != "evaluated_at"]
+        missing = [c for c in EVALUATION_COLUMNS if c not in rows.columns and c not in ("evaluated_at", "evaluation_fingerprint")]
         if missing:
             raise MergeMixError(f"evaluation rows lack columns {missing}; have {list(rows.columns)}")
         df = rows.reset_index(drop=True).copy()
@@ -224,12 +228,14 @@ class EvaluationDatabase(dg.ConfigurableResource):
             df["evaluated_at"] = _utcnow()
         ts = pd.to_datetime(df["evaluated_at"], errors="coerce", utc=True).dt.tz_convert(None)
         df["evaluated_at"] = ts.fillna(pd.Timestamp(_utcnow()))
-        for col in ["stage", "candidate_id", "kind", "task", "metric", "capability", "model_fingerprint"]:
+        if "evaluation_fingerprint" not in df.columns:
+            df["evaluation_fingerprint"] = None
+        for col in ["stage", "candidate_id", "kind", "task", "metric", "capability", "model_fingerprint", "evaluation_fingerprint"]:
             df[col] = df[col].map(lambda v: None if v is None or (isinstance(v, float) and math.isnan(v)) else str(v))
         df = df.drop_duplicates(_KEY, keep="last")
         staged = df[
             ["stage", "candidate_id", "kind", "alpha_keys", "alpha_values", "task", "metric", "value",
-             "capability", "model_fingerprint", "evaluated_at"]
+             "capability", "model_fingerprint", "evaluated_at", "evaluation_fingerprint"]
         ]
         with self.connect() as con:
             con.register("_mm_rows", staged)
@@ -242,7 +248,8 @@ class EvaluationDatabase(dg.ConfigurableResource):
                 con.execute(
                     "INSERT INTO evaluations SELECT stage, candidate_id, kind, "
                     "MAP(CAST(alpha_keys AS VARCHAR[]), CAST(alpha_values AS DOUBLE[])), task, metric, "
-                    "value, capability, model_fingerprint, CAST(evaluated_at AS TIMESTAMP) FROM _mm_rows"
+                    "value, capability, model_fingerprint, CAST(evaluated_at AS TIMESTAMP), evaluation_fingerprint "
+                    "FROM _mm_rows"
                 )
                 con.execute("COMMIT")
             except Exception:
@@ -256,7 +263,7 @@ class EvaluationDatabase(dg.ConfigurableResource):
         """Rows of ``evaluations`` (of one stage, or all), ``alpha`` as plain ``{domain: weight}`` dicts."""
         sql = (
             "SELECT stage, candidate_id, kind, map_keys(alpha) AS _ak, map_values(alpha) AS _av, task, metric, "
-            "value, capability, model_fingerprint, evaluated_at FROM evaluations"
+            "value, capability, model_fingerprint, evaluated_at, evaluation_fingerprint FROM evaluations"
         )
         params: list = []
         if stage is not None:
@@ -318,19 +325,57 @@ class EvaluationDatabase(dg.ConfigurableResource):
         final_loss: float,
         checkpoint_uri: str,
     ) -> None:
-        """Insert or replace one finished training run (keyed by its content id)."""
-        keys = [str(k) for k in alpha]
-        vals = [float(v) for v in alpha.values()]
-        with self.connect() as con:
-            con.execute("DELETE FROM training_runs WHERE stage = ? AND run_id = ?", [stage, run_id])
+        """Insert or replace one finished training run (keyed by its content id).
+
+        The checkpoint is already stored when this runs, so a rerun would reuse it and never record the run
+        again: when the file stays locked past ``lock_timeout_s`` the row is kept in ``<db>.pending/`` and
+        written by the next ``record_training_run`` or ``training_runs`` instead of being lost.
+        """
+        row = {
+            "stage": stage, "run_id": run_id, "study": study, "alpha": {str(k): float(v) for k, v in alpha.items()},
+            "seed": int(seed), "tokens": int(tokens), "seconds": float(seconds), "final_loss": _opt_float(final_loss),
+            "checkpoint_uri": checkpoint_uri, "finished_at": _utcnow().isoformat(),
+        }
+        try:
+            with self.connect() as con:
+                self._write_training_runs(con, [row])
+                self._flush_pending(con)
+        except DatabaseLockedError:
+            folder = self._pending_dir()
+            folder.mkdir(parents=True, exist_ok=True)
+            name = hashlib.sha256(f"{stage}\0{run_id}".encode()).hexdigest()[:24]
+            tmp = folder / f".{name}.tmp"
+            tmp.write_text(json.dumps(row))
+            tmp.replace(folder / f"{name}.json")
+
+    def _pending_dir(self) -> Path:
+        path = Path(self.path).expanduser()
+        return path.with_name(path.name + ".pending")
+
+    @staticmethod
+    def _write_training_runs(con: duckdb.DuckDBPyConnection, rows: list[dict]) -> None:
+        for r in rows:
+            con.execute("DELETE FROM training_runs WHERE stage = ? AND run_id = ?", [r["stage"], r["run_id"]])
             con.execute(
                 "INSERT INTO training_runs VALUES (?, ?, ?, MAP(CAST(? AS VARCHAR[]), CAST(? AS DOUBLE[])), ?, ?, ?, ?, ?, ?)",
-                [stage, run_id, study, keys, vals, int(seed), int(tokens), float(seconds), _opt_float(final_loss),
-                 checkpoint_uri, _utcnow()],
+                [r["stage"], r["run_id"], r["study"], list(r["alpha"]), list(r["alpha"].values()), r["seed"], r["tokens"],
+                 r["seconds"], r["final_loss"], r["checkpoint_uri"], datetime.fromisoformat(r["finished_at"])],
             )
 
+    def _flush_pending(self, con: duckdb.DuckDBPyConnection) -> int:
+        """Write the training runs kept aside while the file was locked; returns how many."""
+        folder = self._pending_dir()
+        files = sorted(folder.glob("*.json")) if folder.is_dir() else []
+        for f in files:
+            self._write_training_runs(con, [json.loads(f.read_text())])
+            f.unlink()
+        return len(files)
+
     def training_runs(self, stage: str) -> pd.DataFrame:
-        """Rows of ``training_runs`` of ``stage``, ``alpha`` as plain dicts."""
+        """Rows of ``training_runs`` of ``stage``, ``alpha`` as plain dicts (pending rows written first)."""
+        if self._pending_dir().is_dir():
+            with self.connect() as con:
+                self._flush_pending(con)
         df = self.query(
             "SELECT stage, run_id, study, map_keys(alpha) AS _ak, map_values(alpha) AS _av, seed, tokens, seconds, "
             "final_loss, checkpoint_uri, finished_at FROM training_runs WHERE stage = ? ORDER BY run_id",
