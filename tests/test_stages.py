@@ -19,7 +19,8 @@ from mergemix_dagster.partitions import expert_partition_key
 from mergemix_dagster.sensors import stage_run_requests
 from mergemix_dagster.staleness import Status, latest_stage, stage_status
 
-STAGE_ASSETS = ("stage_base", "merge_candidates", "candidate_evaluations", "capability_surrogates", "chosen_mixture")
+STAGE_ASSETS = ("stage_base", "merge_candidates", "candidate_evaluations", "capability_surrogates", "search_rounds",
+                "chosen_mixture")
 
 
 def _materializations(instance, after_storage_id: int) -> list[tuple[str, str | None]]:
