@@ -43,3 +43,12 @@ class DatabaseLockedError(MergeMixError):
 
 class StoreError(MergeMixError):
     """The checkpoint store cannot read or write an object (missing key, refused overwrite)."""
+
+
+class TrainerOutputError(MergeMixError):
+    """A training command's output is not a usable checkpoint (missing, not HF safetensors, other parameter
+    names or shapes than the base, non-finite weights); it is rejected before anything downstream sees it."""
+
+
+class TrainerCommandError(MergeMixError):
+    """A training command failed (non-zero exit, or its launcher could not run it)."""
