@@ -144,3 +144,71 @@ def test_command_template_contract():
     with pytest.raises(ValueError, match=r"must use \{base\}"):
         TrainerSettings(kind="command", command="train.py --out {output}")
     assert TrainerSettings().kind == "embedded"
+
+
+def test_embedded_trainer_is_the_default_and_trains_in_process(stored, tmp_path):
+    root, store, base = stored
+    path = config(root, "embedded")
+    raw = yaml.safe_load(path.read_text())
+    del raw["trainer"]
+    raw["home"] = str(tmp_path / "home")
+    path.write_text(yaml.safe_dump(raw))
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        instance.add_dynamic_partitions("stage", ["s0"])
+        result = materialize_expert(path, store, instance, "code")
+        assert result.success
+        meta = result.asset_materializations_for_node("expert_checkpoint")[0].metadata
+        assert meta["trainer"].value == "embedded" and meta["tokens_trained"].value == 384
+        assert meta["final_loss"].value < meta["first_loss"].value
+        lines = [e.user_message for e in instance.all_logs(result.run_id) if "code step" in e.user_message]
+        assert lines and "step 3/3 tokens 384" in lines[-1] and "ETA" in lines[-1]
+
+
+# ---- cluster trainers: specs only (no cluster here) ----------------------------------------------
+
+
+def test_kubernetes_pod_spec_from_settings():
+    from dagster_k8s.pipes import build_pod_body
+
+    from mergemix_dagster.resources.cluster_trainers import k8s_pod_spec
+    from mergemix_dagster.settings import KubernetesTrainerSettings
+
+    k = KubernetesTrainerSettings(image="team/trainer:1", gpus=8, memory="900Gi", node_selector={"pool": "h100"},
+                                  tolerations=[{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}],
+                                  service_account="trainer")
+    pod = build_pod_body("mm-expert", k.image, ["torchrun", "train.py"], {"A": "1"}, None, k8s_pod_spec(k))
+    container = pod.spec.containers[0]
+    assert container.image == "team/trainer:1"
+    assert [*(container.command or []), *(container.args or [])] == ["torchrun", "train.py"]
+    assert container.resources.limits == {"nvidia.com/gpu": "8", "memory": "900Gi"}
+    assert pod.spec.node_selector == {"pool": "h100"} and pod.spec.service_account_name == "trainer"
+    assert pod.spec.tolerations[0].key == "gpu" and pod.spec.restart_policy == "Never"
+
+
+def test_ecs_run_task_request_is_valid_for_the_ecs_api():
+    import boto3
+    from botocore.validate import ParamValidator
+
+    from mergemix_dagster.resources.cluster_trainers import ecs_run_task_params
+    from mergemix_dagster.settings import EcsTrainerSettings
+
+    e = EcsTrainerSettings(cluster="gpu", task_definition="trainer:3", subnets=["subnet-1"], security_groups=["sg-1"],
+                           gpus=4)
+    params = ecs_run_task_params(e, ["torchrun", "train.py", "--out", "s3://b/x"], {"NCCL_DEBUG": "WARN"})
+    shape = boto3.session.Session(region_name="us-east-1").client("ecs")._service_model.operation_model("RunTask").input_shape
+    report = ParamValidator().validate(params, shape)
+    assert not report.has_errors(), report.generate_report()
+    override = params["overrides"]["containerOverrides"][0]
+    assert override["command"][-1] == "s3://b/x" and override["resourceRequirements"] == [{"type": "GPU", "value": "4"}]
+
+
+def test_cluster_trainers_need_an_s3_store(stored, tmp_path):
+    from mergemix_dagster.core.train import TrainRecipe
+    from mergemix_dagster.resources.trainers import TrainJob, trainer_for
+
+    _, store, base = stored
+    settings = TrainerSettings(kind="kubernetes", command="t --init {base} --mixture {mixture_json} --out {output}",
+                               kubernetes={"image": "team/trainer:1"})
+    job = TrainJob("r", base, {"math": 1.0}, {"math": tmp_path / "m.jsonl.gz"}, TrainRecipe(tokens=10), uris={"base": "x"})
+    with pytest.raises(ConfigError, match="s3:// store_root"):
+        trainer_for(settings, store).train(None, job, tmp_path)

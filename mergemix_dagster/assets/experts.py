@@ -70,13 +70,16 @@ def build_expert_assets(parts: PipelinePartitions) -> list[dg.AssetsDefinition]:
                 corpus_files["general"] = store.get_file(general["key"])
                 weights = {domain: 1.0 - s.experts.general_fraction, "general": s.experts.general_fraction}
             recipe = recipe_from(s.experts)
+            base_pointer = read_pointer(store, layout.base_pointer(stage), f"base of stage {stage!r}")
+            uris = {"base": store.uri(base_pointer["key"]) if "key" in base_pointer else base_pointer["path"]}
+            uris |= {d: store.uri(read_pointer(store, layout.corpus_pointer(d), d)["key"]) for d in corpus_files}
             job = TrainJob(f"expert:{domain}:{version}", base_dir, weights, corpus_files, recipe,
-                           {"domain": domain, "stage": stage})
+                           {"domain": domain, "stage": stage}, uris)
             context.log.info(
                 f"training expert {domain}@{stage} ({s.trainer.kind}): {recipe.tokens:,} tokens, lr {recipe.learning_rate}"
             )
             with tempfile.TemporaryDirectory() as tmp:
-                outcome = trainer_for(s.trainer).train(context, job, Path(tmp))
+                outcome = trainer_for(s.trainer, store).train(context, job, Path(tmp))
                 store.put_dir(outcome.checkpoint, key)
             database.record_training_run(
                 stage, job.run_id, "expert", weights, recipe.seed, outcome.tokens,

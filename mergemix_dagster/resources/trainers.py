@@ -41,6 +41,7 @@ class TrainJob:
     corpus_files: dict[str, Path]  # domain -> local jsonl.gz of the stored corpus
     recipe: TrainRecipe
     labels: dict[str, str] = field(default_factory=dict)  # domain, stage: for placeholders and logs
+    uris: dict[str, str] = field(default_factory=dict)  # "base" and each domain -> store URI (cluster trainers)
 
 
 @dataclass
@@ -149,11 +150,12 @@ def accept(output: Path, job: TrainJob, seconds: float, reported: dict[str, Any]
     return TrainOutcome(output, tokens, seconds, final_loss, extra)
 
 
-def trainer_for(settings: TrainerSettings):
+def trainer_for(settings: TrainerSettings, store=None):
+    """The trainer of ``settings.kind``; cluster kinds stage their files in ``store`` (S3)."""
     if settings.kind == "embedded":
         return EmbeddedTrainer()
     if settings.kind == "command":
         return CommandTrainer(settings)
     from .cluster_trainers import EcsTrainer, KubernetesTrainer
 
-    return KubernetesTrainer(settings) if settings.kind == "kubernetes" else EcsTrainer(settings)
+    return (KubernetesTrainer if settings.kind == "kubernetes" else EcsTrainer)(settings, store)
