@@ -202,7 +202,6 @@ class TrainerSettings(_Strict):
         "--mixture {mixture_json} --tokens {tokens} --lr {learning_rate} --schedule constant --out {output}'"
     )
     env: dict[str, str] = Field(default_factory=dict, description="extra environment of the command")
-    pool: str | None = Field(None, description="Dagster concurrency pool of the training assets, e.g. gpu")
     kubernetes: KubernetesTrainerSettings = KubernetesTrainerSettings()
     ecs: EcsTrainerSettings = EcsTrainerSettings()
 

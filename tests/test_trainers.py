@@ -159,6 +159,7 @@ def test_embedded_trainer_is_the_default_and_trains_in_process(stored, tmp_path)
         assert result.success
         meta = result.asset_materializations_for_node("expert_checkpoint")[0].metadata
         assert meta["trainer"].value == "embedded" and meta["tokens_trained"].value == 384
+        assert build_expert_assets(build_partitions(load_settings(str(path))))[0].op.pool == "mergemix_training"
         assert meta["final_loss"].value < meta["first_loss"].value
         lines = [e.user_message for e in instance.all_logs(result.run_id) if "code step" in e.user_message]
         assert lines and "step 3/3 tokens 384" in lines[-1] and "ETA" in lines[-1]

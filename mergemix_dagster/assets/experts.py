@@ -17,6 +17,9 @@ from .base import recipe_from
 from .loading import base_checkpoint, read_pointer
 
 EXPERT_CODE_VERSION = "1"
+#: Dagster concurrency pool of training assets: cap concurrent GPU jobs with
+#: ``dagster instance concurrency set mergemix_training 2`` (or in the UI); unlimited until set.
+TRAINING_POOL = "mergemix_training"
 
 
 def build_expert_assets(parts: PipelinePartitions) -> list[dg.AssetsDefinition]:
@@ -29,6 +32,7 @@ def build_expert_assets(parts: PipelinePartitions) -> list[dg.AssetsDefinition]:
             dg.AssetDep("stage_base", partition_mapping=SAME_STAGE),
         ],
         kinds={"pytorch"},
+        pool=TRAINING_POOL,
     )
     def expert_checkpoint(
         context: dg.AssetExecutionContext,
