@@ -182,7 +182,12 @@ def cmd_midtrain(args: argparse.Namespace) -> int:
     streams = {d: tokenize_documents(corpus_documents(store, d)[0], tokenizer) for d in settings.domain_names}
     recipe = recipe_from(settings.experts.model_copy(update={"tokens": args.tokens}))
     print(f"mid-training {args.from_stage} on {mixture.label()} for {args.tokens:,} tokens")
-    report = train(model, streams, mixture, recipe)
+    # progress lines, and a train state next to the output: rerunning after a kill resumes the run
+    state_dir = out.parent / f".{out.name}.state"
+    report = train(model, streams, mixture, recipe, on_log=lambda p: print(f"  {p.line()}", flush=True),
+                   state_dir=state_dir, save_every=max(1, recipe.steps // 10))
+    if report.resumed_from_step:
+        print(f"resumed from step {report.resumed_from_step} ({state_dir})")
     save_checkpoint(model, tokenizer, out)
     print(f"checkpoint {out} (loss {report.final_loss:.3f}, {report.seconds:.0f} s)")
     if not args.no_register:

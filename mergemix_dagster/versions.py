@@ -14,6 +14,7 @@ import dagster as dg
 
 from .assets.layout import content_version
 from .jobs import VALIDATION_ASSETS
+from .resources.trainers import trainer_identity
 from .settings import Settings
 
 SETTINGS_READ_BY: dict[str, Callable[[Settings], object]] = {
@@ -21,7 +22,7 @@ SETTINGS_READ_BY: dict[str, Callable[[Settings], object]] = {
     "base_tokenizer": lambda s: {"base": s.model.base, "vocab": s.model.vocab_size},
     "domain_corpus": lambda s: [d.model_dump() for d in s.domains],
     "stage_base": lambda s: {"model": s.model.model_dump(), "pretrain": s.pretrain.model_dump()},
-    "expert_checkpoint": lambda s: s.experts.model_dump(),
+    "expert_checkpoint": lambda s: s.experts.model_dump() | ({"trainer": trainer_identity(s.trainer)} if s.trainer.kind != "embedded" else {}),
     "merge_candidates": lambda s: [s.search.n_candidates, s.search.seed, s.search.merge_method,
                                    s.search.objective.prior],
     "candidate_evaluations": lambda s: s.evaluation.model_dump(),

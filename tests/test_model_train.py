@@ -18,7 +18,7 @@ from mergemix_dagster.core.model import (
     save_checkpoint,
     train_tokenizer,
 )
-from mergemix_dagster.core.train import TrainRecipe, get_batch, sample_domains, train
+from mergemix_dagster.core.train import TrainRecipe, get_batch, progress_interval, sample_domains, train
 
 TEXTS = [
     "The quick brown fox jumps over the lazy dog. " * 3,
@@ -193,3 +193,54 @@ def test_short_stream_raises(tiny):
         train(tiny, {"b": _pattern_stream(10)}, Mixture(("a", "b"), (0.5, 0.5)), _cpu(tokens=100))
     with pytest.raises(ConfigError, match="max_position_embeddings"):
         train(tiny, short, Mixture(("a", "b"), (0.0, 1.0)), _cpu(tokens=100, seq_len=128))
+
+
+def test_grad_accumulation_matches_one_full_batch(tokenizer):
+    streams = {"a": _pattern_stream(10), "b": _pattern_stream(40, period=5)}
+    mix = Mixture(("a", "b"), (0.3, 0.7))
+    states = []
+    for accum in (1, 4):
+        model = new_tiny_llama(SPEC, tokenizer, seed=0)
+        train(model, streams, mix, _cpu(tokens=8 * 16 * 4, grad_accum_steps=accum))
+        states.append(model.state_dict())
+    assert max(float((states[0][k] - states[1][k]).abs().max()) for k in states[0]) < 1e-5
+    with pytest.raises(ConfigError, match="multiple of world size"):
+        train(new_tiny_llama(SPEC, tokenizer, seed=0), streams, mix, _cpu(tokens=100, grad_accum_steps=3))
+
+
+def test_interrupted_run_resumes_to_the_same_weights(tokenizer, tmp_path):
+    """A run that dies after step 7 (last state saved at step 6) and is rerun ends bit-identical to one
+    that never stopped, with every step's loss once."""
+    streams = {"a": _pattern_stream(10), "b": _pattern_stream(40, period=5)}
+    mix = Mixture(("a", "b"), (0.5, 0.5))
+    recipe = _cpu(tokens=8 * 16 * 12)
+    whole = new_tiny_llama(SPEC, tokenizer, seed=0)
+    expected = train(whole, streams, mix, recipe)
+
+    class Killed(Exception):
+        pass
+
+    def die_at_7(step, loss):
+        if step == 7:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train(new_tiny_llama(SPEC, tokenizer, seed=0), streams, mix, recipe, progress=die_at_7,
+              state_dir=tmp_path, save_every=3)
+    lines = []
+    resumed = new_tiny_llama(SPEC, tokenizer, seed=0)
+    report = train(resumed, streams, mix, recipe, on_log=lines.append, state_dir=tmp_path, save_every=3)
+    assert report.resumed_from_step == 6 and report.tokens == expected.tokens
+    assert report.losses == expected.losses
+    want, got = whole.state_dict(), resumed.state_dict()
+    assert all(torch.equal(want[k], got[k]) for k in want)
+    assert [p.step for p in lines] == list(range(7, 13)) and lines[-1].eta_seconds == 0
+    assert "step 12/12" in lines[-1].line() and lines[-1].tokens == expected.tokens
+    with pytest.raises(ConfigError, match="another recipe"):  # a state is never resumed by another run
+        train(new_tiny_llama(SPEC, tokenizer, seed=0), streams, mix, _cpu(tokens=8 * 16 * 12, seed=5),
+              state_dir=tmp_path)
+
+
+def test_progress_interval_gives_lines_for_short_and_long_runs():
+    assert progress_interval(1) == 1 and progress_interval(16) == 1
+    assert progress_interval(1000) == 50

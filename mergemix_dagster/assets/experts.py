@@ -1,4 +1,5 @@
-"""Expert checkpoints: one per domain × stage, trained from the stage base with a constant LR, short horizon."""
+"""Expert checkpoints: one per domain × stage, trained from the stage base with a constant LR, short horizon,
+by the configured trainer (``resources/trainers.py``: in-process, or the team's command through Dagster Pipes)."""
 
 
 import tempfile
@@ -6,18 +7,19 @@ from pathlib import Path
 
 import dagster as dg
 
-from ..core.corpora import tokenize_documents
-from ..core.mixture import Mixture
-from ..core.model import checkpoint_fingerprint, load_checkpoint, save_checkpoint
-from ..core.train import train
+from ..core.model import checkpoint_fingerprint
 from ..partitions import SAME_DOMAIN, SAME_STAGE, PipelinePartitions
 from ..resources import CheckpointStore, EvaluationDatabase
 from ..resources.settings import PipelineSettings
+from ..resources.trainers import TrainJob, trainer_for, trainer_identity
 from . import layout
 from .base import recipe_from
-from .loading import base_checkpoint, corpus_documents, read_pointer
+from .loading import base_checkpoint, read_pointer
 
 EXPERT_CODE_VERSION = "1"
+#: Dagster concurrency pool of training assets: cap concurrent GPU jobs with
+#: ``dagster instance concurrency set mergemix_training 2`` (or in the UI); unlimited until set.
+TRAINING_POOL = "mergemix_training"
 
 
 def build_expert_assets(parts: PipelinePartitions) -> list[dg.AssetsDefinition]:
@@ -30,6 +32,7 @@ def build_expert_assets(parts: PipelinePartitions) -> list[dg.AssetsDefinition]:
             dg.AssetDep("stage_base", partition_mapping=SAME_STAGE),
         ],
         kinds={"pytorch"},
+        pool=TRAINING_POOL,
     )
     def expert_checkpoint(
         context: dg.AssetExecutionContext,
@@ -47,54 +50,50 @@ def build_expert_assets(parts: PipelinePartitions) -> list[dg.AssetsDefinition]:
         general_fp = None
         if s.experts.general_fraction > 0:
             general_fp = read_pointer(store, layout.corpus_pointer("general"), "the general corpus")["fingerprint"]
-        version = layout.content_version(
-            {
-                "base": base_fp,
-                "corpus": corpus["fingerprint"],
-                "general": general_fp,
-                "recipe": s.experts.model_dump(),
-                "code": EXPERT_CODE_VERSION,
-            }
-        )
+        identity = {
+            "base": base_fp,
+            "corpus": corpus["fingerprint"],
+            "general": general_fp,
+            "recipe": s.experts.model_dump(),
+            "code": EXPERT_CODE_VERSION,
+        }
+        trainer = trainer_identity(s.trainer)
+        if trainer is not None:  # the embedded loop keeps the keys it always had
+            identity["trainer"] = trainer
+        version = layout.content_version(identity)
         key = layout.expert_key(stage, domain, version)
-        metadata: dict = {"domain": domain, "stage": stage}
+        metadata: dict = {"domain": domain, "stage": stage, "trainer": s.trainer.kind}
         if store.exists(key):
             context.log.info(f"expert {key} already trained with these inputs: reusing it")
             metadata["reused"] = True
         else:
-            model, tokenizer = load_checkpoint(base_dir)
-            docs, _ = corpus_documents(store, domain)
-            streams = {domain: tokenize_documents(docs, tokenizer)}
+            corpus_files = {domain: store.get_file(corpus["key"])}
             weights = {domain: 1.0}
             if general_fp is not None:
-                general_docs, _ = corpus_documents(store, "general")
-                streams["general"] = tokenize_documents(general_docs, tokenizer)
+                general = read_pointer(store, layout.corpus_pointer("general"), "the general corpus")
+                corpus_files["general"] = store.get_file(general["key"])
                 weights = {domain: 1.0 - s.experts.general_fraction, "general": s.experts.general_fraction}
             recipe = recipe_from(s.experts)
-            context.log.info(f"training expert {domain}@{stage}: {recipe.tokens:,} tokens, lr {recipe.learning_rate}")
-            report = train(
-                model,
-                streams,
-                Mixture.from_dict(weights),
-                recipe,
-                progress=lambda step, loss: context.log.info(f"{domain} step {step}: loss {loss:.3f}")
-                if step % 50 == 0
-                else None,
+            base_pointer = read_pointer(store, layout.base_pointer(stage), f"base of stage {stage!r}")
+            uris = {"base": store.uri(base_pointer["key"]) if "key" in base_pointer else base_pointer["path"]}
+            uris |= {d: store.uri(read_pointer(store, layout.corpus_pointer(d), d)["key"]) for d in corpus_files}
+            job = TrainJob(f"expert:{domain}:{version}", base_dir, weights, corpus_files, recipe,
+                           {"domain": domain, "stage": stage}, uris)
+            context.log.info(
+                f"training expert {domain}@{stage} ({s.trainer.kind}): {recipe.tokens:,} tokens, lr {recipe.learning_rate}"
             )
             with tempfile.TemporaryDirectory() as tmp:
-                save_checkpoint(model, tokenizer, Path(tmp) / "ckpt")
-                store.put_dir(Path(tmp) / "ckpt", key)
+                outcome = trainer_for(s.trainer, store).train(context, job, Path(tmp))
+                store.put_dir(outcome.checkpoint, key)
             database.record_training_run(
-                stage, f"expert:{domain}:{version}", "expert", weights, recipe.seed, report.tokens,
-                report.seconds, report.final_loss, store.uri(key),
+                stage, job.run_id, "expert", weights, recipe.seed, outcome.tokens,
+                outcome.seconds, outcome.final_loss, store.uri(key),
             )
             metadata |= {
-                "corpus_tokens": dg.MetadataValue.int(int(len(streams[domain]))),
-                "tokens_trained": dg.MetadataValue.int(report.tokens),
-                "first_loss": dg.MetadataValue.float(report.losses[0] if report.losses else float("nan")),
-                "final_loss": dg.MetadataValue.float(report.final_loss),
-                "train_seconds": dg.MetadataValue.float(report.seconds),
-                "tokens_per_second": dg.MetadataValue.float(report.tokens_per_second),
+                "tokens_trained": dg.MetadataValue.int(outcome.tokens),
+                "final_loss": dg.MetadataValue.float(outcome.final_loss),
+                "train_seconds": dg.MetadataValue.float(outcome.seconds),
+                **outcome.metadata,
             }
         fingerprint = checkpoint_fingerprint(store.get_dir(key))
         store.put_json(

@@ -11,11 +11,12 @@ its scores go to the ``evaluations`` table (kind ``validation_trained``) and its
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
 from ..core.corpora import tokenize_documents
+from ..core.errors import ConfigError
 from ..core.evaluate import Evaluator
 from ..core.mixture import Mixture
 from ..core.model import load_checkpoint, save_checkpoint
@@ -23,6 +24,7 @@ from ..core.scores import capability_means
 from ..core.train import train
 from ..core.validation import with_general
 from ..resources import CheckpointStore, EvaluationDatabase
+from ..resources.trainers import TrainJob, trainer_for, trainer_identity
 from ..settings import Settings
 from . import layout
 from .base import recipe_from
@@ -50,6 +52,7 @@ class ReferenceTrainer:
     database: EvaluationDatabase
     stage: str
     log: Callable[[str], None] = print
+    context: Any = None  # the Dagster context: needed only by non-embedded trainers (Pipes)
     _streams: dict | None = field(default=None, init=False)
     _evaluator: Evaluator | None = field(default=None, init=False)
     _done: set[str] | None = field(default=None, init=False)
@@ -72,6 +75,7 @@ class ReferenceTrainer:
                 "recipe": self.s.experts.model_dump() | {"seed": seed},
                 "alpha": mixture.as_dict(),
             }
+            | ({"trainer": trainer_identity(self.s.trainer)} if self.s.trainer.kind != "embedded" else {})
         )
 
     def seeds(self, n: int) -> list[int]:
@@ -89,6 +93,27 @@ class ReferenceTrainer:
             self._streams = {d: tokenize_documents(corpus_documents(self.store, d)[0], tokenizer) for d in self.corpora}
         return self._streams
 
+    def _train_with_command(self, run_id: str, data_mixture: Mixture, recipe, key: str) -> tuple[int, float, float]:
+        """Train one reference run with the configured (non-embedded) trainer; returns (tokens, seconds, loss)."""
+        if self.context is None:
+            raise ConfigError(
+                f"reference runs with trainer kind {self.s.trainer.kind!r} need the Dagster context "
+                "(ReferenceTrainer(context=...)) to launch the command through Pipes"
+            )
+        base_dir, _ = base_checkpoint(self.store, self.stage)
+        pointers = {d: read_pointer(self.store, layout.corpus_pointer(d), d) for d in data_mixture.as_dict()}
+        base_pointer = read_pointer(self.store, layout.base_pointer(self.stage), "base")
+        uris = {"base": self.store.uri(base_pointer["key"]) if "key" in base_pointer else base_pointer["path"]}
+        job = TrainJob(
+            f"reference:{run_id}", base_dir, {d: w for d, w in data_mixture.as_dict().items() if w > 0},
+            {d: self.store.get_file(p["key"]) for d, p in pointers.items() if data_mixture.as_dict()[d] > 0},
+            recipe, {"stage": self.stage}, uris | {d: self.store.uri(p["key"]) for d, p in pointers.items()},
+        )
+        with tempfile.TemporaryDirectory() as tmp:
+            outcome = trainer_for(self.s.trainer, self.store).train(self.context, job, Path(tmp))
+            self.store.put_dir(outcome.checkpoint, key)
+        return outcome.tokens, outcome.seconds, outcome.final_loss
+
     def ensure(self, mixture: Mixture, seed: int, study: str) -> tuple[str, bool]:
         """Make sure the run (mixture, seed) is trained and scored; returns (run_id, did_work)."""
         run_id = self.run_id(mixture, seed)
@@ -105,13 +130,17 @@ class ReferenceTrainer:
             recipe = recipe_from(self.s.experts.model_copy(update={"seed": seed}))
             data_mixture = with_general(mixture, self.s.experts.general_fraction)
             self.log(f"training reference {mixture.label()} seed {seed} ({study}): {recipe.tokens:,} tokens")
-            report = train(model, self._token_streams(tokenizer), data_mixture, recipe)
-            with tempfile.TemporaryDirectory() as tmp:
-                save_checkpoint(model, tokenizer, Path(tmp) / "ckpt")
-                self.store.put_dir(Path(tmp) / "ckpt", key)
+            if self.s.trainer.kind == "embedded":
+                report = train(model, self._token_streams(tokenizer), data_mixture, recipe)
+                with tempfile.TemporaryDirectory() as tmp:
+                    save_checkpoint(model, tokenizer, Path(tmp) / "ckpt")
+                    self.store.put_dir(Path(tmp) / "ckpt", key)
+                tokens, seconds, final_loss = report.tokens, report.seconds, report.final_loss
+            else:  # the team's trainer, as for the experts the proxies are merged from
+                tokens, seconds, final_loss = self._train_with_command(run_id, data_mixture, recipe, key)
+                model, tokenizer = load_checkpoint(self.store.get_dir(key))
             self.database.record_training_run(
-                self.stage, run_id, study, mixture.as_dict(), seed, report.tokens, report.seconds,
-                report.final_loss, self.store.uri(key),
+                self.stage, run_id, study, mixture.as_dict(), seed, tokens, seconds, final_loss, self.store.uri(key),
             )
         if self._evaluator is None:
             self._evaluator = build_evaluator(self.s, heldout=True)

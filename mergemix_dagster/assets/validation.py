@@ -83,7 +83,7 @@ def _md_table(frame: pd.DataFrame) -> str:
 
 
 def _trainer(context, s, store, database, stage) -> ReferenceTrainer:
-    return ReferenceTrainer(s, store, database, stage, log=context.log.info)
+    return ReferenceTrainer(s, store, database, stage, log=context.log.info, context=context)
 
 
 def build_validation_assets(parts: PipelinePartitions) -> list[dg.AssetsDefinition]:

@@ -83,3 +83,12 @@ class TruncatedCheckpointError(StoreError):
 
 class CorruptDatabaseError(StoreError):
     """The DuckDB file exists but cannot be opened as a database."""
+
+
+class TrainerOutputError(MergeMixError):
+    """A training command's output is not a usable checkpoint (missing, not HF safetensors, other parameter
+    names or shapes than the base, non-finite weights); it is rejected before anything downstream sees it."""
+
+
+class TrainerCommandError(MergeMixError):
+    """A training command failed (non-zero exit, or its launcher could not run it)."""

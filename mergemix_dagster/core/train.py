@@ -1,34 +1,40 @@
-"""One training loop for everything: base pre-training, domain experts, reference runs.
+"""One training loop for everything: base pre-training, domain experts, reference runs, mid-training.
 
 Read ``train`` from top to bottom; it is the whole story (nanoGPT style):
 
-1. validate the streams against the mixture,
+1. validate the streams against the mixture, resume from the last saved train state if there is one,
 2. build AdamW (weight decay on matrices only) and the LR schedule,
-3. each step: draw a batch with the mixture sampler (each row picks a domain with probability
-   ``mixture[domain]``, then a random window of ``seq_len + 1`` tokens from that domain's flat
-   token stream), compute next-token cross-entropy, backward, clip, step,
+3. each step: draw the *global* batch with the mixture sampler (each row picks a domain with
+   probability ``mixture[domain]``, then a random window of ``seq_len + 1`` tokens from that domain's
+   flat token stream), keep this rank's rows, run them in ``grad_accum_steps`` micro-batches
+   (next-token cross-entropy, backward), clip, step; save the train state every N steps,
 4. leave the model in eval mode and return a ``TrainReport``.
 
 MergeMix experts use a *vertex* mixture (all weight on one domain, or domain + general data) and a
 constant learning rate with no decay: the expert stays in the same linear basin as its base so
 that task-vector merging is meaningful. Reference runs train on any data ratio λ.
 
-Multi-GPU: this loop is single-process on purpose. Data-parallel training would plug in with
-``torchrun``: ``torch.distributed.init_process_group`` at the top, wrap the model in
-``DistributedDataParallel``, seed the batch generator with ``seed + rank`` so ranks draw
-different windows, divide ``steps`` by the world size, all-reduce the logged loss, and save only
-on rank 0. Nothing else in the loop changes.
+The same loop runs in-process (one rank) and under ``torchrun`` (``core/train_ddp.py`` starts the
+process group): with more than one rank the model is wrapped in ``DistributedDataParallel``. Every
+rank draws the same global batch from the same seed and trains on its own slice of rows, so W ranks
+see exactly the windows one rank sees and produce the same weights (up to float summation order).
+Because the sampler state is the same on every rank, rank 0's saved state resumes any world size.
+FSDP (models that do not fit one GPU) is not wired in: see docs/cluster.md.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import time
-from dataclasses import dataclass, field
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Callable, Literal, Mapping
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 
 from .errors import ConfigError, CorpusError
@@ -51,6 +57,7 @@ class TrainRecipe:
     seed: int = 0
     device: str = "auto"
     precision: Literal["fp32", "bf16"] = "fp32"
+    grad_accum_steps: int = 1  # micro-batches per optimiser step (per rank); the global batch is unchanged
 
     @property
     def tokens_per_step(self) -> int:
@@ -70,6 +77,31 @@ class TrainReport:
     tokens_per_second: float
     final_loss: float  # mean training loss of the last min(10, steps) steps
     losses: list[float] = field(default_factory=list)  # one per step
+    resumed_from_step: int = 0  # 0: started from scratch; else the step of the saved state it resumed
+    world_size: int = 1
+
+
+@dataclass(frozen=True)
+class TrainProgress:
+    """What a progress line says: where the run is, its throughput and when it should end."""
+
+    step: int
+    steps: int
+    tokens: int
+    loss: float
+    tokens_per_second: float
+    eta_seconds: float
+
+    def line(self) -> str:
+        return (
+            f"step {self.step}/{self.steps} tokens {self.tokens:,} loss {self.loss:.4f} "
+            f"{self.tokens_per_second:,.0f} tok/s ETA {self.eta_seconds:.0f} s"
+        )
+
+
+def progress_interval(steps: int) -> int:
+    """Steps between progress lines: about 20 lines per run, every step for runs of 20 steps or fewer."""
+    return max(1, round(steps / 20))
 
 
 # --------------------------------------------------------------------------------------------
@@ -86,17 +118,22 @@ def sample_domains(mixture: Mixture, n: int, rng: np.random.Generator) -> list[s
 
 
 def get_batch(
-    streams: Mapping[str, np.ndarray], mixture: Mixture, batch_size: int, seq_len: int, rng: np.random.Generator
+    streams: Mapping[str, np.ndarray],
+    mixture: Mixture,
+    batch_size: int,
+    seq_len: int,
+    rng: np.random.Generator,
+    rows_slice: slice = slice(None),
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One batch ``(x, y)`` of shape ``(batch_size, seq_len)``: ``y`` is ``x`` shifted by one token.
 
     Row ``i`` comes from domain ``sample_domains(...)[i]``, starting at a uniform random offset.
+    ``rows_slice`` keeps only some rows (a rank's share); the generator advances as for the whole batch,
+    so every rank stays in step with every other.
     """
-    rows = []
-    for domain in sample_domains(mixture, batch_size, rng):
-        stream = streams[domain]
-        start = int(rng.integers(0, len(stream) - seq_len))  # window [start, start + seq_len] inclusive
-        rows.append(stream[start : start + seq_len + 1])
+    domains = sample_domains(mixture, batch_size, rng)
+    starts = [int(rng.integers(0, len(streams[d]) - seq_len)) for d in domains]  # window [start, start + seq_len]
+    rows = [streams[d][s : s + seq_len + 1] for d, s in list(zip(domains, starts))[rows_slice]]
     windows = torch.from_numpy(np.stack(rows).astype(np.int64))
     return windows[:, :-1], windows[:, 1:]
 
@@ -149,6 +186,73 @@ def make_optimizer(model: torch.nn.Module, recipe: TrainRecipe) -> torch.optim.A
 
 
 # --------------------------------------------------------------------------------------------
+# ranks and the saved train state
+# --------------------------------------------------------------------------------------------
+
+STATE_FILE = "train_state.pt"
+
+
+def rank_and_world() -> tuple[int, int]:
+    """(rank, world size) of this process: (0, 1) unless a process group is initialised."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def check_split(recipe: TrainRecipe, world_size: int) -> int:
+    """Rows per micro-batch on each rank; the global batch must split evenly over ranks × micro-batches."""
+    parts = world_size * recipe.grad_accum_steps
+    if recipe.grad_accum_steps < 1 or recipe.batch_size % parts:
+        raise ConfigError(
+            f"batch_size {recipe.batch_size} must be a multiple of world size {world_size} × "
+            f"grad_accum_steps {recipe.grad_accum_steps}"
+        )
+    return recipe.batch_size // parts
+
+
+def _sampling_identity(recipe: TrainRecipe) -> dict:
+    """Recipe fields a resumed run must share with the saved one (the device and precision may change)."""
+    return {k: v for k, v in asdict(recipe).items() if k not in ("device", "precision", "grad_accum_steps")}
+
+
+def save_train_state(
+    directory: Path, model: torch.nn.Module, optimizer, rng: np.random.Generator, step: int, losses: list[float],
+    recipe: TrainRecipe,
+) -> None:
+    """Model, optimiser, sampler and torch RNG state after ``step`` steps, written atomically (rank 0 only)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {
+        "step": step,
+        "losses": list(losses),
+        "recipe": _sampling_identity(recipe),
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "sampler": rng.bit_generator.state,
+        "torch_rng": torch.get_rng_state(),
+    }
+    tmp = directory / f".{STATE_FILE}.tmp-{os.getpid()}"
+    torch.save(state, tmp)
+    os.replace(tmp, directory / STATE_FILE)  # a kill leaves the previous state or this one, never half of one
+
+
+def load_train_state(
+    directory: Path, model: torch.nn.Module, optimizer, rng: np.random.Generator, recipe: TrainRecipe
+) -> tuple[int, list[float]]:
+    """Restore a saved state into ``model``, ``optimizer`` and ``rng``; returns (step, losses). (0, []) if none."""
+    path = directory / STATE_FILE
+    if not path.exists():
+        return 0, []
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if state["recipe"] != _sampling_identity(recipe):
+        raise ConfigError(f"{path} was saved by a run with another recipe ({state['recipe']}); not resuming it")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    rng.bit_generator.state = state["sampler"]
+    torch.set_rng_state(state["torch_rng"])
+    return int(state["step"]), [float(x) for x in state["losses"]]
+
+
+# --------------------------------------------------------------------------------------------
 # the loop
 # --------------------------------------------------------------------------------------------
 
@@ -159,12 +263,18 @@ def train(
     mixture: Mixture,
     recipe: TrainRecipe,
     progress: Callable[[int, float], None] | None = None,
+    on_log: Callable[[TrainProgress], None] | None = None,
+    state_dir: Path | None = None,
+    save_every: int = 0,
 ) -> TrainReport:
     """Train ``model`` in place on windows drawn from ``streams`` with ratios ``mixture``.
 
     ``streams``: domain -> flat int32 token array (documents separated by EOS). Mixture domains
     with positive weight must be stream keys; zero-weight domains may be absent.
-    ``progress(step, loss)`` is called after every step (1-based step).
+    ``progress(step, loss)`` is called after every step (1-based step); ``on_log(TrainProgress)``
+    every ``progress_interval(steps)`` steps and at the last one (rank 0 only under torchrun).
+    ``state_dir``: resume from the train state saved there, and (rank 0) save one every ``save_every``
+    steps and at the end; a killed run rerun with the same arguments finishes the same run.
     The model is moved to ``recipe.device`` (resolved) and returned in eval mode on that device.
     Deterministic on CPU for a fixed seed. ``precision="bf16"`` autocasts the forward pass to
     bfloat16 on CUDA only (weights and optimiser stay fp32); on CPU it trains in fp32, because
@@ -181,54 +291,92 @@ def train(
     if max_pos is not None and recipe.seq_len > max_pos:
         raise ConfigError(f"seq_len {recipe.seq_len} exceeds the model's max_position_embeddings {max_pos}")
     validate_streams(streams, mixture, recipe.seq_len)
+    rank, world = rank_and_world()
+    micro_rows = check_split(recipe, world)
 
     device = resolve_device(recipe.device)
     use_bf16 = recipe.precision == "bf16" and device.type == "cuda"  # bf16 autocast on CUDA only
-    rng = np.random.default_rng(recipe.seed)  # batches
+    rng = np.random.default_rng(recipe.seed)  # batches: the same generator on every rank
     torch.manual_seed(recipe.seed)  # dropout, if a model has any
     model.to(device)
     model.train()
 
-    # 2. optimiser
+    # 2. optimiser, and the saved state of an interrupted run
     optimizer = make_optimizer(model, recipe)
     steps = recipe.steps
+    first_step, losses = (0, [])
+    if state_dir is not None:
+        first_step, losses = load_train_state(Path(state_dir), model, optimizer, rng, recipe)
+    forward = model
+    if world > 1:  # gradients are averaged over ranks in backward
+        from torch.nn.parallel import DistributedDataParallel
+
+        forward = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    mine = slice(rank * micro_rows * recipe.grad_accum_steps, (rank + 1) * micro_rows * recipe.grad_accum_steps)
+    interval = progress_interval(steps)
 
     # 3. loop
-    losses: list[float] = []
     start = time.perf_counter()
-    for step in range(steps):
+    for step in range(first_step, steps):
         lr = learning_rate_at(step, recipe)
         for group in optimizer.param_groups:
             group["lr"] = lr
 
-        x, y = get_batch(streams, mixture, recipe.batch_size, recipe.seq_len, rng)
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            logits = model(input_ids=x).logits
-        loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1))
-
+        x_all, y_all = get_batch(streams, mixture, recipe.batch_size, recipe.seq_len, rng, mine)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        step_loss = torch.zeros((), device=device)
+        for micro in range(recipe.grad_accum_steps):
+            rows = slice(micro * micro_rows, (micro + 1) * micro_rows)
+            x, y = x_all[rows].to(device, non_blocking=True), y_all[rows].to(device, non_blocking=True)
+            last = micro == recipe.grad_accum_steps - 1
+            sync = forward.no_sync() if world > 1 and not last else nullcontext()  # all-reduce once per step
+            with sync:
+                with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                    logits = forward(input_ids=x).logits
+                loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1))
+                (loss / recipe.grad_accum_steps).backward()
+            step_loss += loss.detach() / recipe.grad_accum_steps
         if recipe.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
         optimizer.step()
 
-        losses.append(float(loss.item()))
+        if world > 1:  # the logged loss is the global batch's, as with one rank
+            dist.all_reduce(step_loss)
+            step_loss /= world
+        losses.append(float(step_loss.item()))
+        done = step + 1
         if progress is not None:
-            progress(step + 1, losses[-1])
+            progress(done, losses[-1])
+        if on_log is not None and rank == 0 and (done % interval == 0 or done == steps):
+            elapsed = time.perf_counter() - start
+            rate = (done - first_step) * recipe.tokens_per_step / elapsed if elapsed > 0 else float("inf")
+            on_log(
+                TrainProgress(
+                    step=done, steps=steps, tokens=done * recipe.tokens_per_step, loss=losses[-1],
+                    tokens_per_second=rate, eta_seconds=(steps - done) * recipe.tokens_per_step / rate,
+                )
+            )
+        if state_dir is not None and rank == 0 and save_every > 0 and done % save_every == 0 and done < steps:
+            save_train_state(Path(state_dir), model, optimizer, rng, done, losses, recipe)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
+    if state_dir is not None and rank == 0 and first_step < steps:
+        save_train_state(Path(state_dir), model, optimizer, rng, steps, losses, recipe)  # a rerun does nothing
 
     # 4. report
     model.eval()
     tokens = steps * recipe.tokens_per_step
+    trained_here = (steps - first_step) * recipe.tokens_per_step
     tail = losses[-min(10, len(losses)) :]
     return TrainReport(
         steps=steps,
         tokens=tokens,
         seconds=seconds,
-        tokens_per_second=tokens / seconds if seconds > 0 else float("inf"),
+        tokens_per_second=trained_here / seconds if seconds > 0 else float("inf"),
         final_loss=float(np.mean(tail)),
         losses=losses,
+        resumed_from_step=first_step,
+        world_size=world,
     )
+

@@ -1,0 +1,144 @@
+"""``mergemix-train``: the project's training loop as a command, for ``torchrun`` and Dagster Pipes.
+
+    torchrun --nproc_per_node 8 -m mergemix_dagster.core.train_ddp \\
+        --init /ckpt/base --mixture mixture.json --tokens 5000000000 --lr 1e-5 --schedule constant --out /ckpt/expert
+
+It follows the command contract of docs/cluster.md, so it can itself be the ``command`` trainer. With
+``WORLD_SIZE > 1`` it starts a process group (nccl on CUDA, gloo on CPU) and ``core.train.train`` runs
+data-parallel; the loop is the one the in-process trainer runs. Rank 0 saves the train state every
+``--save-every`` steps under ``--state-dir`` (default: next to ``--out``); rerunning the same command after
+a kill resumes from it. Rank 0 writes ``--out`` (HF safetensors + the base's tokenizer).
+
+Under Dagster Pipes (``PipesSubprocessClient`` and friends set the environment) rank 0 sends its progress
+lines to the Dagster event log and reports the final metrics as the asset's materialization metadata. The
+``dagster_pipes`` package is the small, dependency-free protocol library, not the Dagster framework.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from contextlib import nullcontext
+from dataclasses import asdict, fields
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from .corpora import load_documents, tokenize_documents
+from .errors import MergeMixError
+from .mixture_file import MixtureFile, read_mixture_file
+from .model import load_checkpoint, save_checkpoint
+from .train import TrainProgress, TrainRecipe, train
+
+#: command-line flag -> TrainRecipe field (flags the contract's placeholders use, then the rest)
+FLAG_FIELDS = {
+    "tokens": "tokens", "lr": "learning_rate", "schedule": "schedule", "seq_len": "seq_len",
+    "batch_size": "batch_size", "grad_accum": "grad_accum_steps", "seed": "seed", "warmup_steps": "warmup_steps",
+    "weight_decay": "weight_decay", "grad_clip": "grad_clip", "device": "device", "precision": "precision",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mergemix-train", description=__doc__.split("\n")[0])
+    p.add_argument("--init", required=True, help="HF checkpoint directory to start from")
+    p.add_argument("--mixture", required=True, help="mixture file (docs/cluster.md): weights, data paths, recipe")
+    p.add_argument("--out", required=True, help="directory to write the trained HF checkpoint to")
+    types = {f.name: f.type for f in fields(TrainRecipe)}
+    for flag, name in FLAG_FIELDS.items():
+        kind = {"int": int, "float": float}.get(str(types[name]), str)
+        p.add_argument(f"--{flag.replace('_', '-')}", dest=flag, type=kind, default=None,
+                       help=f"recipe {name} (default: the mixture file's recipe)")
+    p.add_argument("--save-every", type=int, default=0, help="save the train state every N steps (0: at the end)")
+    p.add_argument("--state-dir", default="", help="where the train state lives (default: <out>.state)")
+    return p
+
+
+def recipe_for(spec: MixtureFile, args: argparse.Namespace) -> TrainRecipe:
+    """The mixture file's recipe, overridden by the flags given on the command line."""
+    values = {k: v for k, v in spec.recipe.items() if k in {f.name for f in fields(TrainRecipe)}}
+    values |= {name: getattr(args, flag) for flag, name in FLAG_FIELDS.items() if getattr(args, flag) is not None}
+    return TrainRecipe(**values)
+
+
+def token_streams(spec: MixtureFile, tokenizer) -> dict:
+    """domain -> flat token stream of its documents (domains with weight only)."""
+    return {
+        d: tokenize_documents(load_documents(spec.paths[d], spec.text_field.get(d, "text")), tokenizer)
+        for d, w in spec.weights.items()
+        if w > 0
+    }
+
+
+def start_process_group() -> tuple[int, int, str]:
+    """(rank, world size, device) from torchrun's environment; a process group only when WORLD_SIZE > 1."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    device = "cpu"
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local)
+        device = f"cuda:{local}"
+    if world > 1:
+        dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+    return rank, world, device
+
+
+def _pipes(rank: int):
+    """Dagster Pipes on rank 0 when launched by a Pipes client; otherwise nothing."""
+    if rank != 0:
+        return nullcontext(None)
+    from dagster_pipes import PipesEnvVarParamsLoader, open_dagster_pipes
+
+    return open_dagster_pipes() if PipesEnvVarParamsLoader().is_dagster_pipes_process() else nullcontext(None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    rank, world, device = start_process_group()
+    try:
+        with _pipes(rank) as pipes:
+            say = pipes.log.info if pipes is not None else (lambda m: print(m, flush=True) if rank == 0 else None)
+            spec = read_mixture_file(Path(args.mixture))
+            recipe = recipe_for(spec, args)
+            if recipe.device == "auto":
+                recipe = TrainRecipe(**(asdict(recipe) | {"device": device}))
+            model, tokenizer = load_checkpoint(args.init)
+            streams = token_streams(spec, tokenizer)
+            out = Path(args.out)
+            state_dir = Path(args.state_dir) if args.state_dir else out.parent / f".{out.name}.state"
+            say(f"training {recipe.tokens:,} tokens on {spec.mixture.label()} with {world} rank(s), "
+                f"{recipe.steps} steps of {recipe.tokens_per_step:,} tokens")
+
+            def log(p: TrainProgress) -> None:
+                say(p.line())
+
+            report = train(model, streams, spec.mixture, recipe, on_log=log, state_dir=state_dir,
+                           save_every=args.save_every)
+            if report.resumed_from_step:
+                say(f"resumed from step {report.resumed_from_step} saved in {state_dir}")
+            metrics = {
+                "tokens": report.tokens, "steps": report.steps, "final_loss": report.final_loss,
+                "train_seconds": report.seconds, "tokens_per_second": report.tokens_per_second,
+                "world_size": report.world_size, "resumed_from_step": report.resumed_from_step,
+            }
+            if rank == 0:
+                save_checkpoint(model.to("cpu"), tokenizer, out)
+                (state_dir / "report.json").write_text(json.dumps(metrics | {"losses": report.losses}))
+                say(f"wrote {out}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                                  for k, v in metrics.items()))
+                if pipes is not None:
+                    pipes.report_asset_materialization(metadata=metrics)
+    except MergeMixError as exc:
+        print(f"mergemix-train: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
