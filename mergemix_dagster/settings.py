@@ -53,6 +53,11 @@ class ModelSettings(_Strict):
     intermediate_size: int = 344
     max_position_embeddings: int = 256
     general_max_chars: int = 2_000_000
+    offline: bool = Field(
+        True,
+        description="no request reaches the Hugging Face hub (HF_HUB_OFFLINE and friends are set when the "
+        "definitions load); set false to download a base given as a hub id",
+    )
 
 
 class RecipeSettings(_Strict):
@@ -161,6 +166,16 @@ class TargetSettings(_Strict):
     max_epochs: float = Field(4.0, gt=0, description="at most this many passes over any domain's available tokens")
 
 
+class CheckSettings(_Strict):
+    """What a failed quality check does: warn (the default) or stop the stage before the mixture is chosen."""
+
+    block: bool = Field(
+        False,
+        description="failed checks (every expert beats the base on its capability, surrogate quality) are "
+        "ERROR and block the assets downstream of them in the run; default: WARN and go on",
+    )
+
+
 class Settings(_Strict):
     home: str = Field(default_factory=lambda: os.environ.get("MERGEMIX_HOME", DEFAULT_HOME))
     store_root: str | None = Field(None, description="checkpoint store root; default <home>/store; may be s3://")
@@ -175,6 +190,7 @@ class Settings(_Strict):
     stages: StageSettings = StageSettings()
     target: TargetSettings = TargetSettings()
     initial_stage: str = "s0"
+    checks: CheckSettings = CheckSettings()
 
     @model_validator(mode="after")
     def _unique_domains(self) -> "Settings":

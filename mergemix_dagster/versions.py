@@ -20,7 +20,7 @@ SETTINGS_READ_BY: dict[str, Callable[[Settings], object]] = {
     "general_corpus": lambda s: {"max_chars": s.model.general_max_chars},
     "base_tokenizer": lambda s: {"base": s.model.base, "vocab": s.model.vocab_size},
     "domain_corpus": lambda s: [d.model_dump() for d in s.domains],
-    "stage_base": lambda s: {"model": s.model.model_dump(), "pretrain": s.pretrain.model_dump()},
+    "stage_base": lambda s: {"model": s.model.model_dump(exclude={"offline"}), "pretrain": s.pretrain.model_dump()},
     "expert_checkpoint": lambda s: s.experts.model_dump(),
     "merge_candidates": lambda s: [s.search.n_candidates, s.search.seed, s.search.merge_method],
     "candidate_evaluations": lambda s: s.evaluation.model_dump(),
