@@ -12,6 +12,7 @@ import os
 import shlex
 import sys
 import warnings
+from pathlib import Path
 
 from .core.errors import MergeMixError
 
@@ -216,6 +217,22 @@ def _subcommand(sub, name: str, common, help: str, examples: str, **kwargs) -> a
     )
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from .assets.report import stage_report
+    from .core.report import render_markdown
+    from .pipeline import dagster_instance
+    from .settings import load_settings
+
+    settings = load_settings(args.config or None)
+    stage = args.stage or settings.initial_stage
+    text = render_markdown(stage_report(settings, dagster_instance(settings), stage))
+    path = Path(args.output) if args.output else settings.home_path / "reports" / stage / "report.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    print(path)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = _common_options()
     parser = argparse.ArgumentParser(
@@ -295,6 +312,16 @@ def build_parser() -> argparse.ArgumentParser:
         "  mergemix compare\n  mergemix compare --config my.yaml",
     )
     compare.set_defaults(func=cmd_compare)
+
+    report = _subcommand(
+        sub, "report", common,
+        "write one self-contained markdown report of a stage (mixture, trade-offs, plots, checks, cost); print its path",
+        "  mergemix report                      # stage s0 -> $MERGEMIX_HOME/reports/s0/report.md\n"
+        "  mergemix report --stage s1 --config my.yaml -o s1.md",
+    )
+    report.add_argument("--stage", default="", help="stage to report on (default: the initial stage, s0)")
+    report.add_argument("-o", "--output", default="", help="file to write (default: <home>/reports/<stage>/report.md)")
+    report.set_defaults(func=cmd_report)
     return parser
 
 
@@ -302,7 +329,6 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=".* is currently in beta")  # Dagster's BetaWarning: see definitions.py
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    logging.getLogger("lm_eval").setLevel(logging.ERROR)
     try:  # keep the terminal to our own progress lines
         import transformers
 
