@@ -179,10 +179,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
         "mixture-quality arm; finished runs are reused",
         flush=True,
     )
-    seconds = run_validation(defs, settings, dagster_instance(settings), stage, log_level=args.log_level)
+    instance = dagster_instance(settings)
+    seconds = run_validation(defs, settings, instance, stage, log_level=args.log_level)
     report = settings.home_path / "validation" / stage / "report.md"
     print(report.read_text())
     print(f"validation job: {seconds:.0f} s; report {report}; plots in {report.parent}")
+    _print_checks(instance, stage)
     return 0
 
 

@@ -139,7 +139,7 @@ class ValidationSettings(_Strict):
         default_factory=lambda: [TaskSettings(name="mm_arith_words", capability="math", metric="gold_prob")],
         description="benchmarks scored in validation but never used by the search",
     )
-    min_spearman: float = Field(0.9, description="asset check warns when overall rank fidelity ρ is lower")
+    min_spearman: float = Field(0.9, description="asset check fails (ERROR) when overall rank fidelity ρ is lower")
     min_surrogate_cv_spearman: float = Field(
         0.5, description="asset check warns when a surrogate's out-of-fold Spearman ρ is lower"
     )

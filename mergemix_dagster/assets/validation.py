@@ -202,7 +202,7 @@ def build_validation_assets(parts: PipelinePartitions) -> list[dg.AssetsDefiniti
         database: EvaluationDatabase,
     ):
         """Spearman ρ (overall and per capability), capability recovery, rank-rank plot and the
-        dual-capability curve; the check warns when overall ρ is below ``validation.min_spearman``."""
+        dual-capability curve; the check fails (ERROR) when overall ρ is below ``validation.min_spearman``."""
         s = settings.get()
         stage = context.partition_key
         design = store.get_json(design_key(stage))
