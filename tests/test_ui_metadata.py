@@ -119,3 +119,34 @@ def test_validation_page_shows_plots_and_tables(validated):
     comparison = _latest(instance, "stage_comparison", None)
     assert isinstance(comparison["comparison"], dg.TableMetadataValue)
     assert _png_of(comparison["mixtures_by_stage"].value).startswith(PNG_SIGNATURE)
+
+
+def test_checks_block_stops_the_stage_before_the_mixture(smoke_run, pipeline_config, tmp_path):
+    """With `checks.block: true` a failed experts_beat_base is ERROR and Dagster skips the surrogates and the
+    mixture of that run; without it the same failure is a WARN and the run goes on (the session's run)."""
+    import yaml
+
+    from mergemix_dagster.definitions import build_definitions
+    from mergemix_dagster.pipeline import register_stage
+    from mergemix_dagster.settings import load_settings
+
+    raw = yaml.safe_load(pipeline_config.read_text())
+    raw["checks"] = {"block": True}
+    blocking = tmp_path / "blocking.yaml"
+    blocking.write_text(yaml.safe_dump(raw))
+    settings = load_settings(str(blocking))
+    defs = build_definitions(settings, config=str(blocking))
+    with dg.instance_for_test() as instance:  # its own event log: the session's latest checks stay as they are
+        register_stage(instance, "s0")
+        result = defs.resolve_job_def("optimize_job").execute_in_process(
+            instance=instance, partition_key="s0", raise_on_error=False
+        )
+        (evaluation,) = [e for e in result.get_asset_check_evaluations() if e.check_name == "experts_beat_base"]
+        built = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()
+                 if e.asset_key is not None}
+    assert {"merge_candidates", "candidate_evaluations"} <= built
+    if evaluation.passed:
+        assert {"capability_surrogates", "chosen_mixture"} <= built
+    else:  # the smoke experts (16 steps) do not beat the base: the stage stops here
+        assert evaluation.severity == dg.AssetCheckSeverity.ERROR
+        assert not built & {"capability_surrogates", "chosen_mixture"}
