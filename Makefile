@@ -8,12 +8,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export MERGEMIX_HOME ?= $(CURDIR)/.mergemix
 export DAGSTER_HOME ?= $(MERGEMIX_HOME)/dagster
-# Nothing may reach a model or dataset hub.
-export HF_HUB_OFFLINE := 1
-export HF_DATASETS_OFFLINE := 1
-export TRANSFORMERS_OFFLINE := 1
+# Hugging Face offline mode is the `model.offline` setting (default true): the definitions set HF_HUB_OFFLINE
+# and friends when they load, so nothing reaches a model or dataset hub unless a config says otherwise.
 
-.PHONY: install run validate stages test smoke ui bench clean
+.PHONY: install run validate stages report test smoke ui bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,7 +44,11 @@ smoke: install
 	bash scripts/smoke_materialize.sh
 
 ui: install $(DAGSTER_HOME)/dagster.yaml
-	$(BIN)/dagster dev
+	$(BIN)/dg dev
+
+# One self-contained markdown report of s0 (mixture, trade-offs, plots, checks, cost); prints its path.
+report: install
+	$(BIN)/mergemix report --stage s0
 
 bench: install
 	$(BIN)/python benchmarks/train_throughput.py

@@ -8,7 +8,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import shlex
 import sys
+import warnings
+from pathlib import Path
 
 from .core.errors import MergeMixError
 
@@ -39,11 +43,24 @@ def cmd_run(args: argparse.Namespace) -> int:
         on_check_failed=lambda line: print(f"  warning: {line}", flush=True),
     )
     print("\nStage timings (s): " + ", ".join(f"{k}={v:.1f}" for k, v in timings.items()))
-    _print_mixture(settings, stage)
+    _print_mixture(settings, stage, instance.root_directory)
+    _print_checks(instance, stage)
     return 0
 
 
-def _print_mixture(settings, stage: str) -> None:
+def _print_checks(instance, stage: str) -> None:
+    from .checks import latest_check_results
+
+    results = latest_check_results(instance, stage)
+    if not results:
+        return
+    bad = [r for r in results if not r.passed]
+    print(f"\nAsset checks of stage {stage!r}: {len(results) - len(bad)} passed, {len(bad)} failed")
+    for r in bad:
+        print(f"  {r.severity:<5} {r.asset}:{r.check}  {r.description}")
+
+
+def _print_mixture(settings, stage: str, dagster_home: str = "") -> None:
     from .resources import CheckpointStore, EvaluationDatabase
 
     db = EvaluationDatabase(path=settings.database_path)
@@ -58,8 +75,10 @@ def _print_mixture(settings, stage: str) -> None:
     print(f"  predicted utility {r0['predicted_utility']:.3f}, verified utility {r0['verified_utility']:.3f}")
     store = CheckpointStore(root=settings.store_uri)
     print(f"\nmixture.json:  {store.uri(f'stages/{stage}/mixture.json')}")
-    print(f"DuckDB:        {settings.database_path}  (tables: evaluations, chosen_mixture)")
-    print("Dagster UI:    DAGSTER_HOME=<instance above> .venv/bin/dagster dev   (or: make ui)")
+    print(f"DuckDB:        {settings.database_path}  (tables: evaluations, chosen_mixture, training_runs)")
+    home = dagster_home or os.environ.get("DAGSTER_HOME", "")
+    print(f"Dagster UI:    DAGSTER_HOME={shlex.quote(home)} .venv/bin/dg dev   (or: make ui)")
+    print(f"Report:        .venv/bin/mergemix report --stage {stage}")
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -208,10 +227,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
         "mixture-quality arm; finished runs are reused",
         flush=True,
     )
-    seconds = run_validation(defs, settings, dagster_instance(settings), stage, log_level=args.log_level)
+    instance = dagster_instance(settings)
+    seconds = run_validation(defs, settings, instance, stage, log_level=args.log_level)
     report = settings.home_path / "validation" / stage / "report.md"
     print(report.read_text())
     print(f"validation job: {seconds:.0f} s; report {report}; plots in {report.parent}")
+    _print_checks(instance, stage)
     return 0
 
 
@@ -259,28 +280,84 @@ def cmd_fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _common_options() -> argparse.ArgumentParser:
+    """Options every subcommand accepts, before or after its name (``mergemix show --config smoke``).
+
+    ``SUPPRESS`` keeps a subcommand from overwriting a value given before the subcommand.
+    """
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config", default=argparse.SUPPRESS,
+        help="settings YAML path or bundled name (default, smoke); default $MERGEMIX_CONFIG",
+    )
+    return common
+
+
+def _subcommand(sub, name: str, common, help: str, examples: str, **kwargs) -> argparse.ArgumentParser:
+    return sub.add_parser(
+        name, parents=[common], help=help, description=help[:1].upper() + help[1:] + ".",
+        epilog="examples:\n" + examples, formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs,
+    )
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .assets.report import stage_report
+    from .core.report import render_markdown
+    from .pipeline import dagster_instance
+    from .settings import load_settings
+
+    settings = load_settings(args.config or None)
+    stage = args.stage or settings.initial_stage
+    text = render_markdown(stage_report(settings, dagster_instance(settings), stage))
+    path = Path(args.output) if args.output else settings.home_path / "reports" / stage / "report.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    print(path)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
+    common = _common_options()
     parser = argparse.ArgumentParser(
         prog="mergemix",
         description="Choose LLM mid-training data mixtures by merging per-domain experts (MergeMix), on Dagster.",
+        epilog=(
+            "examples:\n"
+            "  mergemix run --config smoke          # the whole pipeline on the smoke config (~2 min)\n"
+            "  mergemix show --config smoke         # chosen mixtures, experts vs base\n"
+            "  mergemix report --stage s0           # one self-contained report, prints its path\n"
+            "  mergemix <command> --help            # options and examples of one command"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--config", default="", help="settings YAML path or bundled name (default, smoke); default $MERGEMIX_CONFIG"
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="command")
 
-    run = sub.add_parser("run", help="materialize every asset of a stage and print the chosen mixture")
+    run = _subcommand(
+        sub, "run", common, "materialize every missing or stale asset of a stage and print the chosen mixture",
+        "  mergemix run                         # stage s0 on $MERGEMIX_CONFIG (default: the embedded default)\n"
+        "  mergemix run --config smoke          # a two-minute run that proves the plumbing\n"
+        "  mergemix run --stage s1 --log-level INFO",
+    )
     run.add_argument("--stage", default="", help="stage to optimize (default: the initial stage, s0)")
     run.add_argument("--log-level", default="WARNING", help="Dagster console log level (DEBUG, INFO, WARNING)")
     run.set_defaults(func=cmd_run)
 
-    show = sub.add_parser("show", help="print the chosen mixture of every stage")
+    show = _subcommand(
+        sub, "show", common, "print the chosen mixture of every stage",
+        "  mergemix show --config smoke\n  mergemix show --json | jq '.[] | select(.stage == \"s0\")'",
+    )
     show.add_argument("--json", action="store_true", help="print JSON")
     show.set_defaults(func=cmd_show)
 
     from .core.exports import FORMATS as EXPORT_FORMATS
 
-    export = sub.add_parser("export", help="write a finished stage's mixture for trainers (HF, Megatron, OLMo, JSON)")
+    export = _subcommand(
+        sub, "export", common, "write a finished stage's mixture for trainers (HF, Megatron, OLMo, JSON)",
+        "  mergemix export --stage s0 --format megatron\n  mergemix export --format all --out exports/",
+    )
     export.add_argument("--stage", default="s0", help="stage whose mixture.json to export (default s0)")
     export.add_argument(
         "--format",
@@ -299,9 +376,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.set_defaults(func=cmd_export)
 
-    stage = sub.add_parser("stage", help="manage stages (mid-training checkpoints)")
-    stage_sub = stage.add_subparsers(dest="stage_command", required=True)
-    add = stage_sub.add_parser("add", help="register a mid-training checkpoint as a new stage")
+    stage = _subcommand(
+        sub, "stage", common, "manage stages (mid-training checkpoints)",
+        "  mergemix stage add s0\n  mergemix stage add s1 --checkpoint /ckpts/step-5000",
+    )
+    stage_sub = stage.add_subparsers(dest="stage_command", required=True, metavar="stage_command")
+    add = _subcommand(
+        stage_sub, "add", common, "register a mid-training checkpoint as a new stage",
+        "  mergemix stage add s0                                   # the initial stage (uses model.base)\n"
+        "  mergemix stage add s1 --checkpoint /ckpts/step-5000     # a local HF directory\n"
+        "  mergemix stage add s2 --checkpoint s3://bucket/step-9000 --config my.yaml",
+    )
     add.add_argument("name", help="stage name, e.g. s1")
     add.add_argument(
         "--checkpoint", default="", help="HF checkpoint directory, s3:// URI or hub id (not for the initial stage)"
@@ -309,28 +394,33 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--force", action="store_true", help="re-point an existing stage to another checkpoint")
     add.set_defaults(func=cmd_stage_add)
 
-    midtrain = sub.add_parser("midtrain", help="train a stage's base on its chosen mixture; register the result as a stage")
+    midtrain = _subcommand(
+        sub, "midtrain", common, "train a stage's base on its chosen mixture; register the result as a stage",
+        "  mergemix midtrain --from-stage s0 --name s1\n  mergemix midtrain --name s1 --tokens 500000 --no-register",
+    )
     midtrain.add_argument("--from-stage", default="s0", help="stage whose base and chosen mixture to use")
     midtrain.add_argument("--name", required=True, help="name of the new stage / checkpoint folder, e.g. s1")
     midtrain.add_argument("--tokens", type=int, default=250_000, help="tokens to train (default 250000)")
     midtrain.add_argument("--no-register", action="store_true", help="only write the checkpoint")
     midtrain.set_defaults(func=cmd_midtrain)
 
-    validate = sub.add_parser(
-        "validate",
-        help="proxy-fidelity study: train reference models on real mixtures, compare with merged proxies",
+    validate = _subcommand(
+        sub, "validate", common,
+        "proxy-fidelity study: train reference models on real mixtures, compare with merged proxies",
+        "  mergemix validate                    # stage s0; runs `mergemix run` first if needed\n"
+        "  mergemix validate --config smoke --stage s0",
     )
     validate.add_argument("--stage", default="", help="stage to validate (default: the initial stage, s0)")
     validate.add_argument("--log-level", default="INFO", help="Dagster console log level (DEBUG, INFO, WARNING)")
     validate.set_defaults(func=cmd_validate)
 
-    fit = sub.add_parser(
-        "fit",
-        help="fit surrogates on a swarm of trained runs (CSV) and search the best mixture, without the pipeline",
-        description="Fit one LightGBM regressor per metric on runs a team already trained and search the simplex "
-        "with the pipeline's search. Both CSVs share their first column as the run id.",
-        epilog="example: mergemix fit --mixtures mix.csv --scores scores.csv --objective 'minimize:pile_loss' "
-        "--out fit/ --predict authors_mix.csv --max-weight web=0.5",
+    fit = _subcommand(
+        sub, "fit", common,
+        "fit surrogates on a swarm of trained runs (CSV) and search the best mixture, without the pipeline",
+        "  mergemix fit --mixtures mix.csv --scores scores.csv --objective 'minimize:pile_loss' --out fit/\n"
+        "  mergemix fit --mixtures mix.csv --scores scores.csv --objective 'maximize:acc,minimize:0.5*bpb' \\\n"
+        "      --out fit/ --predict authors_mix.csv --max-weight web=0.5 --choice lcb\n"
+        "both CSVs share their first column as the run id; rows within 1e-2 of the simplex are renormalized",
     )
     fit.add_argument("--mixtures", required=True, help="CSV: run id, then one column per domain weight")
     fit.add_argument("--scores", required=True, help="CSV: run id, then one column per metric")
@@ -350,19 +440,35 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--prior", action="append", default=[], metavar="DOMAIN=W", help="prior mixture for --kl-weight")
     fit.set_defaults(func=cmd_fit)
 
-    compare = sub.add_parser("compare", help="compare the chosen mixtures of all stages (table, plot)")
-    compare.set_defaults(func=cmd_compare)
-
-    check = sub.add_parser("check", help="check the config against the world (paths, base, tokenizer, tasks) before training")
+    check = _subcommand(
+        sub, "check", common, "check the config against the world (paths, base, tokenizer, tasks) before training",
+        "  mergemix check\n  mergemix check --config my.yaml --full",
+    )
     check.add_argument("--full", action="store_true", help="also verify every stored checkpoint's full content hash")
     check.set_defaults(func=cmd_check)
+
+    compare = _subcommand(
+        sub, "compare", common, "compare the chosen mixtures of all stages (table, plot)",
+        "  mergemix compare\n  mergemix compare --config my.yaml",
+    )
+    compare.set_defaults(func=cmd_compare)
+
+    report = _subcommand(
+        sub, "report", common,
+        "write one self-contained markdown report of a stage (mixture, trade-offs, plots, checks, cost); print its path",
+        "  mergemix report                      # stage s0 -> $MERGEMIX_HOME/reports/s0/report.md\n"
+        "  mergemix report --stage s1 --config my.yaml -o s1.md",
+    )
+    report.add_argument("--stage", default="", help="stage to report on (default: the initial stage, s0)")
+    report.add_argument("-o", "--output", default="", help="file to write (default: <home>/reports/<stage>/report.md)")
+    report.set_defaults(func=cmd_report)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    warnings.filterwarnings("ignore", message=".* is currently in beta")  # Dagster's BetaWarning: see definitions.py
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    logging.getLogger("lm_eval").setLevel(logging.ERROR)
     try:  # keep the terminal to our own progress lines
         import transformers
 

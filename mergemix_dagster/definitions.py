@@ -1,23 +1,35 @@
-"""The one ``Definitions`` of the code location: assets, resources, jobs, schedules, sensors."""
+"""The one ``Definitions`` of the code location: assets, resources, jobs, schedules, sensors.
+
+Loading them applies the settings that are process-wide by nature: Hugging Face offline mode
+(``model.offline``), and silencing Dagster's BetaWarning about the multi-partition mappings we rely on.
+"""
 
 from __future__ import annotations
 
+import warnings
+
 import dagster as dg
 
-from .assets import build_assets
-from .jobs import ALL_JOBS
-from .partitions import build_partitions
-from .resources import CheckpointStore, EvaluationDatabase
-from .resources.settings import PipelineSettings
-from .schedules import build_schedules
-from .sensors import build_sensors
-from .settings import Settings, load_settings
-from .versions import with_settings_versions
+# Before .partitions is imported: the domain×stage mappings are beta, and a warning on every command
+# (CLI, UI, each run worker) tells a user nothing they can act on.
+warnings.filterwarnings("ignore", category=dg.BetaWarning)
+
+from .assets import build_assets  # noqa: E402
+from .core.hub import set_offline  # noqa: E402
+from .jobs import ALL_JOBS  # noqa: E402
+from .partitions import build_partitions  # noqa: E402
+from .resources import CheckpointStore, EvaluationDatabase  # noqa: E402
+from .resources.settings import PipelineSettings  # noqa: E402
+from .schedules import build_schedules  # noqa: E402
+from .sensors import build_sensors  # noqa: E402
+from .settings import Settings, load_settings  # noqa: E402
+from .versions import with_settings_versions  # noqa: E402
 
 
 def build_definitions(settings: Settings | None = None, config: str = "") -> dg.Definitions:
     """Definitions for one settings file (``config``: path or bundled name; empty = $MERGEMIX_CONFIG)."""
     settings = settings or load_settings(config or None)
+    set_offline(settings.model.offline)
     parts = build_partitions(settings)
     defs_ref: list[dg.Definitions] = []  # sensors and schedules read the asset graph for staleness
     defs = dg.Definitions(

@@ -1,4 +1,4 @@
-"""Figures of the validation study (matplotlib, headless). Each function writes one PNG and returns its path."""
+"""Figures of the search and of the validation study (matplotlib, headless). Each function writes one PNG and returns its path."""
 
 from __future__ import annotations
 
@@ -60,6 +60,44 @@ def dual_capability_plot(
     ax.set_ylabel("score")
     ax.set_title("Dual-capability study: merged proxy vs trained", fontsize=10)
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1, 0.5))
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def tradeoff_plot(
+    scores: Mapping[str, Mapping[str, float]],
+    kinds: Mapping[str, str],
+    x_capability: str,
+    y_capability: str,
+    path: Path,
+) -> Path:
+    """Every scored model of a stage on two capabilities: seed candidates, base, experts, the search optimum.
+
+    ``scores``: model label -> {capability: score}; ``kinds``: model label -> seed / base / expert / verify.
+    Points up and to the right are better on both; the spread shows what one capability costs the other.
+    """
+    plt = _pyplot()
+    style = {"seed": ("0.6", "o", 18), "base": ("black", "s", 40), "expert": ("C0", "^", 40), "verify": ("C3", "*", 120)}
+    names = {"seed": "seed candidates", "base": "base", "expert": "experts", "verify": "search optimum (verified)"}
+    fig, ax = plt.subplots(figsize=(4.8, 4.0))
+    for kind in ("seed", "base", "expert", "verify"):
+        labels = [m for m, k in kinds.items() if k == kind and x_capability in scores[m] and y_capability in scores[m]]
+        if not labels:
+            continue
+        color, marker, size = style[kind]
+        ax.scatter([scores[m][x_capability] for m in labels], [scores[m][y_capability] for m in labels],
+                   c=color, marker=marker, s=size, label=names[kind], zorder=3 if kind != "seed" else 2)
+        if kind == "expert":
+            for m in labels:
+                ax.annotate(m, (scores[m][x_capability], scores[m][y_capability]), fontsize=7, xytext=(3, 3),
+                            textcoords="offset points")
+    ax.set_xlabel(f"{x_capability} score")
+    ax.set_ylabel(f"{y_capability} score")
+    ax.set_title(f"Trade-off: {x_capability} vs {y_capability}", fontsize=10)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

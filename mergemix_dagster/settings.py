@@ -108,6 +108,11 @@ class ModelSettings(_Strict):
         description="the team's own general text (files, dirs, globs; jsonl/parquet/txt, field `text`); "
         "empty: the embedded general corpus",
     )
+    offline: bool = Field(
+        True,
+        description="no request reaches the Hugging Face hub (HF_HUB_OFFLINE and friends are set when the "
+        "definitions load); set false to download a base given as a hub id",
+    )
 
 
 class RecipeSettings(_Strict):
@@ -258,7 +263,7 @@ class ValidationSettings(_Strict):
         default_factory=lambda: [TaskSettings(name="mm_arith_words", capability="math", metric="gold_prob")],
         description="benchmarks scored in validation but never used by the search",
     )
-    min_spearman: float = Field(0.9, description="asset check warns when overall rank fidelity ρ is lower")
+    min_spearman: float = Field(0.9, description="asset check fails (ERROR) when overall rank fidelity ρ is lower")
     min_surrogate_cv_spearman: float = Field(
         0.5, description="asset check warns when a surrogate's out-of-fold Spearman ρ is lower"
     )
@@ -378,6 +383,16 @@ class TrainerSettings(_Strict):
         return self
 
 
+class CheckSettings(_Strict):
+    """What a failed quality check does: warn (the default) or stop the stage before the mixture is chosen."""
+
+    block: bool = Field(
+        False,
+        description="failed checks (every expert beats the base on its capability, surrogate quality) are "
+        "ERROR and block the assets downstream of them in the run; default: WARN and go on",
+    )
+
+
 class Settings(_Strict):
     home: str = Field(default_factory=lambda: os.environ.get("MERGEMIX_HOME", DEFAULT_HOME))
     store_root: str | None = Field(None, description="checkpoint store root; default <home>/store; may be s3://")
@@ -394,6 +409,7 @@ class Settings(_Strict):
     export: ExportSettings = ExportSettings()
     initial_stage: str = "s0"
     trainer: TrainerSettings = TrainerSettings()
+    checks: CheckSettings = CheckSettings()
 
     @model_validator(mode="after")
     def _unique_domains(self) -> "Settings":

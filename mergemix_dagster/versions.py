@@ -18,10 +18,10 @@ from .resources.trainers import trainer_identity
 from .settings import Settings
 
 SETTINGS_READ_BY: dict[str, Callable[[Settings], object]] = {
-    "general_corpus": lambda s: {"max_chars": s.model.general_max_chars},
+    "general_corpus": lambda s: {"max_chars": s.model.general_max_chars, "paths": s.model.general_paths},
     "base_tokenizer": lambda s: {"base": s.model.base, "vocab": s.model.vocab_size},
     "domain_corpus": lambda s: [d.model_dump() for d in s.domains],
-    "stage_base": lambda s: {"model": s.model.model_dump(), "pretrain": s.pretrain.model_dump()},
+    "stage_base": lambda s: {"model": s.model.model_dump(exclude={"offline", "general_paths"}), "pretrain": s.pretrain.model_dump()},
     "expert_checkpoint": lambda s: s.experts.model_dump() | ({"trainer": trainer_identity(s.trainer)} if s.trainer.kind != "embedded" else {}),
     "merge_candidates": lambda s: [s.search.n_candidates, s.search.seed, s.search.merge_method,
                                    s.search.objective.prior],

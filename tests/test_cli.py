@@ -16,8 +16,30 @@ BIN = Path(sys.executable).parent
 
 def test_help_describes_every_command():
     out = subprocess.run([BIN / "mergemix", "--help"], capture_output=True, text=True, check=True).stdout
-    for command in ("run", "show", "stage", "midtrain", "compare"):
+    for command in ("run", "show", "stage", "midtrain", "compare", "report"):
         assert command in out
+    assert "examples:" in out
+
+
+@pytest.mark.parametrize("command", ["run", "show", "validate", "report", "midtrain", "compare"])
+def test_every_subcommand_help_has_examples_and_accepts_config(command):
+    out = subprocess.run([BIN / "mergemix", command, "--help"], capture_output=True, text=True, check=True).stdout
+    assert "examples:" in out and f"mergemix {command}" in out.split("examples:")[1]
+    assert "--config" in out
+
+
+def test_options_are_accepted_before_or_after_the_subcommand(tmp_path):
+    env = os.environ | {"MERGEMIX_HOME": str(tmp_path / "home")}
+    env.pop("MERGEMIX_CONFIG", None)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("domains: [{name: only_one}]\n")
+    after = subprocess.run([BIN / "mergemix", "show", "--config", "smoke"], capture_output=True, text=True, env=env)
+    assert after.returncode == 0, after.stderr
+    assert "no chosen mixtures yet" in after.stdout
+    # the value given after the subcommand is the one used, in either position
+    for argv in (["--config", str(bad), "show"], ["show", "--config", str(bad)], ["--config", "smoke", "show", "--config", str(bad)]):
+        proc = subprocess.run([BIN / "mergemix", *argv], capture_output=True, text=True, env=env)
+        assert proc.returncode == 2 and "at least two domains" in proc.stderr, argv
 
 
 def test_bad_config_fails_with_named_error(tmp_path):
@@ -50,3 +72,54 @@ def test_dagster_asset_materialize_whole_graph_on_smoke_config(tmp_path):
     studies = dict(con.execute("SELECT study, count(*) FROM training_runs GROUP BY study").fetchall())
     assert studies["expert"] == 4 and studies["fidelity"] == 4  # smoke: validation.n_mixtures = 4
     assert "Overall Spearman" in proc.stdout
+
+
+@pytest.fixture(scope="module")
+def smoke_cli_run(tmp_path_factory):
+    """`mergemix run --config smoke` in a fresh home, as a user runs it: its whole terminal output."""
+    if os.environ.get("MERGEMIX_SKIP_CLI_SMOKE") == "1":
+        pytest.skip("explicitly skipped")
+    home = tmp_path_factory.mktemp("cli-run")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "TRANSFORMERS_"))}
+    env |= {"MERGEMIX_HOME": str(home), "DAGSTER_HOME": str(home / "dagster")}
+    env.pop("MERGEMIX_CONFIG", None)
+    proc = subprocess.run(
+        [BIN / "mergemix", "run", "--config", "smoke"], capture_output=True, text=True, env=env, cwd=home, timeout=1200
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return home, env, proc
+
+
+def test_run_output_is_a_screenful_with_checks_and_real_paths(smoke_cli_run):
+    """No warning floods (there were ~890 "Truncating" lines), no Dagster BetaWarning; the end says where
+    everything is and which asset checks failed."""
+    home, _, proc = smoke_cli_run
+    lines = (proc.stdout + proc.stderr).splitlines()
+    assert len(lines) < 60, "\n".join(lines)
+    truncating = [x for x in lines if "Truncating" in x]
+    assert 1 <= len(truncating) <= 3  # once per evaluator (candidates, verification), then counted
+    assert "BetaWarning" not in proc.stderr and "SupersessionWarning" not in proc.stderr
+    assert f"DAGSTER_HOME={home / 'dagster'}" in proc.stdout and "<instance above>" not in proc.stdout
+    assert "training_runs" in proc.stdout
+    summary = next(x for x in lines if x.startswith("Asset checks of stage 's0'"))
+    n_failed = int(summary.split(", ")[1].split(" failed")[0])
+    listed = [x for x in lines if x.strip().startswith(("WARN ", "ERROR "))]
+    assert len(listed) == n_failed
+    assert all(":" in x.split()[1] for x in listed)  # "WARN  asset:check  what was measured"
+
+
+def test_show_and_report_after_a_run(smoke_cli_run):
+    home, env, _ = smoke_cli_run
+    show = subprocess.run([BIN / "mergemix", "show", "--config", "smoke"], capture_output=True, text=True, env=env)
+    assert show.returncode == 0 and "Experts vs base" in show.stdout, show.stderr
+    proc = subprocess.run(
+        [BIN / "mergemix", "report", "--stage", "s0", "--config", "smoke"], capture_output=True, text=True, env=env
+    )
+    assert proc.returncode == 0, proc.stderr
+    path = Path(proc.stdout.strip().splitlines()[-1])
+    assert path == home / "reports" / "s0" / "report.md"
+    text = path.read_text()
+    for section in ("## Chosen mixture", "## Trade-offs", "## Asset checks", "## Cost"):
+        assert section in text
+    assert "](data:image/png;base64," in text  # plots inline: the file stands alone
+    assert "experts_beat_base" in text and "| expert " in text

@@ -200,9 +200,10 @@ socket.socket.connect_ex = refuse
 socket.create_connection = refuse
 socket.getaddrinfo = refuse
 
-from mergemix_dagster.core.evaluate import Evaluator, TaskSpec  # sets the offline switches itself
+from mergemix_dagster.core.evaluate import Evaluator, TaskSpec
+assert "HF_HUB_OFFLINE" not in os.environ  # importing forces nothing: offline mode is a setting
+ev = Evaluator([TaskSpec("mm_facts", "knowledge")], limit=2, offline=True)
 assert os.environ["HF_HUB_OFFLINE"] == "1" and os.environ["HF_DATASETS_OFFLINE"] == "1"
-ev = Evaluator([TaskSpec("mm_facts", "knowledge")], limit=2)
 import huggingface_hub.constants, datasets
 assert huggingface_hub.constants.HF_HUB_OFFLINE and datasets.config.HF_HUB_OFFLINE
 sys.path.insert(0, sys.argv[2])
@@ -214,7 +215,7 @@ print("OK", score.value)
 
 
 def test_fresh_process_without_offline_env_never_touches_network(tmp_path):
-    """The module itself makes everything offline: no HF_* variables set, sockets refused, empty HF cache."""
+    """``offline=True`` makes everything offline: no HF_* variables set, sockets refused, empty HF cache."""
     import subprocess
     import sys
 
@@ -242,3 +243,74 @@ def test_gold_prob_is_the_softmax_probability_of_the_gold_choice():
     assert out["acc_norm"] == 1.0
     wrong = process_results({"gold": 0, "choices": ["x", "y"]}, [(-5.0, False), (-1.0, True)])
     assert wrong["acc"] == 0.0 and wrong["gold_prob"] < 0.5
+
+
+def test_offline_mode_follows_the_setting_when_the_definitions_load(tmp_path):
+    """``model.offline`` decides; importing the definitions no longer forces it."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    from mergemix_dagster.settings import resolve_config_path
+
+    online = yaml.safe_load(resolve_config_path("smoke").read_text())
+    online["model"]["offline"] = False
+    (tmp_path / "online.yaml").write_text(yaml.safe_dump(online))
+    probe = "import os, mergemix_dagster.definitions; print('HF_HUB_OFFLINE=' + os.environ.get('HF_HUB_OFFLINE', 'unset'))"
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith(("HF_", "TRANSFORMERS_"))}
+    seen = {}
+    for config in ("smoke", str(tmp_path / "online.yaml")):
+        proc = subprocess.run(
+            [sys.executable, "-c", probe], capture_output=True, text=True, timeout=300,
+            env=env | {"MERGEMIX_CONFIG": config, "MERGEMIX_HOME": str(tmp_path / "home")},
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        seen[config] = proc.stdout.strip().splitlines()[-1]
+        assert "BetaWarning" not in proc.stderr
+    assert list(seen.values()) == ["HF_HUB_OFFLINE=1", "HF_HUB_OFFLINE=unset"]
+
+
+def test_results_json_is_lm_evals_own(tiny, evaluator, tmp_path):
+    """The JSON a candidate leaves is what `lm_eval` writes: a user can diff it against their own run."""
+    import json
+
+    model, tokenizer = tiny
+    path = tmp_path / "c00.json"
+    scores = evaluator.evaluate(model, tokenizer, results_path=path, model_name="c00")
+    data = json.loads(path.read_text())
+    assert {"results", "configs", "versions", "n-shot", "n-samples", "config"} <= set(data)
+    assert data["config"]["model"] == "c00" and data["config"]["limit"] == 12
+    for score in scores:
+        assert data["results"][score.task][f"{score.metric},none"] == pytest.approx(score.value)
+        assert data["n-samples"][score.task]["effective"] == 12
+
+
+def test_repeated_lm_eval_warnings_print_once_and_are_counted(caplog):
+    """A model whose context is shorter than the prompts makes lm-eval warn on every request: one line."""
+    import logging
+
+    model, tokenizer = _tiny_model_and_tokenizer()
+    model.config.max_position_embeddings = 24  # lm-eval truncates every prompt longer than this
+    ev = Evaluator([TaskSpec("mm_facts", "knowledge")], limit=6)
+    with caplog.at_level(logging.WARNING):
+        ev.evaluate(model, tokenizer)
+        ev.evaluate(model, tokenizer)
+    truncating = [r for r in caplog.records if "Truncating" in r.getMessage()]
+    assert len(truncating) == 1 and "counted, not printed" in truncating[0].getMessage()
+    (line,) = [x for x in ev.warning_summary() if "Truncating" in x]
+    assert int(line.split("warned ")[1].split("x")[0]) >= 2 * 6  # every request of both calls was counted
+
+
+def test_task_by_task_progress_gives_the_same_scores_and_json(tiny, evaluator, tmp_path):
+    import json
+
+    model, tokenizer = tiny
+    lines: list[str] = []
+    together = evaluator.evaluate(model, tokenizer, results_path=tmp_path / "one_call.json")
+    one_by_one = evaluator.evaluate(model, tokenizer, results_path=tmp_path / "by_task.json", progress_log=lines.append)
+    assert [s.value for s in one_by_one] == pytest.approx([s.value for s in together], abs=1e-6)
+    assert lines[0].startswith(f"tasks 1/{len(DEFAULT_TASKS)}") and lines[-1].startswith(f"tasks {len(DEFAULT_TASKS)}/")
+    a, b = (json.loads((tmp_path / f).read_text()) for f in ("one_call.json", "by_task.json"))
+    assert set(a["results"]) == set(b["results"]) == {t.name for t in DEFAULT_TASKS}
+    assert a["n-samples"] == b["n-samples"]

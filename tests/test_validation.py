@@ -58,7 +58,7 @@ def test_fidelity_figures_and_rank_check_are_reported(validated):
     evaluation = next(iter(check.values())).event.dagster_event.event_specific_data
     # the check says exactly what the asset measured against the configured threshold
     assert evaluation.passed == (rho >= settings.validation.min_spearman)
-    assert evaluation.severity == dg.AssetCheckSeverity.WARN
+    assert evaluation.severity == dg.AssetCheckSeverity.ERROR  # below the threshold the ranking is not trusted
 
 
 def test_mixture_quality_trains_every_arm_on_every_seed(validated):

@@ -19,10 +19,17 @@ from ..resources.settings import PipelineSettings
 from ..settings import Settings
 from . import layout
 from .loading import configured_rows
+from .metadata import number, table
 from .proxies import open_proxy_scorer, score_rows
 
 EVALUATIONS_CODE_VERSION = "1"
 BASE_CANDIDATE_ID = "base"
+EXPERTS_BEAT_BASE_CHECK = "experts_beat_base"
+EXPERTS_BEAT_BASE_DESCRIPTION = (
+    "Every expert (vertex candidate) scores higher than the base on its own domain's capability. When one does "
+    "not, its task vector adds little of that capability and merges along it are weak proxies. WARN by default; "
+    "with `checks.block: true` ERROR, and the surrogates and the chosen mixture of the run are not materialized."
+)
 
 
 def finished_fingerprints(db: EvaluationDatabase, stage: str, s: Settings) -> dict[str, str]:
@@ -35,13 +42,12 @@ def finished_fingerprints(db: EvaluationDatabase, stage: str, s: Settings) -> di
     return {cid: fp for (cid, fp), n in counts.items() if n >= n_metrics}
 
 
-def expert_vs_base_markdown(s: Settings, frame: pd.DataFrame) -> tuple[str, dict[str, float]]:
-    """Each expert (vertex candidate) against the base on its own domain's capability."""
+def expert_vs_base_frame(s: Settings, frame: pd.DataFrame) -> pd.DataFrame:
+    """Each expert (vertex candidate) against the base on its own domain's capability: one row per domain."""
     by_id = {cid: capability_means(zip(g["capability"], g["value"])) for cid, g in frame.groupby("candidate_id")}
     alphas = frame.drop_duplicates("candidate_id").set_index("candidate_id")["alpha"]
     base = by_id.get(BASE_CANDIDATE_ID, {})
-    lines = ["| domain | capability | base | expert | gain |", "|---|---|---|---|---|"]
-    gains = {}
+    rows = []
     for d in s.domains:
         cap = d.capability
         vertex = next(
@@ -50,10 +56,28 @@ def expert_vs_base_markdown(s: Settings, frame: pd.DataFrame) -> tuple[str, dict
         )
         if cap is None or vertex is None or cap not in base:
             continue
-        gain = by_id[vertex][cap] - base[cap]
-        gains[d.name] = gain
-        lines.append(f"| {d.name} | {cap} | {base[cap]:.3f} | {by_id[vertex][cap]:.3f} | {gain:+.3f} |")
-    return "\n".join(lines), gains
+        rows.append({"domain": d.name, "capability": cap, "base": base[cap], "expert": by_id[vertex][cap],
+                     "gain": by_id[vertex][cap] - base[cap]})
+    return pd.DataFrame(rows, columns=["domain", "capability", "base", "expert", "gain"])
+
+
+def expert_vs_base_markdown(s: Settings, frame: pd.DataFrame) -> tuple[str, dict[str, float]]:
+    """The same comparison as a markdown table (for the terminal), with each domain's gain."""
+    table_frame = expert_vs_base_frame(s, frame)
+    text = table_frame.to_markdown(index=False, floatfmt=".3f") if not table_frame.empty else ""
+    return text, dict(zip(table_frame["domain"], table_frame["gain"]))
+
+
+def experts_beat_base_result(s: Settings, gains: dict[str, float]) -> dg.AssetCheckResult:
+    behind = {d: g for d, g in gains.items() if not g > 0}
+    return dg.AssetCheckResult(
+        check_name=EXPERTS_BEAT_BASE_CHECK,
+        passed=not behind,
+        severity=dg.AssetCheckSeverity.ERROR if s.checks.block else dg.AssetCheckSeverity.WARN,
+        description=(f"{len(gains) - len(behind)} of {len(gains)} experts beat the base on their capability"
+                     + (f"; not: {', '.join(f'{d} ({g:+.3f})' for d, g in behind.items())}" if behind else "")),
+        metadata={f"gain_{d}": number(g) for d, g in gains.items()},
+    )
 
 
 def build_evaluation_assets(parts: PipelinePartitions) -> list[dg.AssetsDefinition]:
@@ -63,6 +87,8 @@ def build_evaluation_assets(parts: PipelinePartitions) -> list[dg.AssetsDefiniti
         code_version=EVALUATIONS_CODE_VERSION,
         deps=["merge_candidates"],
         kinds={"duckdb"},
+        check_specs=[dg.AssetCheckSpec(EXPERTS_BEAT_BASE_CHECK, asset="candidate_evaluations",
+                                       description=EXPERTS_BEAT_BASE_DESCRIPTION, blocking=True)],
     )
     def candidate_evaluations(
         context: dg.AssetExecutionContext,
@@ -101,21 +127,23 @@ def build_evaluation_assets(parts: PipelinePartitions) -> list[dg.AssetsDefiniti
         ids = [c["candidate_id"] for c in design["candidates"]] + [BASE_CANDIDATE_ID]
         frame = configured_rows(database.evaluations(stage), s)
         frame = frame[frame["candidate_id"].isin(ids)]
-        table_md, gains = expert_vs_base_markdown(s, frame)
+        versus_base = expert_vs_base_frame(s, frame)
+        gains = dict(zip(versus_base["domain"], versus_base["gain"]))
         spread = frame[frame["kind"] == "seed"].groupby("task")["value"].agg(["min", "max"])
         return dg.MaterializeResult(
             metadata={
                 "rows": dg.MetadataValue.int(len(frame)),
                 "candidates_scored_now": dg.MetadataValue.int(len(seconds)),
-                "seconds_per_candidate": dg.MetadataValue.float(sum(seconds) / len(seconds) if seconds else 0.0),
-                "expert_vs_base": dg.MetadataValue.md(table_md),
-                "score_range_by_task": dg.MetadataValue.md(spread.to_markdown() if not spread.empty else ""),
+                "seconds_per_candidate": number(sum(seconds) / len(seconds) if seconds else 0.0),
+                "expert_vs_base": table(versus_base),
+                "score_range_by_task": table(spread.reset_index()),
                 "experts_beating_base": dg.MetadataValue.int(sum(g > 0 for g in gains.values())),
                 "database": dg.MetadataValue.path(database.path),
             },
             data_version=dg.DataVersion(
                 layout.content_version(sorted(zip(frame["candidate_id"], frame["task"], frame["value"])))
             ),
+            check_results=[experts_beat_base_result(s, gains)],
         )
 
     return [candidate_evaluations]

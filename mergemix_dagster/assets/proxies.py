@@ -86,13 +86,22 @@ class ProxyScorer:
     merger: InMemoryMerger
     evaluator: Evaluator
 
-    def score(self, mixture: Mixture) -> list[BenchmarkScore]:
+    def score(self, mixture: Mixture, results_path: Path | None = None) -> list[BenchmarkScore]:
+        """``results_path``: keep lm-eval's results JSON of this candidate there (see ``lm_eval_results_path``)."""
         self.merger.apply(mixture)
-        return self.evaluator.evaluate(self.model, self.tokenizer)
+        return self.evaluator.evaluate(
+            self.model, self.tokenizer, results_path=results_path, model_name=f"merged proxy {mixture.label()}"
+        )
 
-    def score_base(self) -> list[BenchmarkScore]:
+    def score_base(self, results_path: Path | None = None) -> list[BenchmarkScore]:
         self.merger.restore_base()
-        return self.evaluator.evaluate(self.model, self.tokenizer)
+        return self.evaluator.evaluate(self.model, self.tokenizer, results_path=results_path, model_name="base")
+
+
+def lm_eval_results_path(s: Settings, stage: str, candidate_id: str) -> Path:
+    """Where a candidate's lm-eval results JSON is kept: ``<home>/lm_eval/<stage>/<candidate>.json``."""
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in candidate_id)
+    return s.home_path / "lm_eval" / stage / f"{safe}.json"
 
 
 def open_proxy_scorer(store: CheckpointStore, stage: str, s: Settings, heldout: bool = False) -> ProxyScorer:

@@ -17,6 +17,7 @@ import pandas as pd
 
 from ..core.mixture import Mixture
 from ..core.model import load_state_dict
+from ..core.progress import Progress
 from ..core.search import search_mixture
 from ..core.surrogate import CapabilitySurrogates
 from ..core.validation import (
@@ -36,8 +37,9 @@ from ..resources.settings import PipelineSettings
 from ..settings import Settings
 from . import layout
 from .candidates import candidate_fingerprint
+from .metadata import image, number, table
 from .loading import base_checkpoint, configured_rows, expert_checkpoint_dir, read_pointer
-from .proxies import open_proxy_scorer, score_rows
+from .proxies import lm_eval_results_path, open_proxy_scorer, score_rows
 from .searching import (
     available_tokens,
     base_scores,
@@ -58,6 +60,10 @@ from .references import (
 
 VALIDATION_CODE_VERSION = "1"
 RANK_FIDELITY_CHECK = "rank_fidelity_above_threshold"
+RANK_FIDELITY_CHECK_DESCRIPTION = (
+    "The merged proxies rank the validation mixtures like the models trained on them: overall Spearman ρ "
+    "≥ validation.min_spearman. ERROR when it fails: the search's ranking of mixtures is then not to be trusted."
+)
 
 
 def design_key(stage: str) -> str:
@@ -76,10 +82,6 @@ def _local_dir(s: Settings, stage: str) -> Path:
 
 def _mixtures(design: dict, section: str) -> list[tuple[str, Mixture]]:
     return [(p["id"], Mixture.from_dict(p["alpha"], design["domains"])) for p in design[section]]
-
-
-def _md_table(frame: pd.DataFrame) -> str:
-    return frame.to_markdown(index=False, floatfmt=".3f")
 
 
 def _trainer(context, s, store, database, stage) -> ReferenceTrainer:
@@ -116,9 +118,9 @@ def build_validation_assets(parts: PipelinePartitions) -> list[dg.AssetsDefiniti
             "dual": [{"id": f"d{a:.2f}", "alpha": m.as_dict(), "x": a} for a, m in zip(s.validation.dual_alphas, dual)],
         }
         uri = store.put_json(design_key(stage), payload, overwrite=True)
-        table = pd.DataFrame([{"id": p["id"], "tag": p["tag"], **p["alpha"]} for p in payload["fidelity"]])
+        mixtures_frame = pd.DataFrame([{"id": p["id"], "tag": p["tag"], **p["alpha"]} for p in payload["fidelity"]])
         return dg.MaterializeResult(
-            metadata={"mixtures": dg.MetadataValue.md(_md_table(table)), "uri": dg.MetadataValue.path(uri)},
+            metadata={"mixtures": table(mixtures_frame), "uri": dg.MetadataValue.path(uri)},
             data_version=dg.DataVersion(layout.content_version(payload)),
         )
 
@@ -135,19 +137,23 @@ def build_validation_assets(parts: PipelinePartitions) -> list[dg.AssetsDefiniti
         design = store.get_json(design_key(stage))
         done = set(scores_by_fingerprint(database, stage, PROXY_KIND, s))
         points = _mixtures(design, "fidelity") + _mixtures(design, "dual")
+        todo = [(pid, m) for pid, m in points
+                if candidate_fingerprint(design["recipe"], m.as_dict()) not in done]
         scorer, seconds = None, []
-        for pid, mixture in points:
-            fp = candidate_fingerprint(design["recipe"], mixture.as_dict())
-            if fp in done:
-                continue
-            scorer = scorer or open_proxy_scorer(store, stage, s, heldout=True)
-            start = time.perf_counter()
-            scores = scorer.score(mixture)
-            seconds.append(time.perf_counter() - start)
-            database.upsert_evaluations(
-                score_rows(stage, proxy_candidate_id(fp), PROXY_KIND, mixture.as_dict(), scores, fp)
-            )
-            done.add(fp)
+        with Progress(len(todo), "validation proxies", log=context.log.info, unit="proxy") as progress:
+            for pid, mixture in todo:
+                fp = candidate_fingerprint(design["recipe"], mixture.as_dict())
+                scorer = scorer or open_proxy_scorer(store, stage, s, heldout=True)
+                start = time.perf_counter()
+                scores = scorer.score(mixture, results_path=lm_eval_results_path(s, stage, proxy_candidate_id(fp)))
+                seconds.append(time.perf_counter() - start)
+                database.upsert_evaluations(
+                    score_rows(stage, proxy_candidate_id(fp), PROXY_KIND, mixture.as_dict(), scores, fp)
+                )
+                done.add(fp)
+                progress.advance(mixture=pid)
+        for line in scorer.evaluator.warning_summary() if scorer else []:
+            context.log.info(line)
         timing = {"seconds_per_evaluation": float(np.mean(seconds)) if seconds else None, "n": len(seconds)}
         if seconds:
             store.put_json(result_key(stage, "proxy_eval_timing.json"), timing, overwrite=True)
@@ -155,7 +161,7 @@ def build_validation_assets(parts: PipelinePartitions) -> list[dg.AssetsDefiniti
             metadata={
                 "proxies": dg.MetadataValue.int(len(points)),
                 "scored_now": dg.MetadataValue.int(len(seconds)),
-                "seconds_per_evaluation": dg.MetadataValue.float(timing["seconds_per_evaluation"] or 0.0),
+                "seconds_per_evaluation": number(timing["seconds_per_evaluation"] or 0.0),
             },
             data_version=dg.DataVersion(layout.content_version(sorted(done))),
         )
@@ -175,11 +181,13 @@ def build_validation_assets(parts: PipelinePartitions) -> list[dg.AssetsDefiniti
         trainer = _trainer(context, s, store, database, stage)
         seed = trainer.seeds(1)[0]
         ids, trained_now = [], 0
-        for study in ("fidelity", "dual"):
-            for _, mixture in _mixtures(design, study):
+        runs = [(study, pid, mixture) for study in ("fidelity", "dual") for pid, mixture in _mixtures(design, study)]
+        with Progress(len(runs), "reference runs", log=context.log.info, unit="run") as progress:
+            for study, pid, mixture in runs:
                 run_id, worked = trainer.ensure(mixture, seed, study)
                 ids.append(run_id)
                 trained_now += worked
+                progress.advance(mixture=pid, trained_now=trained_now)
         return dg.MaterializeResult(
             metadata={
                 "reference_runs": dg.MetadataValue.int(len(ids)),
@@ -193,7 +201,9 @@ def build_validation_assets(parts: PipelinePartitions) -> list[dg.AssetsDefiniti
         **common,
         deps=["validation_proxies", "reference_models"],
         kinds={"duckdb"},
-        check_specs=[dg.AssetCheckSpec(RANK_FIDELITY_CHECK, asset="proxy_fidelity")],
+        check_specs=[
+            dg.AssetCheckSpec(RANK_FIDELITY_CHECK, asset="proxy_fidelity", description=RANK_FIDELITY_CHECK_DESCRIPTION)
+        ],
     )
     def proxy_fidelity(
         context: dg.AssetExecutionContext,
@@ -202,7 +212,7 @@ def build_validation_assets(parts: PipelinePartitions) -> list[dg.AssetsDefiniti
         database: EvaluationDatabase,
     ):
         """Spearman ρ (overall and per capability), capability recovery, rank-rank plot and the
-        dual-capability curve; the check warns when overall ρ is below ``validation.min_spearman``."""
+        dual-capability curve; the check fails (ERROR) when overall ρ is below ``validation.min_spearman``."""
         s = settings.get()
         stage = context.partition_key
         design = store.get_json(design_key(stage))
@@ -271,23 +281,28 @@ def build_validation_assets(parts: PipelinePartitions) -> list[dg.AssetsDefiniti
         passed = bool(np.isfinite(rho) and rho >= threshold)
         yield dg.MaterializeResult(
             metadata={
-                "overall_spearman": dg.MetadataValue.float(float(rho)),
-                "overall_recovery": dg.MetadataValue.float(float(report.overall_recovery)),
+                "overall_spearman": number(rho),
+                "overall_recovery": number(report.overall_recovery),
+                "rank_fidelity_plot": image(rank_plot, "rank fidelity"),
+                "dual_capability_plot": image(dual_plot, "dual capability"),
                 "fidelity": dg.MetadataValue.md(report.markdown()),
-                "mixtures": dg.MetadataValue.md(_md_table(rows)),
-                "dual_spearman": dg.MetadataValue.json({k: float(v) for k, v in dual_rho.items()}),
-                "heldout_spearman": dg.MetadataValue.json({k: float(v) for k, v in heldout_rho.items()}),
-                "rank_plot": dg.MetadataValue.path(str(rank_plot)),
-                "dual_plot": dg.MetadataValue.path(str(dual_plot)),
+                "mixtures": table(rows),
+                "by_capability": table(pd.DataFrame(
+                    [{"capability": c, "spearman": report.spearman[c], "recovery": report.recovery[c],
+                      "dual_spearman": dual_rho.get(c, float("nan"))} for c in caps]
+                    + [{"capability": k, "spearman": v} for k, v in heldout_rho.items()]
+                )),
+                "rank_plot_path": dg.MetadataValue.path(str(rank_plot)),
+                "dual_plot_path": dg.MetadataValue.path(str(dual_plot)),
             },
             data_version=dg.DataVersion(layout.content_version(result)),
         )
         yield dg.AssetCheckResult(
             check_name=RANK_FIDELITY_CHECK,
             passed=passed,
-            severity=dg.AssetCheckSeverity.WARN,
+            severity=dg.AssetCheckSeverity.ERROR,
             description=f"overall Spearman ρ {rho:.3f} vs threshold {threshold:.2f} over {report.n} mixtures",
-            metadata={"overall_spearman": float(rho), "threshold": float(threshold)},
+            metadata={"overall_spearman": number(rho), "threshold": number(threshold)},
         )
 
     @dg.asset(**common, deps=["reference_models"], kinds={"pytorch", "lightgbm"})
@@ -346,11 +361,13 @@ def build_validation_assets(parts: PipelinePartitions) -> list[dg.AssetsDefiniti
         arm_table = pd.DataFrame([{"arm": a, **m.as_dict()} for a, m in arms.items()])
         return dg.MaterializeResult(
             metadata={
-                "arms": dg.MetadataValue.md(_md_table(arm_table)),
-                "scores": dg.MetadataValue.md(pd.DataFrame(result["summary"]).to_markdown(index=False, floatfmt=".4f")),
+                "arms": table(arm_table),
+                "scores": table(pd.DataFrame(result["summary"])),
                 "objective": objective.describe(),
-                "chosen_minus": dg.MetadataValue.json(result["chosen_minus"]),
-                "seed_noise": dg.MetadataValue.float(float(result["seed_noise"])),
+                "chosen_minus": dg.MetadataValue.json(
+                    {a: {"mean": round(v["mean"], 4), "per_seed": [round(x, 4) for x in v["per_seed"]]}
+                     for a, v in result["chosen_minus"].items()}),
+                "seed_noise": number(float(result["seed_noise"])),
                 "chosen_beats_every_baseline": dg.MetadataValue.bool(result["chosen_beats_every_baseline"]),
             },
             data_version=dg.DataVersion(layout.content_version(result)),
@@ -375,7 +392,11 @@ def build_validation_assets(parts: PipelinePartitions) -> list[dg.AssetsDefiniti
         return dg.MaterializeResult(
             metadata={
                 "task_vectors": dg.MetadataValue.md(diag.markdown()),
-                **{f"relative_update_{d}": dg.MetadataValue.float(v) for d, v in diag.relative_update.items()},
+                "cosine": table(pd.DataFrame(
+                    {"domain": list(diag.domains), **{d: diag.cosine[:, i] for i, d in enumerate(diag.domains)},
+                     "relative_update": [diag.relative_update[d] for d in diag.domains]}
+                )),
+                **{f"relative_update_{d}": number(v) for d, v in diag.relative_update.items()},
             },
             data_version=dg.DataVersion(layout.content_version(result)),
         )

@@ -2,39 +2,48 @@
 
 Design (measured, see docs/data.md):
 
-- Tasks are resolved once per :class:`Evaluator`: each YAML is read with lm-eval's own loader, its
-  relative ``dataset_kwargs.data_files`` are made absolute (relative to the YAML file), and one
-  ``lm_eval.api.task.ConfigurableTask`` per task is built, which loads its data with
-  ``datasets.load_dataset("json", ...)`` from local files. The Task objects (with their datasets) are
-  reused by every :meth:`Evaluator.evaluate` call.
-- Each call wraps the *current* model in a fresh ``HFLM`` and runs ``lm_eval.evaluator.evaluate``
-  with request caching off, so no answer can come from a cache: ``build_all_requests`` rebuilds the
-  requests (prompts only, no model outputs) and every log-likelihood is computed by a forward pass
-  of the model as it is now. In-place weight changes are therefore always reflected. The only thing
-  kept across calls besides the tasks is the prompts' *token ids*, keyed by a hash of the whole fast
-  tokenizer (so a different tokenizer never reuses them); it saves ~0.5 s a call.
-- Nothing reaches the network: the Hugging Face offline switches are set before ``datasets`` /
-  ``lm_eval`` are imported and again on their config modules after import (in case something imported
-  them earlier).
+- Tasks are found the way lm-eval users find theirs: ``TaskManager(include_path=tasks_dir)`` indexes the
+  YAML folder. Each task's YAML is read with lm-eval's loader, its relative ``dataset_kwargs.data_files``
+  are made absolute (relative to the YAML file, so any working directory works), and the task is built by
+  ``TaskManager.load``, which loads its data with ``datasets.load_dataset("json", ...)`` from local files.
+  The Task objects (with their datasets) are reused by every :meth:`Evaluator.evaluate` call.
+- Each call wraps the *current* model in a fresh ``HFLM`` and runs ``lm_eval.evaluator.evaluate`` (the
+  public entry point ``simple_evaluate`` also uses) with request caching off, so every log-likelihood is
+  computed by a forward pass of the model as it is now: in-place weight changes are always reflected.
+  The only thing kept across calls besides the tasks is the prompts' *token ids*, keyed by a hash of the
+  whole fast tokenizer (so a different tokenizer never reuses them); it saves ~0.5 s a call.
+  ``simple_evaluate`` itself is not called per candidate: it reseeds the global RNGs and collects
+  environment info (subprocesses, a hub request) on every call.
+- With ``results_path`` a call writes lm-eval's results JSON (``results``, ``configs``, ``versions``,
+  ``n-shot``, ``n-samples``, plus a ``config`` block), so a candidate can be compared with a user's own
+  ``lm_eval`` run of the same tasks.
+- Offline mode is the caller's choice (``model.offline`` in the settings, ``core.hub.set_offline``);
+  ``Evaluator(offline=True)`` applies it before ``datasets`` / ``lm_eval`` are imported.
+- lm-eval warnings that repeat for every request (e.g. "Truncating N tokens from the left" when prompts are
+  longer than the model's context) are printed once per kind and counted: :meth:`Evaluator.warning_summary`.
 """
 
 from __future__ import annotations
 
 import os
 
-for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
-    os.environ[_var] = "1"
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import copy  # noqa: E402
+import json  # noqa: E402
 import logging  # noqa: E402
 import math  # noqa: E402
+import re  # noqa: E402
+import time  # noqa: E402
+from collections import Counter  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Any, Sequence  # noqa: E402
+from typing import Any, Callable, Sequence  # noqa: E402
 
 from .errors import ConfigError, MissingTaskError  # noqa: E402
+from .hub import set_offline  # noqa: E402
+from .progress import Progress  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -67,32 +76,49 @@ def default_tasks_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "tasks"
 
 
-class _DropPretrainedWarning(logging.Filter):
+_IGNORED_WARNINGS = ("model kwarg is not of type `str`", "Passed an already-initialized model")
+
+
+def warning_kind(message: str) -> str:
+    """The message with its numbers blanked: every "Truncating 12 tokens" is one kind."""
+    return re.sub(r"\d+", "#", message)
+
+
+class _RepeatedWarnings(logging.Filter):
+    """Lets the first lm-eval warning of each kind through, counts the repeats instead of printing them."""
+
+    def __init__(self, counts: Counter) -> None:
+        super().__init__()
+        self.counts = counts
+
     def filter(self, record: logging.LogRecord) -> bool:
-        msg = record.getMessage()
-        return "model kwarg is not of type `str`" not in msg and "Passed an already-initialized model" not in msg
+        message = record.getMessage()
+        if any(text in message for text in _IGNORED_WARNINGS):
+            return False
+        if record.levelno < logging.WARNING:
+            return True
+        kind = warning_kind(message)
+        self.counts[kind] += 1
+        if self.counts[kind] > 1:
+            return False
+        record.msg, record.args = f"{message} [repeats of this lm-eval warning are counted, not printed]", None
+        return True
 
 
 _LM_EVAL_READY = False
 
 
-def _offline_lm_eval():
-    """Import lm_eval / datasets offline and quiet; returns ``(evaluator_module, HFLM, ConfigurableTask)``."""
+def _lm_eval():
+    """Import lm_eval quietly (no per-task tqdm bars); returns ``(evaluator_module, HFLM, TaskManager)``."""
     global _LM_EVAL_READY
     import datasets
-    import huggingface_hub.constants as hub_constants
     import lm_eval.evaluator as lm_evaluator
-    from lm_eval.api.task import ConfigurableTask
     from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
 
     if not _LM_EVAL_READY:
-        hub_constants.HF_HUB_OFFLINE = True
-        datasets.config.HF_HUB_OFFLINE = True
-        if hasattr(datasets.config, "HF_DATASETS_OFFLINE"):
-            datasets.config.HF_DATASETS_OFFLINE = True
-        logging.getLogger("lm_eval").setLevel(logging.WARNING)
-        logging.getLogger("lm_eval.models.huggingface").addFilter(_DropPretrainedWarning())
         datasets.disable_progress_bars()
+        datasets.logging.set_verbosity_error()
         # build_all_requests draws a tqdm bar per task per call; lm-eval offers no switch for it.
         import functools
 
@@ -100,9 +126,13 @@ def _offline_lm_eval():
         import tqdm
 
         lm_task.tqdm = functools.partial(tqdm.tqdm, disable=True)
-        datasets.logging.set_verbosity_error()
         _LM_EVAL_READY = True
-    return lm_evaluator, HFLM, ConfigurableTask
+    return lm_evaluator, HFLM, TaskManager
+
+
+def _lm_eval_loggers() -> list[logging.Logger]:
+    names = [n for n in logging.Logger.manager.loggerDict if n == "lm_eval" or n.startswith("lm_eval.")]
+    return [logging.getLogger(n) for n in names]
 
 
 def _load_yaml(path: Path, resolve_func: bool) -> dict[str, Any]:
@@ -139,19 +169,13 @@ def _absolute_data_files(cfg: dict[str, Any], base: Path) -> dict[str, Any]:
     return cfg
 
 
-def _index_tasks(tasks_dir: Path) -> dict[str, Path]:
-    """``{task name: yaml path}`` of every task YAML under ``tasks_dir`` (first one wins, sorted order)."""
+def _index_tasks(task_manager, tasks_dir: Path) -> dict[str, Path]:
+    """``{task name: yaml path}`` of the tasks lm-eval's ``TaskManager`` found under ``tasks_dir``."""
     index: dict[str, Path] = {}
-    if not tasks_dir.is_dir():
-        return index
-    for path in sorted(tasks_dir.rglob("*.yaml")) + sorted(tasks_dir.rglob("*.yml")):
-        try:
-            cfg = _load_yaml(path, resolve_func=False)
-        except Exception:
-            continue
-        name = cfg.get("task") if isinstance(cfg, dict) else None
-        if isinstance(name, str) and name not in index:
-            index[name] = path
+    for name, entry in task_manager.task_index.items():
+        path = getattr(entry, "yaml_path", None)
+        if path is not None and Path(path).resolve().is_relative_to(tasks_dir.resolve()):
+            index[name] = Path(path)
     return index
 
 
@@ -164,6 +188,7 @@ class Evaluator:
         tasks_dir: Path | None = None,
         batch_size: int = 64,
         limit: int | None = None,
+        offline: bool | None = None,
     ) -> None:
         if not tasks:
             raise ConfigError("at least one evaluation task is needed")
@@ -174,20 +199,27 @@ class Evaluator:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
         if limit is not None and limit < 1:
             raise ConfigError(f"limit must be >= 1 or None, got {limit}")
+        if offline is not None:
+            set_offline(offline)
         self.tasks = tuple(tasks)
         self.tasks_dir = Path(tasks_dir) if tasks_dir is not None else default_tasks_dir()
         self.batch_size = int(batch_size)
         self.limit = limit
+        self.warning_counts: Counter = Counter()
         self._encodings: dict[str, dict] = {}
 
-        index = _index_tasks(self.tasks_dir)
+        _, _, TaskManager = _lm_eval()
+        if self.tasks_dir.is_dir():
+            self.task_manager = TaskManager(include_path=str(self.tasks_dir), include_defaults=False)
+            index = _index_tasks(self.task_manager, self.tasks_dir)
+        else:
+            self.task_manager, index = None, {}
         for spec in self.tasks:
             if spec.name not in index:
                 raise MissingTaskError(
                     f"evaluation task {spec.name!r} not found: no YAML with `task: {spec.name}` under "
                     f"{self.tasks_dir} (found: {sorted(index) or 'none'})"
                 )
-        _, _, ConfigurableTask = _offline_lm_eval()
         self._task_objects: dict[str, Any] = {}
         self.configs: dict[str, dict[str, Any]] = {}
         for spec in self.tasks:
@@ -204,7 +236,7 @@ class Evaluator:
                     raise MissingTaskError(f"data file of task {spec.name!r} not found: {f} (from {path})")
             self.configs[spec.name] = cfg
             try:
-                self._task_objects[spec.name] = ConfigurableTask(config=copy.deepcopy(cfg))
+                self._task_objects[spec.name] = self.task_manager.load([copy.deepcopy(cfg)])["tasks"][spec.name]
             except Exception as exc:
                 raise MissingTaskError(f"task {spec.name!r} from {path} cannot be loaded: {exc}") from exc
 
@@ -231,9 +263,21 @@ class Evaluator:
         self._encodings[key] = cache  # most recently used last
         return cache
 
-    def evaluate(self, model, tokenizer) -> list[BenchmarkScore]:
-        """One score per task (its metric), computed by lm-eval from fresh forward passes of ``model``."""
-        lm_evaluator, HFLM, _ = _offline_lm_eval()
+    def evaluate(
+        self,
+        model,
+        tokenizer,
+        results_path: Path | None = None,
+        model_name: str = "",
+        progress_log: Callable[[str], None] | None = None,
+    ) -> list[BenchmarkScore]:
+        """One score per task (its metric), computed by lm-eval from fresh forward passes of ``model``.
+
+        ``results_path``: write lm-eval's results JSON there (named ``model_name`` in its ``config``).
+        ``progress_log``: evaluate task by task and report "tasks i/N, rate, ETA" lines to it (worth it when
+        one evaluation takes minutes; otherwise all tasks go to lm-eval in one call, batched together).
+        """
+        lm_evaluator, HFLM, _ = _lm_eval()
 
         encodings = self._encoding_cache(tokenizer)
 
@@ -252,18 +296,36 @@ class Evaluator:
                 return list(ids)
 
         was_training = getattr(model, "training", False)
+        repeated = _RepeatedWarnings(self.warning_counts)
+        loggers = _lm_eval_loggers()
+        for logger in loggers:
+            logger.addFilter(repeated)
+        started = time.time()
         lm = _QuietHFLM(pretrained=model, tokenizer=tokenizer, batch_size=self.batch_size)
-        try:
-            out = lm_evaluator.evaluate(
+
+        def run(names: list[str]) -> dict:
+            return lm_evaluator.evaluate(
                 lm=lm,
-                task_dict=dict(self._task_objects),
+                task_dict={"tasks": {n: self._task_objects[n] for n in names}, "groups": {}, "group_map": {}},
                 limit=self.limit,
                 cache_requests=False,
                 bootstrap_iters=100,  # only used for non-mean metrics; acc/acc_norm stderr is analytic
                 log_samples=False,
-                verbosity="ERROR",
-            )
+            ) or {}
+
+        try:
+            if progress_log is None:
+                out = run(list(self._task_objects))
+            else:
+                out = {}
+                with Progress(len(self.tasks), "tasks", log=progress_log, unit="task", terminal=False) as progress:
+                    for spec in self.tasks:
+                        for section, value in run([spec.name]).items():
+                            out[section] = {**out[section], **value} if isinstance(value, dict) and section in out else value
+                        progress.advance(task=spec.name)
         finally:
+            for logger in loggers:
+                logger.removeFilter(repeated)
             if was_training:
                 model.train()
         results = (out or {}).get("results", {})
@@ -276,7 +338,37 @@ class Evaluator:
             stderr = row.get(f"{spec.metric}_stderr,none")
             stderr = float(stderr) if isinstance(stderr, (int, float)) and math.isfinite(stderr) else None
             scores.append(BenchmarkScore(spec.name, spec.metric, float(row[key]), spec.capability, stderr))
+        if results_path is not None:
+            self.write_results(out, Path(results_path), model_name or type(model).__name__, started)
         return scores
+
+    def write_results(self, out: dict, path: Path, model_name: str, started: float) -> Path:
+        """lm-eval's results JSON, serialized as lm-eval's own tracker does, with a ``config`` block."""
+        from importlib.metadata import version
+
+        from lm_eval.utils import handle_non_serializable
+
+        payload = dict(out)
+        payload["config"] = {
+            "model": model_name,
+            "model_args": "in-memory HFLM (mergemix)",
+            "batch_size": self.batch_size,
+            "limit": self.limit,
+            "bootstrap_iters": 100,
+            "tasks_dir": str(self.tasks_dir),
+            "lm_eval_version": version("lm_eval"),
+        }
+        payload["date"] = started
+        payload["total_evaluation_time_seconds"] = str(time.time() - started)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(payload, indent=2, default=handle_non_serializable, ensure_ascii=False))
+        tmp.replace(path)
+        return path
+
+    def warning_summary(self) -> list[str]:
+        """One line per kind of lm-eval warning seen so far by this evaluator, with its count."""
+        return [f"lm-eval warned {n}x: {kind}" for kind, n in self.warning_counts.most_common()]
 
 
 def _data_file_paths(cfg: dict[str, Any]) -> list[str]:
@@ -290,4 +382,4 @@ def _data_file_paths(cfg: dict[str, Any]) -> list[str]:
     return [f for f in files if "://" not in f]
 
 
-__all__ = ["TaskSpec", "BenchmarkScore", "DEFAULT_TASKS", "HELDOUT_TASKS", "default_tasks_dir", "Evaluator"]
+__all__ = ["TaskSpec", "BenchmarkScore", "DEFAULT_TASKS", "HELDOUT_TASKS", "default_tasks_dir", "Evaluator", "warning_kind"]
