@@ -12,6 +12,7 @@ import dagster as dg
 import pandas as pd
 
 from ..core.mixture import Mixture
+from ..core.progress import Progress
 from ..core.scores import capability_means
 from ..partitions import PipelinePartitions
 from ..resources import CheckpointStore, EvaluationDatabase
@@ -20,7 +21,7 @@ from ..settings import Settings
 from . import layout
 from .loading import configured_rows
 from .metadata import number, table
-from .proxies import open_proxy_scorer, score_rows
+from .proxies import lm_eval_results_path, open_proxy_scorer, score_rows
 
 EVALUATIONS_CODE_VERSION = "1"
 BASE_CANDIDATE_ID = "base"
@@ -110,17 +111,19 @@ def build_evaluation_assets(parts: PipelinePartitions) -> list[dg.AssetsDefiniti
             scorer = open_proxy_scorer(store, stage, s)
             if need_base:
                 zero = {d: 0.0 for d in s.domain_names}
-                database.upsert_evaluations(
-                    score_rows(stage, BASE_CANDIDATE_ID, "base", zero, scorer.score_base(), base_fp)
-                )
+                base_scores = scorer.score_base(results_path=lm_eval_results_path(s, stage, BASE_CANDIDATE_ID))
+                database.upsert_evaluations(score_rows(stage, BASE_CANDIDATE_ID, "base", zero, base_scores, base_fp))
+            progress = Progress(len(todo), "candidates", log=context.log.info, unit="candidate")
             for c in todo:
                 start = time.perf_counter()
-                scores = scorer.score(Mixture.from_dict(c["alpha"], s.domain_names))
+                scores = scorer.score(Mixture.from_dict(c["alpha"], s.domain_names),
+                                      results_path=lm_eval_results_path(s, stage, c["candidate_id"]))
                 database.upsert_evaluations(
                     score_rows(stage, c["candidate_id"], "seed", c["alpha"], scores, c["fingerprint"])
                 )
                 seconds.append(time.perf_counter() - start)
-                context.log.info(
+                progress.advance(candidate=c["candidate_id"])
+                context.log.debug(
                     f"{c['candidate_id']} {Mixture.from_dict(c['alpha'], s.domain_names).label()}: "
                     + ", ".join(f"{x.task}={x.value:.3f}" for x in scores)
                 )

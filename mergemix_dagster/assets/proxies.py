@@ -24,22 +24,17 @@ from .loading import base_checkpoint, expert_checkpoint_dir
 
 def evaluation_fingerprints(s: Settings, heldout: bool = False) -> dict[str, str]:
     """task -> hash of its YAML and data files' bytes, its metric and ``evaluation.limit``."""
-    from ..core.evaluate import _absolute_data_files, _data_file_paths, _index_tasks, _load_yaml
+    from ..core.evaluate import task_file_contents, task_yaml_paths
 
     tasks_dir = Path(s.evaluation.tasks_dir) if s.evaluation.tasks_dir else default_tasks_dir()
-    index = _index_tasks(tasks_dir)
+    index = task_yaml_paths(tasks_dir)
     out = {}
     for t in list(s.evaluation.tasks) + (list(s.validation.heldout_tasks) if heldout else []):
         h = hashlib.sha256(repr((t.name, t.metric, s.evaluation.limit)).encode())
         path = index.get(t.name)
         if path is not None:
-            h.update(path.read_bytes())
-            for sibling in sorted(path.parent.glob("*.py")):  # `!function` metrics live next to the YAML
-                h.update(sibling.read_bytes())
-            cfg = _absolute_data_files(_load_yaml(path, resolve_func=False), path.parent)
-            for f in _data_file_paths(cfg):
-                if Path(f).is_file():
-                    h.update(Path(f).read_bytes())
+            for blob in task_file_contents(path):
+                h.update(blob)
         out[t.name] = h.hexdigest()[:16]
     return out
 
@@ -58,10 +53,10 @@ class IdentifiedEvaluator(Evaluator):
         super().__init__(*args, **kwargs)
         self.fingerprints = dict(fingerprints)
 
-    def evaluate(self, model, tokenizer) -> list[BenchmarkScore]:
+    def evaluate(self, model, tokenizer, **kwargs) -> list[BenchmarkScore]:
         return [
             IdentifiedScore(**asdict(sc), evaluation_fingerprint=self.fingerprints.get(sc.task, ""))
-            for sc in super().evaluate(model, tokenizer)
+            for sc in super().evaluate(model, tokenizer, **kwargs)
         ]
 
 

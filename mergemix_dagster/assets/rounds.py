@@ -7,12 +7,12 @@ proposals and scores only what is missing; a rerun with unchanged inputs scores 
 """
 
 
-import time
 
 import dagster as dg
 import numpy as np
 
 from ..core.mixture import Mixture
+from ..core.progress import Progress
 from ..core.rounds import best_measured, propose_round
 from ..partitions import PipelinePartitions
 from ..resources import CheckpointStore, EvaluationDatabase
@@ -20,7 +20,7 @@ from ..resources.settings import PipelineSettings
 from . import layout
 from .candidates import candidate_fingerprint
 from .evaluations import finished_fingerprints
-from .proxies import open_proxy_scorer, score_rows
+from .proxies import lm_eval_results_path, open_proxy_scorer, score_rows
 from .searching import (
     available_tokens,
     base_scores,
@@ -96,18 +96,17 @@ def build_round_assets(parts: PipelinePartitions) -> list[dg.AssetsDefinition]:
             done = finished_fingerprints(database, stage, s)
             todo = [c for c in stored["candidates"] if done.get(c["candidate_id"]) != c["fingerprint"]]
             context.log.info(f"round {r}: {len(stored['candidates'])} proposals, {len(todo)} to score")
-            start = time.perf_counter()
-            for i, c in enumerate(todo, start=1):
+            progress = Progress(len(todo), f"round {r} candidates", log=context.log.info, unit="candidate")
+            for c in todo:
                 if scorer is None:
                     scorer = open_proxy_scorer(store, stage, s)
-                scores = scorer.score(Mixture.from_dict(c["alpha"], s.domain_names))
+                scores = scorer.score(Mixture.from_dict(c["alpha"], s.domain_names),
+                                      results_path=lm_eval_results_path(s, stage, c["candidate_id"]))
                 database.upsert_evaluations(
                     score_rows(stage, c["candidate_id"], round_kind(r), c["alpha"], scores, c["fingerprint"])
                 )
                 scored_now += 1
-                elapsed = time.perf_counter() - start
-                context.log.info(f"round {r}: scored {i}/{len(todo)} ({elapsed / i:.1f} s each, "
-                                 f"ETA {elapsed / i * (len(todo) - i):.0f} s)")
+                progress.advance(candidate=c["candidate_id"])
             after = measured_table(s, store, database, stage, r)
             after_values = table_objective(after, objective, scale)
             # the predicted optimum was proposed first, unless a measured mixture already sat on it

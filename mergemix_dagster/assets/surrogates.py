@@ -57,7 +57,11 @@ def build_surrogate_assets(parts: PipelinePartitions) -> list[dg.AssetsDefinitio
         code_version=SURROGATES_CODE_VERSION,
         deps=["candidate_evaluations"],
         kinds={"lightgbm"},
-        check_specs=[dg.AssetCheckSpec(SURROGATE_CV_CHECK, asset="capability_surrogates")],
+        check_specs=[dg.AssetCheckSpec(
+            SURROGATE_CV_CHECK, asset="capability_surrogates",
+            description="Every capability's regressor ranks held-out candidates: out-of-fold Spearman ρ ≥ "
+            "validation.min_surrogate_cv_spearman. A failure means the search trusts a regressor that cannot rank.",
+        )],
     )
     def capability_surrogates(
         context: dg.AssetExecutionContext,

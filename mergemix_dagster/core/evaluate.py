@@ -179,6 +179,25 @@ def _index_tasks(task_manager, tasks_dir: Path) -> dict[str, Path]:
     return index
 
 
+def task_yaml_paths(tasks_dir: Path) -> dict[str, Path]:
+    """``{task name: yaml path}`` of the lm-eval tasks under ``tasks_dir`` (empty when it is not a folder)."""
+    tasks_dir = Path(tasks_dir)
+    if not tasks_dir.is_dir():
+        return {}
+    _, _, TaskManager = _lm_eval()
+    return _index_tasks(TaskManager(include_path=str(tasks_dir), include_defaults=False), tasks_dir)
+
+
+def task_file_contents(path: Path) -> list[bytes]:
+    """The bytes that decide a task's results: its YAML, the ``!function`` modules beside it, its data files."""
+    path = Path(path)
+    parts = [path.read_bytes()]
+    parts += [sibling.read_bytes() for sibling in sorted(path.parent.glob("*.py"))]
+    cfg = _absolute_data_files(_load_yaml(path, resolve_func=False), path.parent)
+    parts += [Path(f).read_bytes() for f in _data_file_paths(cfg) if Path(f).is_file()]
+    return parts
+
+
 class Evaluator:
     """Scores an in-memory causal LM on a fixed list of lm-eval tasks; build once, call many times."""
 
