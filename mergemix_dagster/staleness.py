@@ -7,6 +7,13 @@ corpus → expert ← stage base; experts → candidates → evaluations → sur
 
 The plan for a stage is the *first* layer with work to do; the sensor then chains the next layer once
 those runs finish (a Dagster run cannot mix partitions definitions, so one run per layer and partition).
+
+Why private Dagster APIs, and only here: a partition's stale status (the "Stale" badge of the UI) is exposed
+only through ``CachingStaleStatusResolver`` and ``AssetGraphView`` in ``dagster._core``; the public API
+gives materializations and data versions but not the resolved status. Rather than recompute Dagster's rule
+ourselves (and disagree with the UI), this module — and no other — imports those internals, in
+``_resolver`` and ``_direct``. Replacing the chaining with a native asset backfill (issue 12) would remove
+them; a Dagster upgrade that moves them breaks only this module, and tests/test_stages.py says so at once.
 """
 
 from __future__ import annotations
