@@ -7,14 +7,13 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 
-from ..core.scores import capability_table
 from ..core.surrogate import CapabilitySurrogates
 from ..partitions import PipelinePartitions
 from ..resources import CheckpointStore, EvaluationDatabase
 from ..resources.settings import PipelineSettings
 from ..settings import Settings
 from . import layout
-from .loading import configured_rows
+from .searching import measured_table
 
 SURROGATES_CODE_VERSION = "1"
 SURROGATE_CV_CHECK = "surrogate_cv_quality"
@@ -41,15 +40,6 @@ def cv_check(s: Settings, surrogates: CapabilitySurrogates) -> dg.AssetCheckResu
     )
 
 
-def seed_table(s: Settings, store: CheckpointStore, database: EvaluationDatabase, stage: str):
-    """The capability table of the current seed candidates of ``stage`` (stale rows are ignored)."""
-    design = store.get_json(layout.candidates_key(stage))
-    current = {c["candidate_id"]: c["fingerprint"] for c in design["candidates"]}
-    rows = configured_rows(database.evaluations(stage), s)
-    rows = rows[(rows["kind"] == "seed") & (rows["candidate_id"].map(current) == rows["model_fingerprint"])]
-    return capability_table(rows, s.domain_names, s.capabilities)
-
-
 def build_surrogate_assets(parts: PipelinePartitions) -> list[dg.AssetsDefinition]:
     @dg.asset(
         partitions_def=parts.stage,
@@ -72,7 +62,7 @@ def build_surrogate_assets(parts: PipelinePartitions) -> list[dg.AssetsDefinitio
         """Fit f_m: α -> y_m per capability, with out-of-fold R² and Spearman ρ as quality."""
         s = settings.get()
         stage = context.partition_key
-        table = seed_table(s, store, database, stage)
+        table = measured_table(s, store, database, stage, 0)  # the seed design; rounds refit later
         surrogates = CapabilitySurrogates.fit(
             s.domain_names, table.alphas, table.scores, seed=s.search.seed, cv_folds=s.search.cv_folds
         )
