@@ -74,6 +74,12 @@ def _print_mixture(settings, stage: str, dagster_home: str = "") -> None:
     r0 = rows.iloc[0]
     print(f"  predicted utility {r0['predicted_utility']:.3f}, verified utility {r0['verified_utility']:.3f}")
     store = CheckpointStore(root=settings.store_uri)
+    key = f"stages/{stage}/mixture.json"
+    details = store.get_json(key) if store.exists(key) else {}
+    if details.get("degenerate"):
+        print(f"  WARNING degenerate mixture: {details['degenerate']}")
+    for cap, reason in (details.get("not_optimized") or {}).items():
+        print(f"  NOTE {cap} is not optimized: {reason}")
     print(f"\nmixture.json:  {store.uri(f'stages/{stage}/mixture.json')}")
     print(f"DuckDB:        {settings.database_path}  (tables: evaluations, chosen_mixture, training_runs)")
     home = dagster_home or os.environ.get("DAGSTER_HOME", "")

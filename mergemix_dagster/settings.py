@@ -196,6 +196,11 @@ class ObjectiveSettings(_Strict):
     prior: Literal["tokens", "uniform"] | dict[str, float] = Field(
         "tokens", description="tokens: the corpora's natural token shares; uniform; or {domain: weight}"
     )
+    min_spread_in_noise: float = Field(
+        1.0, ge=0.0,
+        description="capabilities the seed design moves by less than this many standard errors of their "
+        "benchmark (lm-eval's stderr on the base) are reported but not optimized; 0: optimize every one",
+    )
 
 
 class SearchSettings(_Strict):

@@ -158,3 +158,24 @@ def test_waits_for_a_short_lock(tmp_path):
         assert db.upsert_evaluations(_rows()) == 4
     finally:
         holder.wait(timeout=30)
+
+
+def test_stderr_round_trips_and_older_files_gain_the_column(tmp_path):
+    import duckdb
+
+    path = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(path))  # a file from before the stderr column
+    con.execute("CREATE TABLE evaluations (stage VARCHAR NOT NULL, candidate_id VARCHAR NOT NULL, kind VARCHAR, "
+                "alpha MAP(VARCHAR, DOUBLE), task VARCHAR NOT NULL, metric VARCHAR NOT NULL, value DOUBLE, "
+                "capability VARCHAR, model_fingerprint VARCHAR, evaluated_at TIMESTAMP, "
+                "PRIMARY KEY (stage, candidate_id, task, metric))")
+    con.close()
+    db = EvaluationDatabase(path=str(path))
+    rows = _rows(0.5)
+    rows["stderr"] = [0.01, float("nan"), None, 0.02]
+    db.upsert_evaluations(rows)
+    got = db.evaluations().sort_values(["candidate_id", "task"])
+    assert got["stderr"].iloc[0] == pytest.approx(0.01) and got["stderr"].iloc[3] == pytest.approx(0.02)
+    assert got["stderr"].iloc[1:3].isna().all()  # NaN and missing are stored as NULL, never as a number
+    db.upsert_evaluations(_rows(0.6))  # rows without stderr (older callers) still insert
+    assert db.evaluations()["stderr"].isna().all() and (db.evaluations()["value"] == 0.6).all()

@@ -12,7 +12,9 @@ from mergemix_dagster.core.errors import ConfigError
 from mergemix_dagster.core.mixture import Mixture
 from mergemix_dagster.core.constraints import build_constraints
 from mergemix_dagster.core.errors import InfeasibleConstraintsError, InfeasibleObjectiveError
-from mergemix_dagster.core.objective import Objective, ScoreScale, fit_score_scale, objective_values
+from mergemix_dagster.core.objective import (
+    Objective, ScoreScale, fit_score_scale, objective_values, resolve_targets,
+)
 from mergemix_dagster.core.search import maximize_on_simplex, search_mixture
 
 DOMAINS = ("math", "code", "sft", "general")
@@ -156,6 +158,31 @@ def test_objective_weighting_scaling_floors_and_directions():
         objective_values(scores, Objective({"a": -1.0}), scale)
     with pytest.raises(ConfigError, match="prior"):
         Objective(kl_weight=0.1)
+
+
+def test_targets_within_noise_are_excluded_so_noise_cannot_decide_maximin():
+    # "lang" moves by 0.02 with a noise of 0.026: min–max scaling would stretch that noise to [0, 1]
+    scores = {"math": np.array([0.34, 0.68, 0.50]), "lang": np.array([0.273, 0.253, 0.265])}
+    res = resolve_targets(scores, {"math": 0.0095, "lang": 0.026}, min_spread_in_noise=1.0)
+    assert res["math"].resolved and not res["lang"].resolved
+    assert res["lang"].spread == pytest.approx(0.02) and "noise" in res["lang"].reason
+    scale = fit_score_scale(scores)
+    everything = objective_values(scores, Objective(aggregate="min"), scale)
+    assert int(np.argmax(everything)) == 2  # noise in "lang" makes the middle row the maximin pick
+    excluded = Objective(aggregate="min", excluded={"lang": res["lang"].reason})
+    np.testing.assert_allclose(objective_values(scores, excluded, scale), [0.0, 1.0, 16 / 34])
+    assert "not optimized (within noise): lang" in excluded.describe()
+    # weights naming an excluded target are dropped with it, not an error
+    weighted = Objective(weights={"math": 1.0, "lang": 3.0}, excluded={"lang": "noise"})
+    np.testing.assert_allclose(objective_values(scores, weighted, scale), [0.0, 1.0, 16 / 34])
+    # no noise estimate: kept, and it says so; threshold 0 keeps everything
+    assert resolve_targets(scores, {"math": 0.01}, 1.0)["lang"].reason.startswith("no noise estimate")
+    assert all(r.resolved for r in resolve_targets(scores, {"math": 0.01, "lang": 0.026}, 0.0).values())
+    # when nothing is resolved everything is kept (nothing else to optimize) and the reasons say why
+    none = resolve_targets(scores, {"math": 1.0, "lang": 1.0}, 1.0)
+    assert all(r.resolved and "no target is resolved" in r.reason for r in none.values())
+    with pytest.raises(ConfigError, match="every target is excluded"):
+        objective_values(scores, Objective(excluded={"math": "x", "lang": "y"}), scale)
 
 
 def test_kl_penalty_pulls_toward_the_prior():

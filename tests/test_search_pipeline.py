@@ -102,6 +102,24 @@ def test_chosen_mixture_reports_intervals_and_degeneracy(smoke_run):
     assert meta["capabilities"].value.records and meta["mixture"].value.records
 
 
+def test_capabilities_moved_less_than_their_noise_are_reported_not_optimized(smoke_run):
+    settings, _, instance, _ = smoke_run
+    db = EvaluationDatabase(path=settings.database_path)
+    base = db.query("SELECT capability, stderr FROM evaluations WHERE stage = 's0' AND kind = 'base'")
+    assert base["stderr"].notna().all() and (base["stderr"] > 0).all()  # lm-eval's stderr is kept with the base
+    mixture = CheckpointStore(root=settings.store_uri).get_json("stages/s0/mixture.json")
+    threshold = settings.search.objective.min_spread_in_noise
+    resolution = mixture["resolution"]
+    assert set(resolution) == set(settings.capabilities)
+    for c, r in resolution.items():
+        # the rule, recomputed from the stored figures (rounded to 4 digits in mixture.json)
+        if abs(r["spread"] - threshold * r["noise"]) > 1e-3:
+            assert r["optimized"] == (r["spread"] >= threshold * r["noise"]) or "no target is resolved" in r["reason"]
+        assert (c in mixture["not_optimized"]) == (not r["optimized"])
+    records = _latest(instance, "chosen_mixture", "s0").metadata["capabilities"].value.records
+    assert {r.data["capability"]: r.data["optimized"] for r in records} == {c: r["optimized"] for c, r in resolution.items()}
+
+
 def test_degenerate_mixture_is_flagged():
     from mergemix_dagster.assets.searching import degenerate, effective_domains
 

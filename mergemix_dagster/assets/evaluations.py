@@ -23,7 +23,7 @@ from .loading import configured_rows
 from .metadata import number, table
 from .proxies import lm_eval_results_path, open_proxy_scorer, score_rows
 
-EVALUATIONS_CODE_VERSION = "1"
+EVALUATIONS_CODE_VERSION = "2"  # 2: the base is scored with lm-eval's stderr (the noise of each target)
 BASE_CANDIDATE_ID = "base"
 EXPERTS_BEAT_BASE_CHECK = "experts_beat_base"
 EXPERTS_BEAT_BASE_DESCRIPTION = (
@@ -103,7 +103,8 @@ def build_evaluation_assets(parts: PipelinePartitions) -> list[dg.AssetsDefiniti
         design = store.get_json(layout.candidates_key(stage))
         done = finished_fingerprints(database, stage, s)
         todo = [c for c in design["candidates"] if done.get(c["candidate_id"]) != c["fingerprint"]]
-        base_fp = layout.content_version({"base": design["base"]})
+        # "stderr": base rows written before the noise estimate was kept are rescored once (one candidate)
+        base_fp = layout.content_version({"base": design["base"], "stderr": 1})
         need_base = done.get(BASE_CANDIDATE_ID) != base_fp
         context.log.info(f"{len(design['candidates']) - len(todo)} candidates already scored; {len(todo)} to go")
         seconds = []
@@ -144,7 +145,8 @@ def build_evaluation_assets(parts: PipelinePartitions) -> list[dg.AssetsDefiniti
                 "database": dg.MetadataValue.path(database.path),
             },
             data_version=dg.DataVersion(
-                layout.content_version(sorted(zip(frame["candidate_id"], frame["task"], frame["value"])))
+                layout.content_version(sorted(zip(frame["candidate_id"], frame["task"], frame["value"],
+                                                  frame["stderr"].astype(object).where(frame["stderr"].notna(), None))))
             ),
             check_results=[experts_beat_base_result(s, gains)],
         )

@@ -35,7 +35,7 @@ from .searching import (
     fit_surrogates,
     measured_table,
     mixture_objective,
-    objective_from,
+    stage_objective,
     seed_scale,
     table_objective,
 )
@@ -73,7 +73,7 @@ def build_mixture_assets(parts: PipelinePartitions) -> list[dg.AssetsDefinition]
         design = store.get_json(layout.candidates_key(stage))
         tokens = available_tokens(design)
         base = base_scores(s, database, stage)
-        objective = objective_from(s, base, tokens)
+        objective, resolution = stage_objective(s, store, database, stage, tokens)
         constraints = constraints_from(s, tokens)
         scale = seed_scale(s, store, database, stage)
         rounds = round_history(store, stage)
@@ -149,6 +149,10 @@ def build_mixture_assets(parts: PipelinePartitions) -> list[dg.AssetsDefinition]
             "n_samples": result.n_samples,
             "effective_domains": _r(effective_domains(weights), 3),
             "degenerate": why_degenerate,
+            "not_optimized": dict(objective.excluded),
+            "resolution": {c: {"spread": _r(r.spread), "noise": None if r.noise is None else _r(r.noise),
+                               "optimized": c not in objective.excluded, "reason": r.reason}
+                           for c, r in resolution.items()},
         }
         database.upsert_chosen_mixture(stage, weights, result.predicted_objective, chosen_objective, details)
         payload = {"stage": stage, "weights": weights, "predicted_objective": result.predicted_objective,
@@ -169,6 +173,9 @@ def build_mixture_assets(parts: PipelinePartitions) -> list[dg.AssetsDefinition]
             "predicted": _r(predicted[c]),
             "interval_low": _r(intervals[c][0]) if c in intervals else None,
             "interval_high": _r(intervals[c][1]) if c in intervals else None,
+            "optimized": c not in objective.excluded,
+            "spread": _r(resolution[c].spread) if c in resolution else None,
+            "noise": _r(resolution[c].noise) if c in resolution and resolution[c].noise is not None else None,
         }) for c in caps]
         check = dg.AssetCheckResult(
             check_name=DEGENERATE_CHECK,
@@ -179,6 +186,8 @@ def build_mixture_assets(parts: PipelinePartitions) -> list[dg.AssetsDefinition]
         )
         if why_degenerate:
             context.log.warning(f"degenerate mixture: {why_degenerate}")
+        for c, reason in objective.excluded.items():
+            context.log.warning(f"capability {c} is not optimized: {reason}")
         return dg.MaterializeResult(
             metadata={
                 "mixture": dg.MetadataValue.table(rows, schema=dg.TableSchema(columns=[
@@ -187,9 +196,12 @@ def build_mixture_assets(parts: PipelinePartitions) -> list[dg.AssetsDefinition]
                 "capabilities": dg.MetadataValue.table(cap_rows, schema=dg.TableSchema(columns=[
                     dg.TableColumn("capability", "string"), dg.TableColumn("base", "float"),
                     dg.TableColumn("measured", "float"), dg.TableColumn("predicted", "float"),
-                    dg.TableColumn("interval_low", "float"), dg.TableColumn("interval_high", "float")])),
+                    dg.TableColumn("interval_low", "float"), dg.TableColumn("interval_high", "float"),
+                    dg.TableColumn("optimized", "bool"), dg.TableColumn("spread", "float"),
+                    dg.TableColumn("noise", "float")])),
                 "weights": dg.MetadataValue.json({d: _r(w) for d, w in weights.items()}),
                 "objective": objective.describe(),
+                "not_optimized": dg.MetadataValue.json(dict(objective.excluded)),
                 "chosen_from": chosen_from,
                 "predicted_objective": dg.MetadataValue.float(_r(result.predicted_objective)),
                 "verified_objective": dg.MetadataValue.float(_r(chosen_objective)),

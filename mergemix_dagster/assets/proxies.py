@@ -139,6 +139,7 @@ def score_rows(
                 "model_fingerprint": fingerprint,
                 "evaluated_at": now,
                 "evaluation_fingerprint": getattr(sc, "evaluation_fingerprint", None) or None,
+                "stderr": sc.stderr,
             }
             for sc in scores
         ]

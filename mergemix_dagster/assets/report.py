@@ -19,7 +19,7 @@ from ..resources import CheckpointStore, EvaluationDatabase
 from ..resources.settings import PipelineSettings
 from .candidates import candidate_fingerprint
 from .proxies import open_proxy_scorer, score_rows
-from .searching import available_tokens, base_scores, mixture_objective, objective_from, seed_scale
+from .searching import available_tokens, mixture_objective, seed_scale, stage_objective
 from . import layout
 from .metadata import image, table
 
@@ -82,7 +82,7 @@ def build_report_assets(parts: PipelinePartitions) -> list[dg.AssetsDefinition]:
                                candidate_fingerprint(design, old.as_dict()))
                 )
                 caps = capability_means((x.capability, x.value) for x in scores)
-                objective = objective_from(s, base_scores(s, database, stage), available_tokens(design))
+                objective, _ = stage_objective(s, store, database, stage, available_tokens(design))
                 old_utility = mixture_objective(caps, old, objective, scale)
                 row["previous_mixture_utility"] = old_utility
                 row["utility_lost_by_not_moving"] = row["verified_utility"] - old_utility

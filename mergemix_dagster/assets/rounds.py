@@ -23,11 +23,10 @@ from .evaluations import finished_fingerprints
 from .proxies import lm_eval_results_path, open_proxy_scorer, score_rows
 from .searching import (
     available_tokens,
-    base_scores,
     constraints_from,
     fit_surrogates,
     measured_table,
-    objective_from,
+    stage_objective,
     round_key,
     round_kind,
     seed_scale,
@@ -57,7 +56,7 @@ def build_round_assets(parts: PipelinePartitions) -> list[dg.AssetsDefinition]:
         stage = context.partition_key
         design = store.get_json(layout.candidates_key(stage))
         tokens = available_tokens(design)
-        objective = objective_from(s, base_scores(s, database, stage), tokens)
+        objective, _ = stage_objective(s, store, database, stage, tokens)
         constraints = constraints_from(s, tokens)
         scale = seed_scale(s, store, database, stage)
         recipe = {k: design[k] for k in ("base", "experts", "method")}

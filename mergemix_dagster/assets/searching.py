@@ -9,7 +9,7 @@ import numpy as np
 from ..core.constraints import MixtureConstraints, build_constraints
 from ..core.errors import ConfigError
 from ..core.mixture import Mixture
-from ..core.objective import Objective, ScoreScale, fit_score_scale, objective_values
+from ..core.objective import Objective, ScoreScale, TargetResolution, fit_score_scale, objective_values, resolve_targets
 from ..core.scores import CapabilityTable, capability_means, capability_table
 from ..core.surrogate import CapabilitySurrogates
 from ..resources import CheckpointStore, EvaluationDatabase
@@ -55,7 +55,42 @@ def base_scores(s: Settings, database: EvaluationDatabase, stage: str) -> dict[s
     return capability_means(zip(rows["capability"], rows["value"]))
 
 
-def objective_from(s: Settings, base: dict[str, float], tokens: dict[str, int]) -> Objective:
+def base_noise(s: Settings, database: EvaluationDatabase, stage: str) -> dict[str, float | None]:
+    """Standard error of each capability's score on the base (lm-eval's stderr of each benchmark mean,
+    combined over the capability's benchmarks as for a mean); None where a benchmark reports none."""
+    rows = configured_rows(database.evaluations(stage), s)
+    rows = rows[rows["kind"] == BASE_KIND]
+    out: dict[str, float | None] = {}
+    for cap, group in rows.groupby("capability"):
+        se = group["stderr"].to_numpy(dtype=float)
+        out[str(cap)] = None if not len(se) or np.isnan(se).any() else float(np.sqrt((se ** 2).sum()) / len(se))
+    return out
+
+
+def target_resolution(
+    s: Settings, store: CheckpointStore, database: EvaluationDatabase, stage: str
+) -> dict[str, TargetResolution]:
+    """How far the seed design (and the base) move each capability, against the base's noise."""
+    seed = measured_table(s, store, database, stage, 0)
+    base = base_scores(s, database, stage)
+    scores = {c: np.append(seed.scores[c], base[c]) if c in base else seed.scores[c] for c in seed.scores}
+    return resolve_targets(scores, base_noise(s, database, stage), s.search.objective.min_spread_in_noise)
+
+
+def stage_objective(
+    s: Settings, store: CheckpointStore, database: EvaluationDatabase, stage: str, tokens: dict[str, int]
+) -> tuple[Objective, dict[str, TargetResolution]]:
+    """The objective every search asset of ``stage`` uses: settings + base floors + noise exclusions."""
+    resolution = target_resolution(s, store, database, stage)
+    return objective_from(s, base_scores(s, database, stage), tokens, resolution), resolution
+
+
+def objective_from(
+    s: Settings,
+    base: dict[str, float],
+    tokens: dict[str, int],
+    resolution: dict[str, TargetResolution] | None = None,
+) -> Objective:
     o = s.search.objective
     caps = set(s.capabilities)
     for name, table in (("weights", s.search.objective_weights or {}), ("directions", o.directions), ("floors", o.floors)):
@@ -77,6 +112,7 @@ def objective_from(s: Settings, base: dict[str, float], tokens: dict[str, int]) 
         floors=floors,
         prior=prior_mixture(s, tokens) if o.kl_weight > 0 else None,
         kl_weight=o.kl_weight,
+        excluded={c: r.reason for c, r in (resolution or {}).items() if not r.resolved},
     )
 
 

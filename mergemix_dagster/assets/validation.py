@@ -42,11 +42,10 @@ from .loading import base_checkpoint, configured_rows, expert_checkpoint_dir, re
 from .proxies import lm_eval_results_path, open_proxy_scorer, score_rows
 from .searching import (
     available_tokens,
-    base_scores,
     constraints_from,
     measured_table,
     mixture_objective,
-    objective_from,
+    stage_objective,
     seed_scale,
     table_objective,
 )
@@ -321,7 +320,7 @@ def build_validation_assets(parts: PipelinePartitions) -> list[dg.AssetsDefiniti
         design = store.get_json(design_key(stage))
         candidates = store.get_json(layout.candidates_key(stage))
         tokens = available_tokens(candidates)
-        objective = objective_from(s, base_scores(s, database, stage), tokens)
+        objective, _ = stage_objective(s, store, database, stage, tokens)
         constraints = constraints_from(s, tokens)
         scale = seed_scale(s, store, database, stage)
         trainer = _trainer(context, s, store, database, stage)

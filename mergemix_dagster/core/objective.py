@@ -12,6 +12,9 @@ evaluated candidates, flipped for targets to minimize. Then:
 - ``kl_weight``: subtract ``kl_weight · KL(α ‖ prior)``, a pull toward a prior mixture (the corpora's natural
   token distribution or the team's current mixture), as Olmix does. It makes the optimum interior unless the
   evidence for moving away is strong, and its weight says how much the proxies are trusted.
+- ``excluded``: targets left out of the aggregate, with the reason. ``resolve_targets`` excludes a target the
+  mixture moves by less than its measurement noise: min–max normalization would stretch that noise to the
+  full [0, 1] range, and under maximin the noisiest target would then decide the mixture.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ class Objective:
     floors: Mapping[str, float] = field(default_factory=dict)
     prior: Mapping[str, float] | None = None
     kl_weight: float = 0.0
+    excluded: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.aggregate not in ("mean", "min"):
@@ -56,13 +60,16 @@ class Objective:
         return self.directions.get(target, "maximize")
 
     def target_weights(self, targets: Sequence[str]) -> dict[str, float]:
-        """Normalized non-negative weights over ``targets`` (equal when none are given)."""
-        if self.weights is None:
-            return {t: 1.0 / len(targets) for t in targets}
-        raw = {str(t): float(w) for t, w in self.weights.items()}
-        unknown = sorted(set(raw) - set(targets))
+        """Normalized non-negative weights over ``targets`` minus the excluded ones (equal when none are given)."""
+        unknown = sorted(set(self.weights or {}) - set(targets))
         if unknown:
             raise ConfigError(f"objective weights name unknown targets {unknown}; have {sorted(targets)}")
+        kept = [t for t in targets if t not in self.excluded]
+        if not kept:
+            raise ConfigError(f"every target is excluded from the objective: {dict(self.excluded)}")
+        if self.weights is None:
+            return {t: 1.0 / len(kept) for t in kept}
+        raw = {str(t): float(w) for t, w in self.weights.items() if t not in self.excluded}
         for t, w in raw.items():
             if not math.isfinite(w) or w < 0:
                 raise ConfigError(f"objective weight of {t!r} must be a finite number >= 0, got {w}")
@@ -82,6 +89,8 @@ class Objective:
                                                for t, v in sorted(self.floors.items())))
         if self.kl_weight > 0:
             parts.append(f"KL penalty {self.kl_weight:g} toward the prior")
+        if self.excluded:
+            parts.append("not optimized (within noise): " + ", ".join(sorted(self.excluded)))
         return "; ".join(parts)
 
 
@@ -118,6 +127,52 @@ def fit_score_scale(scores: Mapping[str, np.ndarray]) -> ScoreScale:
         lo[str(t)] = float(v.min())
         hi[str(t)] = float(v.max())
     return ScoreScale(lo, hi)
+
+
+@dataclass(frozen=True)
+class TargetResolution:
+    """How far the mixture moves one target compared with its noise (both in the target's own units)."""
+
+    target: str
+    spread: float
+    noise: float | None
+    resolved: bool
+    reason: str
+
+
+def resolve_targets(
+    scores: Mapping[str, np.ndarray], noise: Mapping[str, float | None], min_spread_in_noise: float
+) -> dict[str, TargetResolution]:
+    """Which targets the mixture moves by at least ``min_spread_in_noise`` times their noise.
+
+    ``scores``: the measured scores per target (the seed design and the base); ``noise``: a standard error per
+    target (lm-eval's stderr of the benchmark mean). A target with no noise estimate is kept (and says so);
+    ``min_spread_in_noise = 0`` keeps every target. If no target is resolved, all are kept: excluding
+    everything would leave nothing to optimize, and the caller reports it.
+    """
+    if not (math.isfinite(min_spread_in_noise) and min_spread_in_noise >= 0):
+        raise ConfigError(f"min_spread_in_noise must be a finite number >= 0, got {min_spread_in_noise}")
+    out: dict[str, TargetResolution] = {}
+    for t, values in scores.items():
+        v = np.asarray(values, dtype=float).ravel()
+        v = v[np.isfinite(v)]
+        spread = float(v.max() - v.min()) if v.size else 0.0
+        sigma = noise.get(t)
+        if sigma is None or not math.isfinite(sigma) or sigma <= 0:
+            out[t] = TargetResolution(t, spread, None, True, "no noise estimate: kept")
+        elif spread >= min_spread_in_noise * sigma:
+            out[t] = TargetResolution(t, spread, float(sigma), True,
+                                      f"spread {spread:.3g} = {spread / sigma:.2g}× its noise {sigma:.3g}")
+        else:
+            out[t] = TargetResolution(
+                t, spread, float(sigma), False,
+                f"the mixture moves it by {spread:.3g}, {spread / sigma:.2g}× its noise {sigma:.3g} "
+                f"(< {min_spread_in_noise:g}×): differences are noise",
+            )
+    if out and not any(r.resolved for r in out.values()):
+        out = {t: TargetResolution(r.target, r.spread, r.noise, True, r.reason + "; kept, since no target is resolved")
+               for t, r in out.items()}
+    return out
 
 
 def kl_to_prior(X: np.ndarray, prior: np.ndarray) -> np.ndarray:

@@ -55,6 +55,7 @@ EVALUATION_COLUMNS = [
     "model_fingerprint",
     "evaluated_at",
     "evaluation_fingerprint",
+    "stderr",
 ]
 CHOSEN_COLUMNS = ["stage", "domain", "weight", "predicted_utility", "verified_utility", "details", "chosen_at"]
 _KEY = ["stage", "candidate_id", "task", "metric"]
@@ -98,6 +99,7 @@ CREATE TABLE IF NOT EXISTS training_runs (
     PRIMARY KEY (stage, run_id)
 );
 ALTER TABLE evaluations ADD COLUMN IF NOT EXISTS evaluation_fingerprint VARCHAR;
+ALTER TABLE evaluations ADD COLUMN IF NOT EXISTS stderr DOUBLE;
 """
 
 
@@ -197,7 +199,7 @@ class EvaluationDatabase(dg.ConfigurableResource):
         """
         if rows is None or len(rows) == 0:
             return 0
-        missing = [c for c in EVALUATION_COLUMNS if c not in rows.columns and c not in ("evaluated_at", "evaluation_fingerprint")]
+        missing = [c for c in EVALUATION_COLUMNS if c not in rows.columns and c not in ("evaluated_at", "evaluation_fingerprint", "stderr")]
         if missing:
             raise MergeMixError(f"evaluation rows lack columns {missing}; have {list(rows.columns)}")
         df = rows.reset_index(drop=True).copy()
@@ -230,12 +232,13 @@ class EvaluationDatabase(dg.ConfigurableResource):
         df["evaluated_at"] = ts.fillna(pd.Timestamp(_utcnow()))
         if "evaluation_fingerprint" not in df.columns:
             df["evaluation_fingerprint"] = None
+        df["stderr"] = [_opt_float(v) for v in df["stderr"]] if "stderr" in df.columns else None
         for col in ["stage", "candidate_id", "kind", "task", "metric", "capability", "model_fingerprint", "evaluation_fingerprint"]:
             df[col] = df[col].map(lambda v: None if v is None or (isinstance(v, float) and math.isnan(v)) else str(v))
         df = df.drop_duplicates(_KEY, keep="last")
         staged = df[
             ["stage", "candidate_id", "kind", "alpha_keys", "alpha_values", "task", "metric", "value",
-             "capability", "model_fingerprint", "evaluated_at", "evaluation_fingerprint"]
+             "capability", "model_fingerprint", "evaluated_at", "evaluation_fingerprint", "stderr"]
         ]
         with self.connect() as con:
             con.register("_mm_rows", staged)
@@ -248,8 +251,8 @@ class EvaluationDatabase(dg.ConfigurableResource):
                 con.execute(
                     "INSERT INTO evaluations SELECT stage, candidate_id, kind, "
                     "MAP(CAST(alpha_keys AS VARCHAR[]), CAST(alpha_values AS DOUBLE[])), task, metric, "
-                    "value, capability, model_fingerprint, CAST(evaluated_at AS TIMESTAMP), evaluation_fingerprint "
-                    "FROM _mm_rows"
+                    "value, capability, model_fingerprint, CAST(evaluated_at AS TIMESTAMP), evaluation_fingerprint, "
+                    "CAST(stderr AS DOUBLE) FROM _mm_rows"
                 )
                 con.execute("COMMIT")
             except Exception:
@@ -263,7 +266,7 @@ class EvaluationDatabase(dg.ConfigurableResource):
         """Rows of ``evaluations`` (of one stage, or all), ``alpha`` as plain ``{domain: weight}`` dicts."""
         sql = (
             "SELECT stage, candidate_id, kind, map_keys(alpha) AS _ak, map_values(alpha) AS _av, task, metric, "
-            "value, capability, model_fingerprint, evaluated_at, evaluation_fingerprint FROM evaluations"
+            "value, capability, model_fingerprint, evaluated_at, evaluation_fingerprint, stderr FROM evaluations"
         )
         params: list = []
         if stage is not None:
