@@ -74,7 +74,7 @@ def _dedup(points: np.ndarray) -> np.ndarray:
     return points[keep]
 
 
-def _farthest_first(pool: np.ndarray, chosen: np.ndarray, m: int) -> np.ndarray:
+def farthest_first(pool: np.ndarray, chosen: np.ndarray, m: int) -> np.ndarray:
     """Greedy max-min selection of ``m`` rows of ``pool``: each pick is the point farthest from all before it."""
     if m <= 0 or pool.shape[0] == 0:
         return pool[:0]
@@ -132,5 +132,5 @@ def seed_design(
         points = _dedup(np.vstack([points, mids]))
         need = n - len(points)
         pool = rng.dirichlet(np.full(k, 1.5), size=max(200, 50 * need))
-        points = _dedup(np.vstack([points, _farthest_first(pool, points, need)]))
+        points = _dedup(np.vstack([points, farthest_first(pool, points, need)]))
     return [Mixture.from_array(domains, p) for p in points[:n]]

@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 
 from .constraints import MixtureConstraints
-from .designs import _farthest_first
+from .designs import farthest_first
 from .mixture import Mixture
 from .objective import Objective, ScoreScale, objective_values, prior_array
 from .search import SearchResult, maximize_on_simplex, search_mixture
@@ -66,7 +66,7 @@ def propose_round(
     taken = np.vstack([known, *chosen]) if chosen else known
     far = region[np.abs(region[:, None, :] - taken[None, :, :]).sum(axis=2).min(axis=1) >= MIN_NEW_DISTANCE] \
         if len(taken) else region
-    chosen.extend(_farthest_first(far, taken, size - len(chosen)))
+    chosen.extend(farthest_first(far, taken, size - len(chosen)))
     mixtures = [Mixture.from_array(domains, x / x.sum()) for x in chosen[:size]]
     return RoundProposal(mixtures, result)
 
