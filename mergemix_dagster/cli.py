@@ -269,6 +269,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
             min_weight=parse_bounds(args.min_weight, "--min-weight"),
             max_weight=parse_bounds(args.max_weight, "--max-weight"), pinned=parse_bounds(args.pin, "--pin"),
             kl_weight=args.kl_weight, prior=parse_bounds(args.prior, "--prior") or None,
+            noise=parse_bounds(args.noise, "--noise") or None,
         )
     for w in caught:
         if issubclass(w.category, SwarmWarning):
@@ -277,6 +278,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
     print(f"objective {p['objective']} ({p['choice']}), {p['runs_used']} runs, {p['n_samples']:,} points searched")
     for d, w in sorted(p["weights"].items(), key=lambda kv: -kv[1]):
         print(f"  {d:<24} {w:.4f}")
+    for m, reason in p["not_optimized"].items():
+        print(f"  NOTE {m} is not optimized: {reason}")
     for m, v in p["predicted"].items():
         lo, hi = p["predicted_interval"].get(m, (float("nan"), float("nan")))
         cv = p["surrogate_cv"][m]["spearman"]
@@ -444,6 +447,9 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--pin", action="append", default=[], metavar="DOMAIN=W")
     fit.add_argument("--kl-weight", type=float, default=0.0, help="penalty toward the prior (default: mean swarm mixture)")
     fit.add_argument("--prior", action="append", default=[], metavar="DOMAIN=W", help="prior mixture for --kl-weight")
+    fit.add_argument("--noise", action="append", default=[], metavar="METRIC=SE",
+                     help="standard error of a metric (e.g. its std over seeds); a metric the swarm moves by less "
+                          "is reported and not optimized")
     fit.set_defaults(func=cmd_fit)
 
     check = _subcommand(

@@ -74,6 +74,18 @@ def test_fit_constraints_hold_exactly_and_unconstrained_is_reported(swarm, tmp_p
     assert result.payload["unconstrained"]["dom05"] > 0.5
 
 
+def test_fit_reports_a_metric_within_its_noise_and_does_not_optimize_it(swarm, tmp_path, capsys):
+    out = tmp_path / "noise"
+    assert main(["fit", "--mixtures", str(swarm / "mix.csv"), "--scores", str(swarm / "scores.csv"),
+                 "--objective", "minimize:loss,maximize:acc", "--out", str(out), "--samples", "20000",
+                 "--noise", "acc=10", "--noise", "loss=0.002"]) == 0
+    payload = json.loads((out / "mixture.json").read_text())
+    assert list(payload["not_optimized"]) == ["acc"] and "noise" in payload["not_optimized"]["acc"]
+    assert "NOTE acc is not optimized" in capsys.readouterr().out
+    with pytest.raises(ConfigError, match="not in the objective"):
+        fit_swarm(swarm / "mix.csv", swarm / "scores.csv", "minimize:loss", tmp_path / "x", noise={"acc": 1.0})
+
+
 def test_rows_off_the_simplex_are_refused_by_name(tmp_path):
     frame = pd.DataFrame({"run": ["a", "b"], "x": [0.5, 0.6], "y": [0.5, 0.5]})  # b sums to 1.1
     frame.to_csv(tmp_path / "m.csv", index=False)

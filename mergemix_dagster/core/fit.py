@@ -20,7 +20,7 @@ import pandas as pd
 
 from .constraints import build_constraints
 from .errors import ConfigError, SimplexError
-from .objective import Objective, fit_score_scale
+from .objective import Objective, fit_score_scale, resolve_targets
 from .search import search_mixture
 from .surrogate import CapabilitySurrogates
 
@@ -159,8 +159,15 @@ def fit_swarm(
     kl_weight: float = 0.0,
     prior: dict[str, float] | None = None,
     cv_folds: int = 5,
+    noise: dict[str, float] | None = None,
+    min_spread_in_noise: float = 1.0,
 ) -> FitResult:
-    """Fit one regressor per objective metric on the swarm, search, write ``mixture.json`` (and predictions)."""
+    """Fit one regressor per objective metric on the swarm, search, write ``mixture.json`` (and predictions).
+
+    ``noise``: a standard error per metric (e.g. the std of a run repeated over seeds); metrics the swarm
+    moves by less than ``min_spread_in_noise`` of it are reported and left out of the objective, as in the
+    pipeline (docs/search.md).
+    """
     mixtures = read_mixtures(mixtures_csv)
     domains = tuple(mixtures.columns)
     scores = _read_csv(scores_csv, "scores")
@@ -183,7 +190,12 @@ def fit_swarm(
     if prior is None and kl_weight > 0:
         mean = X.mean(axis=0)
         prior = dict(zip(domains, (mean / mean.sum()).tolist()))
-    objective = parsed.objective(kl_weight=kl_weight, prior=prior if kl_weight > 0 else None)
+    unknown_noise = sorted(set(noise or {}) - set(metrics))
+    if unknown_noise:
+        raise ConfigError(f"--noise names metrics {unknown_noise} that are not in the objective {metrics}")
+    resolution = resolve_targets(targets, dict(noise or {}), min_spread_in_noise) if noise else {}
+    excluded = {m: r.reason for m, r in resolution.items() if not r.resolved}
+    objective = parsed.objective(kl_weight=kl_weight, prior=prior if kl_weight > 0 else None, excluded=excluded)
     constraints = build_constraints(domains, min_weight=min_weight, max_weight=max_weight, pinned=pinned)
     scale = fit_score_scale(targets)
     result = search_mixture(surrogates, objective, scale, n_samples=n_samples, seed=seed, choice=choice,
@@ -198,6 +210,7 @@ def fit_swarm(
         "predicted_interval": {k: list(v) for k, v in result.intervals.items()},
         "predicted_objective": result.predicted_objective,
         "objective": objective_text,
+        "not_optimized": excluded,
         "choice": choice,
         "argmax": result.argmax.as_dict(),
         "top_k_mean": result.top_k_mean.as_dict(),
