@@ -164,10 +164,12 @@ def resolve_targets(
             out[t] = TargetResolution(t, spread, float(sigma), True,
                                       f"spread {spread:.3g} = {spread / sigma:.2g}× its noise {sigma:.3g}")
         else:
+            larger = (min_spread_in_noise * sigma / spread) ** 2 if spread > 0 else math.inf
             out[t] = TargetResolution(
                 t, spread, float(sigma), False,
                 f"the mixture moves it by {spread:.3g}, {spread / sigma:.2g}× its noise {sigma:.3g} "
-                f"(< {min_spread_in_noise:g}×): differences are noise",
+                f"(< {min_spread_in_noise:g}×): differences are noise; a benchmark ~{larger:.1f}× larger "
+                "(standard error ∝ 1/√items) would resolve it",
             )
     if out and not any(r.resolved for r in out.values()):
         out = {t: TargetResolution(r.target, r.spread, r.noise, True, r.reason + "; kept, since no target is resolved")
