@@ -6,6 +6,7 @@ import json
 import math
 
 import dagster as dg
+import numpy as np
 import pytest
 
 from mergemix_dagster.pipeline import run_validation
@@ -75,6 +76,9 @@ def test_mixture_quality_trains_every_arm_on_every_seed(validated):
     for arm, m in margins.items():
         assert m["per_seed"] == pytest.approx([by[("chosen", s)] - by[(arm, s)] for s in (0, 1)], abs=1e-4)  # shown to 4 digits
     assert quality["chosen_beats_every_baseline"] == all(m["mean"] > quality["seed_noise"] for m in margins.values())
+    for m in margins.values():  # paired noise: the spread of the per-seed margins (the arms share seeds)
+        assert m["paired_noise"] == pytest.approx(float(np.std(m["per_seed"], ddof=1)), abs=2e-4)
+    assert quality["chosen_beats_every_baseline_paired"] == all(m["mean"] > m["paired_noise"] for m in margins.values())
     report = (settings.home_path / "validation" / "s0" / "report.md").read_text()
     assert "Cost of the search" in report and "Task vectors" in report
 

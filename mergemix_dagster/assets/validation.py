@@ -364,10 +364,13 @@ def build_validation_assets(parts: PipelinePartitions) -> list[dg.AssetsDefiniti
                 "scores": table(pd.DataFrame(result["summary"])),
                 "objective": objective.describe(),
                 "chosen_minus": dg.MetadataValue.json(
-                    {a: {"mean": round(v["mean"], 4), "per_seed": [round(x, 4) for x in v["per_seed"]]}
+                    {a: {"mean": round(v["mean"], 4), "per_seed": [round(x, 4) for x in v["per_seed"]],
+                         "paired_noise": round(v["paired_noise"], 4)}
                      for a, v in result["chosen_minus"].items()}),
                 "seed_noise": number(float(result["seed_noise"])),
                 "chosen_beats_every_baseline": dg.MetadataValue.bool(result["chosen_beats_every_baseline"]),
+                "chosen_beats_every_baseline_paired": dg.MetadataValue.bool(
+                    result["chosen_beats_every_baseline_paired"]),
             },
             data_version=dg.DataVersion(layout.content_version(result)),
         )
@@ -475,7 +478,8 @@ def report_markdown(s: Settings, stage: str, fidelity: dict, quality: dict, vect
               "", runs.to_markdown(index=False, floatfmt=".3f"), "",
               "Chosen minus each baseline on the search objective (seed noise: largest per-arm std "
               f"{quality.get('seed_noise', float('nan')):.4f}):", "",
-              *[f"- vs {arm}: {v['mean']:+.4f} (per seed: {', '.join(f'{x:+.4f}' for x in v['per_seed'])})"
+              *[f"- vs {arm}: {v['mean']:+.4f} (per seed: {', '.join(f'{x:+.4f}' for x in v['per_seed'])}; "
+                f"paired noise, the std of those: {v.get('paired_noise', float('nan')):.4f})"
                 for arm, v in quality.get("chosen_minus", {}).items()],
               *[f"- held out {h}, chosen − uniform: {v['mean']:+.4f} (noise {v['noise']:.4f})"
                 for h, v in quality.get("heldout_chosen_minus_uniform", {}).items()], ""]
@@ -507,7 +511,11 @@ def quality_summary(frame: pd.DataFrame, arms: dict[str, Mixture]) -> dict:
         if arm == "chosen":
             continue
         diff = (by_seed["chosen"] - by_seed[arm])
-        chosen_minus[arm] = {"mean": float(diff.mean()), "per_seed": [float(x) for x in diff]}
+        # the arms share seeds, so the noise of their difference is the spread of the per-seed differences
+        paired = float(diff.std(ddof=1)) if len(diff) > 1 else float("nan")
+        chosen_minus[arm] = {"mean": float(diff.mean()), "per_seed": [float(x) for x in diff],
+                             "paired_noise": paired, "beyond_seed_noise": bool(diff.mean() > noise),
+                             "beyond_paired_noise": bool(diff.mean() > paired)}
     heldout = [c for c in frame.columns if c.startswith("heldout:")]
     heldout_minus_uniform = {}
     for h in heldout:
@@ -522,6 +530,7 @@ def quality_summary(frame: pd.DataFrame, arms: dict[str, Mixture]) -> dict:
         "chosen_minus": chosen_minus,
         "seed_noise": noise,
         "chosen_beats_every_baseline": bool(all(v["mean"] > noise for v in chosen_minus.values())),
+        "chosen_beats_every_baseline_paired": bool(all(v["beyond_paired_noise"] for v in chosen_minus.values())),
         "heldout_chosen_minus_uniform": heldout_minus_uniform,
         # kept for earlier reports
         "chosen_minus_uniform": chosen_minus.get("uniform", {}).get("mean", float("nan")),
