@@ -107,7 +107,7 @@ def test_two_workers_write_the_rows_of_one_and_resume(smoke_run, pipeline_config
     path = _settings_file(pipeline_config, tmp_path, workers=2)
     database = EvaluationDatabase(path=str(tmp_path / "workers.duckdb"))
     n = one_worker["candidate_id"].nunique() - 1  # seed candidates; the base is scored too
-    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
         instance.add_dynamic_partitions("stage", ["s0"])
         result = _materialize(path, instance)
         meta = result.asset_materializations_for_node("candidate_evaluations")[0].metadata
