@@ -5,7 +5,8 @@
 
 It follows the command contract of docs/cluster.md, so it can itself be the ``command`` trainer. With
 ``WORLD_SIZE > 1`` it starts a process group (nccl on CUDA, gloo on CPU) and ``core.train.train`` runs
-data-parallel; the loop is the one the in-process trainer runs. Rank 0 saves the train state every
+data-parallel (DDP; with ``--fsdp`` FSDP2 shards the model over the ranks); the loop is the one the
+in-process trainer runs. Rank 0 saves the train state every
 ``--save-every`` steps under ``--state-dir`` (default: next to ``--out``); rerunning the same command after
 a kill resumes from it. Rank 0 writes ``--out`` (HF safetensors + the base's tokenizer).
 
