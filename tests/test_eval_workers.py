@@ -73,6 +73,19 @@ def test_worker_devices():
         ScorerSpec("b", {}, (), task_vectors="disk")
 
 
+def test_a_worker_failure_reaches_the_caller_by_name(tmp_path):
+    from mergemix_dagster.core.errors import StoreError
+    from mergemix_dagster.core.evaluate import DEFAULT_TASKS
+    from mergemix_dagster.core.evaluation_workers import ProxyJob, score_proxies
+
+    spec = ScorerSpec(str(tmp_path), {"math": str(tmp_path)}, DEFAULT_TASKS, device="cpu")  # no checkpoint there
+    scored = []
+    with pytest.raises(StoreError, match="no config.json"):
+        score_proxies(spec, [ProxyJob("a", {"math": 1.0}), ProxyJob("b", {"math": 1.0})],
+                      lambda *args: scored.append(args), workers=2)
+    assert scored == []
+
+
 # ---- the asset over two worker processes -------------------------------------------------------------------
 
 

@@ -14,6 +14,10 @@ process (no spawn cost), through the same ``open_scorer`` / ``LoadedScorer.score
 
 from __future__ import annotations
 
+import multiprocessing
+import multiprocessing.connection
+import os
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
@@ -126,19 +130,42 @@ def torch_threads(n: int | None) -> Iterator[None]:
 # ---- the worker process side ---------------------------------------------------------------------------
 
 _SCORER: LoadedScorer | None = None
+_START_ERROR: BaseException | None = None
+
+
+def _exit_with_parent() -> None:
+    """End this worker when the calling process dies (a kill -9 of the step), instead of idling forever."""
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        multiprocessing.connection.wait([parent.sentinel])
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def _start_worker(spec: ScorerSpec, devices) -> None:
-    """Pool initializer: take a device, set the thread count, load the model and the deltas once."""
+    """Pool initializer: take a device, set the thread count, load the model and the deltas once.
+
+    A failure is kept and raised by the first job, so the caller sees the named error (a failing
+    initializer would only break the pool)."""
     import torch
 
-    global _SCORER
-    if spec.threads:
-        torch.set_num_threads(spec.threads)
-    _SCORER = open_scorer(spec, devices.get())
+    global _SCORER, _START_ERROR
+    _exit_with_parent()
+    try:
+        if spec.threads:
+            torch.set_num_threads(spec.threads)
+        _SCORER = open_scorer(spec, devices.get())
+    except Exception as exc:  # noqa: BLE001 - re-raised in the caller by _score_in_worker
+        _START_ERROR = exc
 
 
 def _score_in_worker(job: ProxyJob) -> tuple[list[BenchmarkScore], float]:
+    if _START_ERROR is not None:
+        raise _START_ERROR
     start = time.perf_counter()
     scores = _SCORER.score(job)
     return scores, time.perf_counter() - start
