@@ -99,7 +99,8 @@ def main(argv=None) -> int:
     for w in args.workers:
         rows, wall, busy = run(w, base_dir, expert_dirs, cands, args.batch_size, args.eval_limit, args.threads)
         runs[w] = (rows, wall)
-        print(f"W={w}: {len(rows)} rows in {wall:.1f} s wall ({sum(busy) / len(busy):.2f} s per candidate in its worker)")
+        print(f"W={w}: {len(rows)} rows in {wall:.1f} s wall "
+              f"({sum(busy) / len(busy):.2f} s per candidate in its worker)")
     first = args.workers[0]
     for w in args.workers[1:]:
         same = runs[w][0] == runs[first][0]

@@ -110,9 +110,10 @@ def build_evaluation_assets(parts: PipelinePartitions, pools: AssetPools = Asset
         need_base = done.get(BASE_CANDIDATE_ID) != base_fp
         context.log.info(f"{len(design['candidates']) - len(todo)} candidates already scored; {len(todo)} to go")
         fingerprints = evaluation_fingerprints(s)
-        jobs = [ProxyJob(BASE_CANDIDATE_ID, None, str(lm_eval_results_path(s, stage, BASE_CANDIDATE_ID)))] if need_base else []
-        jobs += [ProxyJob(c["candidate_id"], c["alpha"], str(lm_eval_results_path(s, stage, c["candidate_id"])))
-                 for c in todo]
+        jobs = [ProxyJob(c["candidate_id"], c["alpha"], str(lm_eval_results_path(s, stage, c["candidate_id"])))
+                for c in todo]
+        if need_base:
+            jobs.insert(0, ProxyJob(BASE_CANDIDATE_ID, None, str(lm_eval_results_path(s, stage, BASE_CANDIDATE_ID))))
         by_id = {c["candidate_id"]: c for c in todo}
         progress = Progress(len(todo), "candidates", log=context.log.info, unit="candidate")
         seconds = []
@@ -126,7 +127,9 @@ def build_evaluation_assets(parts: PipelinePartitions, pools: AssetPools = Asset
                 database.upsert_evaluations(score_rows(stage, BASE_CANDIDATE_ID, "base", zero, scores, base_fp))
                 return
             c = by_id[job.candidate_id]
-            database.upsert_evaluations(score_rows(stage, c["candidate_id"], "seed", c["alpha"], scores, c["fingerprint"]))
+            database.upsert_evaluations(
+                score_rows(stage, c["candidate_id"], "seed", c["alpha"], scores, c["fingerprint"])
+            )
             seconds.append(elapsed)
             progress.advance(candidate=c["candidate_id"])
             context.log.debug(

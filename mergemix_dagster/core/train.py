@@ -339,7 +339,8 @@ def train(
             rows = slice(micro * micro_rows, (micro + 1) * micro_rows)
             x, y = x_all[rows].to(device, non_blocking=True), y_all[rows].to(device, non_blocking=True)
             last = micro == recipe.grad_accum_steps - 1
-            sync = forward.no_sync() if world > 1 and not last and not sharded else nullcontext()  # all-reduce once per step
+            # all-reduce once per step
+            sync = forward.no_sync() if world > 1 and not last and not sharded else nullcontext()
             if sharded:
                 model.set_requires_gradient_sync(last)  # reduce-scatter once per step
             with sync:

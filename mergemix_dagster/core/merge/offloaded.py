@@ -73,7 +73,9 @@ class OffloadedMerger(InMemoryMerger):
                     (n for n in names if n in base_state and all(n in s for s in expert_states.values())), None
                 )
                 if key is None:
-                    raise CheckpointMismatchError(f"model parameter {names[0]!r} is not in the base and expert state dicts")
+                    raise CheckpointMismatchError(
+                        f"model parameter {names[0]!r} is not in the base and expert state dicts"
+                    )
                 used.update(n for n in names if n in base_state)
                 p = params[pid]
                 if tuple(base_state[key].shape) != tuple(p.shape):
