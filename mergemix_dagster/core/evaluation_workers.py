@@ -70,7 +70,7 @@ class LoadedScorer:
     tokenizer: object
     merger: object
     evaluator: Evaluator
-    domains: tuple[str, ...] = field(default=())
+    domains: tuple[str, ...] = field(default=())  # the order of the α labels
 
     def score(self, job: ProxyJob) -> list[BenchmarkScore]:
         path = Path(job.results_path) if job.results_path else None
@@ -110,7 +110,7 @@ def open_scorer(spec: ScorerSpec, device: str | None = None) -> LoadedScorer:
     merger = merger_class(model, base_state, experts, method=spec.method)
     evaluator = Evaluator(spec.tasks, tasks_dir=Path(spec.tasks_dir) if spec.tasks_dir else None,
                           batch_size=spec.batch_size, limit=spec.limit)
-    return LoadedScorer(model, tokenizer, merger, evaluator, tuple(sorted(spec.expert_dirs)))
+    return LoadedScorer(model, tokenizer, merger, evaluator, tuple(spec.expert_dirs))  # the settings' order
 
 
 @contextmanager
