@@ -3,9 +3,11 @@
 Not a test. Builds (or reuses) the base + K perturbed experts of ``benchmarks/candidates.py``, draws N
 mixtures, and scores them all with ``Evaluator(DEFAULT_TASKS)``:
 
-- W = 1 and W = 2 worker processes (spawned; candidates dealt round-robin; each worker loads the base and
-  the experts ONCE into an ``InMemoryMerger`` and re-merges in place; torch threads = cores / W). The rows of
-  both runs must be identical (same values, bit for bit); the wall-time ratio is printed.
+- W = 1 and W = 2 workers through ``core.evaluation_workers.score_proxies``, the function the
+  ``candidate_evaluations`` asset calls (W = 1 in this process; W > 1 spawned processes, a free worker takes
+  the next candidate; each loads the base and the experts ONCE and re-merges in place; torch threads per
+  worker: 1 when W > 1, or ``--threads``). The rows of both runs must be identical (same values, bit for
+  bit); the wall-time ratio (loading included) is printed.
 - Throughput: a forward pre-hook counts the tokens the harness feeds the model (padding included) during one
   evaluation and keeps the batches; replaying those exact batches through ``model(input_ids)`` alone is the
   bare batched forward pass. harness overhead = evaluation wall / bare forward wall.
@@ -20,8 +22,6 @@ import argparse
 import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -29,41 +29,26 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 
-def _worker(base_dir: str, expert_dirs: dict, share: list[tuple[int, dict]], threads: int, batch: int, limit):
-    """Score this worker's candidates; returns (rows, seconds spent after setup)."""
-    import torch
+def run(workers: int, base_dir, expert_dirs, cands, batch, limit, threads=None) -> tuple[list, float, list[float]]:
+    """Score ``cands`` with ``score_proxies``, the function the ``candidate_evaluations`` asset calls.
 
-    torch.set_num_threads(threads)
-    from mergemix_dagster.core.evaluate import DEFAULT_TASKS, Evaluator
-    from mergemix_dagster.core.merge import InMemoryMerger
-    from mergemix_dagster.core.mixture import Mixture
-    from mergemix_dagster.core.model import load_checkpoint, load_state_dict, read_config
+    Returns the rows (candidate index, task, metric, value), the wall time (loading included) and the
+    evaluation seconds of each candidate."""
+    from mergemix_dagster.core.evaluate import DEFAULT_TASKS
+    from mergemix_dagster.core.evaluation_workers import ProxyJob, ScorerSpec, score_proxies
 
-    model, tokenizer = load_checkpoint(base_dir)
-    merger = InMemoryMerger(
-        model, load_state_dict(base_dir), {n: load_state_dict(d) for n, d in expert_dirs.items()},
-        base_config=read_config(base_dir), expert_configs={n: read_config(d) for n, d in expert_dirs.items()},
-    )
-    evaluator = Evaluator(DEFAULT_TASKS, batch_size=batch, limit=limit)
-    rows = []
+    spec = ScorerSpec(str(base_dir), {n: str(d) for n, d in expert_dirs.items()}, DEFAULT_TASKS, batch_size=batch,
+                      limit=limit, device="cpu", threads=threads or (1 if workers > 1 else None))
+    jobs = [ProxyJob(str(i), c.as_dict()) for i, c in enumerate(cands)]
+    rows, seconds = [], []
+
+    def collect(job, scores, elapsed):
+        rows.extend((int(job.candidate_id), s.task, s.metric, s.value) for s in scores)
+        seconds.append(elapsed)
+
     start = time.perf_counter()
-    for index, weights in share:
-        merger.apply(Mixture.from_dict(weights))
-        rows += [(index, s.task, s.metric, s.value) for s in evaluator.evaluate(model, tokenizer)]
-    return rows, time.perf_counter() - start
-
-
-def run(workers: int, base_dir, expert_dirs, cands, batch, limit) -> tuple[list, float, list[float]]:
-    jobs = list(enumerate(c.as_dict() for c in cands))
-    shares = [jobs[w::workers] for w in range(workers)]
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    start = time.perf_counter()
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-        futures = [pool.submit(_worker, str(base_dir), {n: str(d) for n, d in expert_dirs.items()}, s, threads,
-                               batch, limit) for s in shares]
-        results = [f.result() for f in futures]
-    wall = time.perf_counter() - start
-    return sorted(r for rows, _ in results for r in rows), wall, [sec for _, sec in results]
+    score_proxies(spec, jobs, collect, workers=workers)
+    return sorted(rows), time.perf_counter() - start, seconds
 
 
 def throughput(base_dir, batch, limit) -> dict:
@@ -98,6 +83,7 @@ def main(argv=None) -> int:
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--eval-limit", type=int, default=None)
+    p.add_argument("--threads", type=int, default=None, help="torch threads per worker (default: 1 when W > 1)")
     p.add_argument("--workdir", type=Path, default=REPO / "benchmarks" / ".scratch")
     args = p.parse_args(argv)
 
@@ -111,10 +97,10 @@ def main(argv=None) -> int:
 
     runs = {}
     for w in args.workers:
-        rows, wall, busy = run(w, base_dir, expert_dirs, cands, args.batch_size, args.eval_limit)
+        rows, wall, busy = run(w, base_dir, expert_dirs, cands, args.batch_size, args.eval_limit, args.threads)
         runs[w] = (rows, wall)
-        print(f"W={w}: {len(rows)} rows in {wall:.1f} s wall (evaluation per worker: "
-              + ", ".join(f"{b:.1f}" for b in busy) + " s)")
+        print(f"W={w}: {len(rows)} rows in {wall:.1f} s wall "
+              f"({sum(busy) / len(busy):.2f} s per candidate in its worker)")
     first = args.workers[0]
     for w in args.workers[1:]:
         same = runs[w][0] == runs[first][0]

@@ -171,6 +171,18 @@ class EvaluationSettings(_Strict):
             raise ValueError("at least one evaluation task is needed")
         return value
 
+    # where and how many: nothing here changes a score (not in cache keys beyond the settings hash)
+    workers: int = Field(1, ge=1, description="worker processes on this machine that score candidates; each "
+                         "loads the base and the task vectors once (W × (K + 2) models in memory)")
+    device: str | None = Field(None, description="cpu, cuda, cuda:N or auto (with auto and several GPUs, worker "
+                               "w takes GPU w mod n); default: experts.device")
+    threads: int | None = Field(None, ge=1, description="torch threads per worker; default: 1 when workers > 1 "
+                                "(2 threads per process under contention measured 3.5x slower), torch's own else")
+    task_vectors: Literal["device", "cpu"] = Field(
+        "device", description="where the base and the experts' tensors are kept for merging: on the model's "
+        "device ((K + 2) × the model there), or in (pinned) CPU memory, applied tensor by tensor")
+    pool: str = Field("mergemix_evaluation", description="Dagster concurrency pool of the evaluation assets")
+
 
 class ObjectiveSettings(_Strict):
     """What "best mixture" means (see docs/search.md). Targets are capabilities.
@@ -367,6 +379,8 @@ class TrainerSettings(_Strict):
     env: dict[str, str] = Field(default_factory=dict, description="extra environment of the command")
     kubernetes: KubernetesTrainerSettings = KubernetesTrainerSettings()
     ecs: EcsTrainerSettings = EcsTrainerSettings()
+    pool: str = Field("mergemix_training", description="Dagster concurrency pool of the training assets "
+                      "(experts, reference runs): cap concurrent GPU jobs with `dagster instance concurrency set`")
 
     @model_validator(mode="after")
     def _command_fits(self) -> "TrainerSettings":

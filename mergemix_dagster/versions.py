@@ -17,6 +17,15 @@ from .jobs import VALIDATION_ASSETS
 from .resources.trainers import trainer_identity
 from .settings import Settings
 
+#: where and how many processes score: decides no score, so it is not part of any version
+EVALUATION_PLACEMENT = {"workers", "device", "threads", "task_vectors", "pool"}
+
+
+def evaluation_identity(s: Settings) -> dict:
+    """The evaluation settings that decide scores (not where or in how many processes they are computed)."""
+    return s.evaluation.model_dump(exclude=EVALUATION_PLACEMENT)
+
+
 SETTINGS_READ_BY: dict[str, Callable[[Settings], object]] = {
     "general_corpus": lambda s: {"max_chars": s.model.general_max_chars, "paths": s.model.general_paths},
     "base_tokenizer": lambda s: {"base": s.model.base, "vocab": s.model.vocab_size},
@@ -25,12 +34,12 @@ SETTINGS_READ_BY: dict[str, Callable[[Settings], object]] = {
     "expert_checkpoint": lambda s: s.experts.model_dump() | ({"trainer": trainer_identity(s.trainer)} if s.trainer.kind != "embedded" else {}),
     "merge_candidates": lambda s: [s.search.n_candidates, s.search.seed, s.search.merge_method,
                                    s.search.objective.prior],
-    "candidate_evaluations": lambda s: s.evaluation.model_dump(),
+    "candidate_evaluations": lambda s: evaluation_identity(s),
     "capability_surrogates": lambda s: [s.search.seed, s.search.cv_folds, s.validation.min_surrogate_cv_spearman],
     "search_rounds": lambda s: [s.search.model_dump(), s.target.model_dump()],
     "chosen_mixture": lambda s: [s.search.model_dump(), s.target.model_dump(), s.export.model_dump()],
     **{
-        name: (lambda s: {"validation": s.validation.model_dump(), "evaluation": s.evaluation.model_dump()})
+        name: (lambda s: {"validation": s.validation.model_dump(), "evaluation": evaluation_identity(s)})
         for name in VALIDATION_ASSETS
     },
 }

@@ -127,3 +127,16 @@ def test_kill_and_resume_finishes_the_same_run(job):
     resumed = load_state_dict(out)
     uninterrupted = in_process(base, mixture, tokens)
     assert max_difference(resumed, uninterrupted) < 1e-5
+
+
+def test_fsdp_two_ranks_match_one_rank(job):
+    """FSDP2 (``--fsdp``: parameters, gradients and optimiser state sharded over 2 gloo ranks), with gradient
+    accumulation, ends where the unsharded single-rank loop ends."""
+    root, base, mixture = job
+    tokens = 6 * 8 * 16
+    done = torchrun(2, base, mixture, root / "fsdp", tokens, "--fsdp", "--grad-accum", "2")
+    assert "with 2 rank(s) (FSDP)" in done.stdout and "step 6/6" in done.stdout
+    sharded = load_state_dict(root / "fsdp")
+    one = in_process(base, mixture, tokens)
+    assert max_difference(sharded, one) < 1e-5
+    assert max_difference(one, load_state_dict(base)) > 1e-3

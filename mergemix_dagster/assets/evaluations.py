@@ -6,11 +6,12 @@ resumes where it stopped and a finished one costs nothing.
 """
 
 
-import time
+from dataclasses import asdict
 
 import dagster as dg
 import pandas as pd
 
+from ..core.evaluation_workers import ProxyJob, score_proxies
 from ..core.mixture import Mixture
 from ..core.progress import Progress
 from ..core.scores import capability_means
@@ -21,7 +22,8 @@ from ..settings import Settings
 from . import layout
 from .loading import configured_rows
 from .metadata import number, table
-from .proxies import lm_eval_results_path, open_proxy_scorer, score_rows
+from .pools import AssetPools
+from .proxies import IdentifiedScore, evaluation_fingerprints, lm_eval_results_path, proxy_scorer_spec, score_rows
 
 EVALUATIONS_CODE_VERSION = "2"  # 2: the base is scored with lm-eval's stderr (the noise of each target)
 BASE_CANDIDATE_ID = "base"
@@ -81,13 +83,14 @@ def experts_beat_base_result(s: Settings, gains: dict[str, float]) -> dg.AssetCh
     )
 
 
-def build_evaluation_assets(parts: PipelinePartitions) -> list[dg.AssetsDefinition]:
+def build_evaluation_assets(parts: PipelinePartitions, pools: AssetPools = AssetPools()) -> list[dg.AssetsDefinition]:
     @dg.asset(
         partitions_def=parts.stage,
         group_name="search",
         code_version=EVALUATIONS_CODE_VERSION,
         deps=["merge_candidates"],
         kinds={"duckdb"},
+        pool=pools.evaluation,
         check_specs=[dg.AssetCheckSpec(EXPERTS_BEAT_BASE_CHECK, asset="candidate_evaluations",
                                        description=EXPERTS_BEAT_BASE_DESCRIPTION, blocking=True)],
     )
@@ -107,27 +110,38 @@ def build_evaluation_assets(parts: PipelinePartitions) -> list[dg.AssetsDefiniti
         base_fp = layout.content_version({"base": design["base"], "stderr": 1})
         need_base = done.get(BASE_CANDIDATE_ID) != base_fp
         context.log.info(f"{len(design['candidates']) - len(todo)} candidates already scored; {len(todo)} to go")
+        fingerprints = evaluation_fingerprints(s)
+        jobs = [ProxyJob(c["candidate_id"], c["alpha"], str(lm_eval_results_path(s, stage, c["candidate_id"])))
+                for c in todo]
+        if need_base:
+            jobs.insert(0, ProxyJob(BASE_CANDIDATE_ID, None, str(lm_eval_results_path(s, stage, BASE_CANDIDATE_ID))))
+        by_id = {c["candidate_id"]: c for c in todo}
+        progress = Progress(len(todo), "candidates", log=context.log.info, unit="candidate")
         seconds = []
-        if todo or need_base:
-            scorer = open_proxy_scorer(store, stage, s)
-            if need_base:
+
+        def write(job: ProxyJob, scores: list, elapsed: float) -> None:
+            """Rows of one scored model, written as soon as it is scored (a kill loses only those in flight)."""
+            scores = [IdentifiedScore(**asdict(sc), evaluation_fingerprint=fingerprints.get(sc.task, ""))
+                      for sc in scores]
+            if job.alpha is None:
                 zero = {d: 0.0 for d in s.domain_names}
-                base_scores = scorer.score_base(results_path=lm_eval_results_path(s, stage, BASE_CANDIDATE_ID))
-                database.upsert_evaluations(score_rows(stage, BASE_CANDIDATE_ID, "base", zero, base_scores, base_fp))
-            progress = Progress(len(todo), "candidates", log=context.log.info, unit="candidate")
-            for c in todo:
-                start = time.perf_counter()
-                scores = scorer.score(Mixture.from_dict(c["alpha"], s.domain_names),
-                                      results_path=lm_eval_results_path(s, stage, c["candidate_id"]))
-                database.upsert_evaluations(
-                    score_rows(stage, c["candidate_id"], "seed", c["alpha"], scores, c["fingerprint"])
-                )
-                seconds.append(time.perf_counter() - start)
-                progress.advance(candidate=c["candidate_id"])
-                context.log.debug(
-                    f"{c['candidate_id']} {Mixture.from_dict(c['alpha'], s.domain_names).label()}: "
-                    + ", ".join(f"{x.task}={x.value:.3f}" for x in scores)
-                )
+                database.upsert_evaluations(score_rows(stage, BASE_CANDIDATE_ID, "base", zero, scores, base_fp))
+                return
+            c = by_id[job.candidate_id]
+            database.upsert_evaluations(
+                score_rows(stage, c["candidate_id"], "seed", c["alpha"], scores, c["fingerprint"])
+            )
+            seconds.append(elapsed)
+            progress.advance(candidate=c["candidate_id"])
+            context.log.debug(
+                f"{c['candidate_id']} {Mixture.from_dict(c['alpha'], s.domain_names).label()}: "
+                + ", ".join(f"{x.task}={x.value:.3f}" for x in scores)
+            )
+
+        if jobs:
+            workers = min(s.evaluation.workers, len(jobs))
+            context.log.info(f"scoring {len(jobs)} models in {workers} worker process(es)")
+            score_proxies(proxy_scorer_spec(store, stage, s), jobs, write, workers=workers)
         ids = [c["candidate_id"] for c in design["candidates"]] + [BASE_CANDIDATE_ID]
         frame = configured_rows(database.evaluations(stage), s)
         frame = frame[frame["candidate_id"].isin(ids)]

@@ -15,14 +15,14 @@ from ..resources.trainers import TrainJob, trainer_for, trainer_identity
 from . import layout
 from .base import recipe_from
 from .loading import base_checkpoint, read_pointer
+from .pools import AssetPools
 
 EXPERT_CODE_VERSION = "1"
-#: Dagster concurrency pool of training assets: cap concurrent GPU jobs with
-#: ``dagster instance concurrency set mergemix_training 2`` (or in the UI); unlimited until set.
-TRAINING_POOL = "mergemix_training"
+#: Dagster concurrency pool of training assets by default (``trainer.pool``; assets/pools.py)
+TRAINING_POOL = AssetPools().training
 
 
-def build_expert_assets(parts: PipelinePartitions) -> list[dg.AssetsDefinition]:
+def build_expert_assets(parts: PipelinePartitions, pools: AssetPools = AssetPools()) -> list[dg.AssetsDefinition]:
     @dg.asset(
         partitions_def=parts.domain_stage,
         group_name="experts",
@@ -32,7 +32,7 @@ def build_expert_assets(parts: PipelinePartitions) -> list[dg.AssetsDefinition]:
             dg.AssetDep("stage_base", partition_mapping=SAME_STAGE),
         ],
         kinds={"pytorch"},
-        pool=TRAINING_POOL,
+        pool=pools.training,
     )
     def expert_checkpoint(
         context: dg.AssetExecutionContext,

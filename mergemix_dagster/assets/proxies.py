@@ -14,7 +14,9 @@ from pathlib import Path
 import pandas as pd
 
 from ..core.evaluate import BenchmarkScore, Evaluator, TaskSpec, default_tasks_dir
+from ..core.evaluation_workers import ScorerSpec
 from ..core.merge import InMemoryMerger
+from ..core.merge.offloaded import OffloadedMerger
 from ..core.mixture import Mixture
 from ..core.model import load_checkpoint, load_model_state, resolve_device
 from ..resources import CheckpointStore
@@ -105,14 +107,34 @@ def open_proxy_scorer(store: CheckpointStore, stage: str, s: Settings, heldout: 
     Tensors are taken under the names the loaded model uses, so any Hugging Face causal LM merges (a
     GPT-NeoX head is ``embed_out`` on disk); NaN/inf weights are refused by the merger's checks.
     """
-    device = str(resolve_device(s.experts.device))
+    device = str(resolve_device(evaluation_device(s)))
     base_dir, _ = base_checkpoint(store, stage)
     model, tokenizer = load_checkpoint(base_dir, device=device)
     model.eval()
     base_state = load_model_state(base_dir)
     expert_states = {d: load_model_state(expert_checkpoint_dir(store, stage, d)[0]) for d in s.domain_names}
-    merger = InMemoryMerger(model, base_state, expert_states, method=s.search.merge_method)
+    merger_class = OffloadedMerger if s.evaluation.task_vectors == "cpu" else InMemoryMerger
+    merger = merger_class(model, base_state, expert_states, method=s.search.merge_method)
     return ProxyScorer(s.domain_names, model, tokenizer, merger, build_evaluator(s, heldout))
+
+
+def evaluation_device(s: Settings) -> str:
+    """``evaluation.device``, or the experts' device when it is not set."""
+    return s.evaluation.device or s.experts.device
+
+
+def proxy_scorer_spec(store: CheckpointStore, stage: str, s: Settings, heldout: bool = False) -> ScorerSpec:
+    """What a worker process needs to open the stage's scorer (checkpoints verified here, once)."""
+    base_dir, _ = base_checkpoint(store, stage)
+    experts = {d: str(expert_checkpoint_dir(store, stage, d)[0]) for d in s.domain_names}
+    chosen = list(s.evaluation.tasks) + (list(s.validation.heldout_tasks) if heldout else [])
+    e = s.evaluation
+    return ScorerSpec(
+        str(base_dir), experts, tuple(TaskSpec(t.name, t.capability, t.metric) for t in chosen),
+        tasks_dir=e.tasks_dir, batch_size=e.batch_size, limit=e.limit, method=s.search.merge_method,
+        device=evaluation_device(s), task_vectors=e.task_vectors,
+        threads=e.threads or (1 if e.workers > 1 else None),
+    )
 
 
 def score_rows(

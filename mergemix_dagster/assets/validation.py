@@ -40,6 +40,7 @@ from .candidates import candidate_fingerprint
 from .metadata import image, number, table
 from .loading import base_checkpoint, configured_rows, expert_checkpoint_dir, read_pointer
 from .proxies import lm_eval_results_path, open_proxy_scorer, score_rows
+from .pools import AssetPools
 from .searching import (
     available_tokens,
     constraints_from,
@@ -87,7 +88,7 @@ def _trainer(context, s, store, database, stage) -> ReferenceTrainer:
     return ReferenceTrainer(s, store, database, stage, log=context.log.info, context=context)
 
 
-def build_validation_assets(parts: PipelinePartitions) -> list[dg.AssetsDefinition]:
+def build_validation_assets(parts: PipelinePartitions, pools: AssetPools = AssetPools()) -> list[dg.AssetsDefinition]:
     common = dict(partitions_def=parts.stage, group_name="validation", code_version=VALIDATION_CODE_VERSION)
 
     @dg.asset(**common, deps=["chosen_mixture"])
@@ -123,7 +124,7 @@ def build_validation_assets(parts: PipelinePartitions) -> list[dg.AssetsDefiniti
             data_version=dg.DataVersion(layout.content_version(payload)),
         )
 
-    @dg.asset(**common, deps=["validation_design"], kinds={"duckdb"})
+    @dg.asset(**common, deps=["validation_design"], kinds={"duckdb"}, pool=pools.evaluation)
     def validation_proxies(
         context: dg.AssetExecutionContext,
         settings: PipelineSettings,
@@ -165,7 +166,7 @@ def build_validation_assets(parts: PipelinePartitions) -> list[dg.AssetsDefiniti
             data_version=dg.DataVersion(layout.content_version(sorted(done))),
         )
 
-    @dg.asset(**common, deps=["validation_design"], kinds={"pytorch", "duckdb"})
+    @dg.asset(**common, deps=["validation_design"], kinds={"pytorch", "duckdb"}, pool=pools.training)
     def reference_models(
         context: dg.AssetExecutionContext,
         settings: PipelineSettings,
@@ -304,7 +305,7 @@ def build_validation_assets(parts: PipelinePartitions) -> list[dg.AssetsDefiniti
             metadata={"overall_spearman": number(rho), "threshold": number(threshold)},
         )
 
-    @dg.asset(**common, deps=["reference_models"], kinds={"pytorch", "lightgbm"})
+    @dg.asset(**common, deps=["reference_models"], kinds={"pytorch", "lightgbm"}, pool=pools.training)
     def mixture_quality(
         context: dg.AssetExecutionContext,
         settings: PipelineSettings,

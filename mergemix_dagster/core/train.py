@@ -199,6 +199,13 @@ def rank_and_world() -> tuple[int, int]:
     return 0, 1
 
 
+def is_fully_sharded(model: torch.nn.Module) -> bool:
+    """True for a model sharded with FSDP2's ``fully_shard``."""
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
+
+
 def check_split(recipe: TrainRecipe, world_size: int) -> int:
     """Rows per micro-batch on each rank; the global batch must split evenly over ranks × micro-batches."""
     parts = world_size * recipe.grad_accum_steps
@@ -293,6 +300,9 @@ def train(
     validate_streams(streams, mixture, recipe.seq_len)
     rank, world = rank_and_world()
     micro_rows = check_split(recipe, world)
+    sharded = is_fully_sharded(model)  # FSDP2 (``train_ddp --fsdp``): it reduces gradients itself
+    if sharded and state_dir is not None:
+        raise ConfigError("a fully sharded (FSDP) run does not save or resume a train state (state_dir)")
 
     device = resolve_device(recipe.device)
     use_bf16 = recipe.precision == "bf16" and device.type == "cuda"  # bf16 autocast on CUDA only
@@ -308,7 +318,7 @@ def train(
     if state_dir is not None:
         first_step, losses = load_train_state(Path(state_dir), model, optimizer, rng, recipe)
     forward = model
-    if world > 1:  # gradients are averaged over ranks in backward
+    if world > 1 and not sharded:  # gradients are averaged over ranks in backward
         from torch.nn.parallel import DistributedDataParallel
 
         forward = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -329,7 +339,10 @@ def train(
             rows = slice(micro * micro_rows, (micro + 1) * micro_rows)
             x, y = x_all[rows].to(device, non_blocking=True), y_all[rows].to(device, non_blocking=True)
             last = micro == recipe.grad_accum_steps - 1
-            sync = forward.no_sync() if world > 1 and not last else nullcontext()  # all-reduce once per step
+            # all-reduce once per step
+            sync = forward.no_sync() if world > 1 and not last and not sharded else nullcontext()
+            if sharded:
+                model.set_requires_gradient_sync(last)  # reduce-scatter once per step
             with sync:
                 with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
                     logits = forward(input_ids=x).logits

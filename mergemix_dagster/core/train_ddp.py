@@ -5,7 +5,8 @@
 
 It follows the command contract of docs/cluster.md, so it can itself be the ``command`` trainer. With
 ``WORLD_SIZE > 1`` it starts a process group (nccl on CUDA, gloo on CPU) and ``core.train.train`` runs
-data-parallel; the loop is the one the in-process trainer runs. Rank 0 saves the train state every
+data-parallel (DDP; with ``--fsdp`` FSDP2 shards the model over the ranks); the loop is the one the
+in-process trainer runs. Rank 0 saves the train state every
 ``--save-every`` steps under ``--state-dir`` (default: next to ``--out``); rerunning the same command after
 a kill resumes from it. Rank 0 writes ``--out`` (HF safetensors + the base's tokenizer).
 
@@ -28,7 +29,7 @@ import torch
 import torch.distributed as dist
 
 from .corpora import load_documents, tokenize_documents
-from .errors import MergeMixError
+from .errors import ConfigError, MergeMixError
 from .mixture_file import MixtureFile, read_mixture_file
 from .model import load_checkpoint, save_checkpoint
 from .train import TrainProgress, TrainRecipe, train
@@ -53,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"recipe {name} (default: the mixture file's recipe)")
     p.add_argument("--save-every", type=int, default=0, help="save the train state every N steps (0: at the end)")
     p.add_argument("--state-dir", default="", help="where the train state lives (default: <out>.state)")
+    p.add_argument("--fsdp", action="store_true",
+                   help="shard parameters, gradients and optimiser state over the ranks (FSDP2 fully_shard per "
+                   "decoder layer) instead of replicating the model (DDP); no resumable train state")
     return p
 
 
@@ -86,6 +90,27 @@ def start_process_group() -> tuple[int, int, str]:
     return rank, world, device
 
 
+def shard_model(model: torch.nn.Module, device: str) -> torch.nn.Module:
+    """FSDP2: ``fully_shard`` each decoder layer (HF's ``_no_split_modules`` classes), then the whole model
+    (embeddings, final norm, head: tied weights stay in one group). Parameters become DTensor shards."""
+    from torch.distributed.fsdp import fully_shard
+
+    model.to(device)
+    layer_classes = set(getattr(model, "_no_split_modules", None) or [])
+    for module in model.modules():
+        if type(module).__name__ in layer_classes:
+            fully_shard(module)
+    fully_shard(model)
+    return model
+
+
+def gathered_state(model: torch.nn.Module) -> dict:
+    """The full (unsharded) weights on CPU; every rank must call it (rank 0 gets them, the others nothing)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
 def _pipes(rank: int):
     """Dagster Pipes on rank 0 when launched by a Pipes client; otherwise nothing."""
     if rank != 0:
@@ -109,14 +134,24 @@ def main(argv: list[str] | None = None) -> int:
             streams = token_streams(spec, tokenizer)
             out = Path(args.out)
             state_dir = Path(args.state_dir) if args.state_dir else out.parent / f".{out.name}.state"
-            say(f"training {recipe.tokens:,} tokens on {spec.mixture.label()} with {world} rank(s), "
-                f"{recipe.steps} steps of {recipe.tokens_per_step:,} tokens")
+            fsdp = args.fsdp and world > 1
+            if fsdp:
+                if args.save_every:
+                    raise ConfigError("--fsdp saves no resumable train state: drop --save-every")
+                model = shard_model(model, recipe.device)
+            say(f"training {recipe.tokens:,} tokens on {spec.mixture.label()} with {world} rank(s)"
+                f"{' (FSDP)' if fsdp else ''}, {recipe.steps} steps of {recipe.tokens_per_step:,} tokens")
 
             def log(p: TrainProgress) -> None:
                 say(p.line())
 
-            report = train(model, streams, spec.mixture, recipe, on_log=log, state_dir=state_dir,
+            report = train(model, streams, spec.mixture, recipe, on_log=log, state_dir=None if fsdp else state_dir,
                            save_every=args.save_every)
+            if fsdp:  # gather the shards; rank 0 saves them through a plain copy of the model
+                full = gathered_state(model)
+                model = load_checkpoint(args.init)[0] if rank == 0 else model
+                if rank == 0:
+                    model.load_state_dict(full)
             if report.resumed_from_step:
                 say(f"resumed from step {report.resumed_from_step} saved in {state_dir}")
             metrics = {
@@ -126,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
             }
             if rank == 0:
                 save_checkpoint(model.to("cpu"), tokenizer, out)
+                state_dir.mkdir(parents=True, exist_ok=True)
                 (state_dir / "report.json").write_text(json.dumps(metrics | {"losses": report.losses}))
                 say(f"wrote {out}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                                   for k, v in metrics.items()))

@@ -1,0 +1,178 @@
+"""Candidate evaluation over W worker processes, task vectors kept on CPU, and the concurrency pools.
+
+The worker test materializes the real ``candidate_evaluations`` asset with ``evaluation.workers: 2`` (two
+spawned processes) against the session's smoke stage, whose rows were written with one worker.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import torch
+import yaml
+
+from mergemix_dagster.assets.evaluations import build_evaluation_assets
+from mergemix_dagster.core.errors import ConfigError
+from mergemix_dagster.core.evaluation_workers import ScorerSpec, worker_devices
+from mergemix_dagster.core.merge import InMemoryMerger
+from mergemix_dagster.core.merge.offloaded import OffloadedMerger
+from mergemix_dagster.core.mixture import Mixture
+from mergemix_dagster.core.model import TinyModelSpec, new_tiny_llama, train_tokenizer
+from mergemix_dagster.partitions import build_partitions
+from mergemix_dagster.resources import CheckpointStore, EvaluationDatabase
+from mergemix_dagster.resources.settings import PipelineSettings
+from mergemix_dagster.settings import load_settings
+
+KEY = ["candidate_id", "task", "metric"]
+
+
+# ---- task vectors in CPU memory ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    tokenizer = train_tokenizer(["def f(x): return x + 1", "the cat sat on the mat", "1 + 2 = 3"] * 5, vocab_size=300)
+    spec = TinyModelSpec(vocab_size=300, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=48,
+                         max_position_embeddings=64)
+    base = {k: v.clone() for k, v in new_tiny_llama(spec, tokenizer, seed=0).state_dict().items()
+            if k != "lm_head.weight"}
+    experts = {}
+    for i, d in enumerate(("code", "math", "prose")):
+        g = torch.Generator().manual_seed(i + 1)
+        experts[d] = {k: v + 0.02 * torch.randn(v.shape, generator=g) for k, v in base.items()}
+    return spec, tokenizer, base, experts
+
+
+@pytest.mark.parametrize("method", ["linear", "ties"])
+def test_task_vectors_on_cpu_give_the_same_weights_bit_for_bit(tiny, method):
+    spec, tokenizer, base, experts = tiny
+    on_device, offloaded = new_tiny_llama(spec, tokenizer, seed=5), new_tiny_llama(spec, tokenizer, seed=6)
+    a = InMemoryMerger(on_device, base, experts, method=method)
+    b = OffloadedMerger(offloaded, base, experts, method=method)
+    assert all(slot[2].device.type == "cpu" for slot in b._slots)
+    for weights in [(0.2, 0.3, 0.5), (1.0, 0.0, 0.0), (0.0, 0.5, 0.5)]:
+        mixture = Mixture(("code", "math", "prose"), weights)
+        a.apply(mixture)
+        b.apply(mixture)
+        for (name, x), (_, y) in zip(on_device.named_parameters(), offloaded.named_parameters()):
+            assert torch.equal(x, y), (name, weights)
+    b.restore_base()
+    assert torch.equal(offloaded.model.embed_tokens.weight, base["model.embed_tokens.weight"])
+
+
+def test_worker_devices():
+    assert worker_devices("cpu", 3) == ["cpu"] * 3
+    assert worker_devices("cuda:1", 2) == ["cuda:1", "cuda:1"]
+    expected = [f"cuda:{w % torch.cuda.device_count()}" for w in range(3)] if torch.cuda.is_available() else ["cpu"] * 3
+    assert worker_devices("auto", 3) == expected
+    with pytest.raises(RuntimeError):
+        worker_devices("gpu7", 1)
+    with pytest.raises(ConfigError):
+        ScorerSpec("b", {}, (), task_vectors="disk")
+
+
+def test_a_worker_failure_reaches_the_caller_by_name(tmp_path):
+    from mergemix_dagster.core.errors import StoreError
+    from mergemix_dagster.core.evaluate import DEFAULT_TASKS
+    from mergemix_dagster.core.evaluation_workers import ProxyJob, score_proxies
+
+    spec = ScorerSpec(str(tmp_path), {"math": str(tmp_path)}, DEFAULT_TASKS, device="cpu")  # no checkpoint there
+    scored = []
+    with pytest.raises(StoreError, match="no config.json"):
+        score_proxies(spec, [ProxyJob("a", {"math": 1.0}), ProxyJob("b", {"math": 1.0})],
+                      lambda *args: scored.append(args), workers=2)
+    assert scored == []
+
+
+# ---- the asset over two worker processes -------------------------------------------------------------------
+
+
+def _settings_file(pipeline_config: Path, tmp: Path, **evaluation) -> Path:
+    raw = yaml.safe_load(Path(pipeline_config).read_text())
+    raw.setdefault("evaluation", {}).update(evaluation)
+    raw["database"] = str(tmp / "workers.duckdb")  # the smoke stage's store, a fresh evaluations table
+    path = tmp / "workers.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def _materialize(path: Path, instance) -> dg.ExecuteInProcessResult:
+    s = load_settings(str(path))
+    return dg.materialize(
+        build_evaluation_assets(build_partitions(s)),
+        partition_key="s0",
+        resources={"settings": PipelineSettings(config=str(path)), "store": CheckpointStore(root=s.store_uri),
+                   "database": EvaluationDatabase(path=s.database_path)},
+        instance=instance,
+    )
+
+
+def _rows(database: EvaluationDatabase):
+    frame = database.evaluations("s0")
+    return frame[frame["kind"].isin(["seed", "base"])].sort_values(KEY).reset_index(drop=True)
+
+
+def test_two_workers_write_the_rows_of_one_and_resume(smoke_run, pipeline_config, tmp_path):
+    settings, *_ = smoke_run
+    one_worker = _rows(EvaluationDatabase(path=settings.database_path))
+    path = _settings_file(pipeline_config, tmp_path, workers=2)
+    database = EvaluationDatabase(path=str(tmp_path / "workers.duckdb"))
+    n = one_worker["candidate_id"].nunique() - 1  # seed candidates; the base is scored too
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        instance.add_dynamic_partitions("stage", ["s0"])
+        result = _materialize(path, instance)
+        meta = result.asset_materializations_for_node("candidate_evaluations")[0].metadata
+        assert meta["candidates_scored_now"].value == n
+        logs = [e.user_message for e in instance.all_logs(result.run_id)]
+        assert any("2 worker process(es)" in m for m in logs)
+        assert any(f"candidates {n}/{n}" in m for m in logs)  # progress i/N still reported
+
+        two_workers = _rows(database)
+        assert not two_workers.duplicated(KEY).any()
+        assert two_workers[KEY].equals(one_worker[KEY])
+        assert (two_workers["value"] - one_worker["value"]).abs().max() <= 1e-9
+        assert two_workers["evaluation_fingerprint"].equals(one_worker["evaluation_fingerprint"])
+
+        # a run killed after some candidates: only the missing ones are scored again
+        lost = sorted(set(two_workers["candidate_id"]) - {"base"})[:3]
+        with database.connect() as con:
+            con.execute("DELETE FROM evaluations WHERE candidate_id IN (SELECT unnest(?))", [lost])
+        again = _materialize(path, instance)
+        meta = again.asset_materializations_for_node("candidate_evaluations")[0].metadata
+        assert meta["candidates_scored_now"].value == len(lost)
+        resumed = _rows(database)
+        assert not resumed.duplicated(KEY).any() and resumed[KEY].equals(one_worker[KEY])
+        assert (resumed["value"] - one_worker["value"]).abs().max() <= 1e-9
+
+
+# ---- concurrency pools -------------------------------------------------------------------------------------
+
+
+def test_definitions_carry_the_configured_pools(pipeline_config, tmp_path):
+    from mergemix_dagster.definitions import build_definitions
+    from mergemix_dagster.versions import SETTINGS_READ_BY
+
+    raw = yaml.safe_load(Path(pipeline_config).read_text())
+    raw["trainer"] = {"pool": "team_gpus"}
+    raw.setdefault("evaluation", {})["pool"] = "eval_gpus"
+    path = tmp_path / "pools.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    custom = load_settings(str(path))
+    defs = build_definitions(custom, config=str(path))
+    pools = {key.to_user_string(): defs.resolve_assets_def(key).op.pool
+             for key in defs.resolve_asset_graph().get_all_asset_keys()}
+    assert {k for k, p in pools.items() if p == "team_gpus"} == {"expert_checkpoint", "reference_models",
+                                                                  "mixture_quality"}
+    assert {k for k, p in pools.items() if p == "eval_gpus"} == {"candidate_evaluations", "validation_proxies"}
+    default = build_definitions(load_settings(str(pipeline_config)), config=str(pipeline_config))
+    assert default.resolve_assets_def("expert_checkpoint").op.pool == "mergemix_training"
+    assert default.resolve_assets_def("candidate_evaluations").op.pool == "mergemix_evaluation"
+    # where and how many processes evaluate is not part of any version: nothing goes stale
+    placement = raw | {"evaluation": raw["evaluation"] | {"workers": 4, "threads": 1, "task_vectors": "cpu",
+                                                          "device": "cpu"}}
+    path.write_text(yaml.safe_dump(placement))
+    moved = load_settings(str(path))
+    for name, read in SETTINGS_READ_BY.items():
+        assert read(moved) == read(custom), name
