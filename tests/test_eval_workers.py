@@ -165,7 +165,8 @@ def test_definitions_carry_the_configured_pools(pipeline_config, tmp_path):
              for key in defs.resolve_asset_graph().get_all_asset_keys()}
     assert {k for k, p in pools.items() if p == "team_gpus"} == {"expert_checkpoint", "reference_models",
                                                                   "mixture_quality"}
-    assert {k for k, p in pools.items() if p == "eval_gpus"} == {"candidate_evaluations", "validation_proxies"}
+    assert {k for k, p in pools.items() if p == "eval_gpus"} == {"candidate_evaluations", "search_rounds",
+                                                                 "validation_proxies"}
     default = build_definitions(load_settings(str(pipeline_config)), config=str(pipeline_config))
     assert default.resolve_assets_def("expert_checkpoint").op.pool == "mergemix_training"
     assert default.resolve_assets_def("candidate_evaluations").op.pool == "mergemix_evaluation"

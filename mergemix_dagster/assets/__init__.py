@@ -27,7 +27,7 @@ def build_assets(parts: PipelinePartitions, pools: AssetPools = AssetPools()) ->
         *build_candidate_assets(parts),
         *build_evaluation_assets(parts, pools),
         *build_surrogate_assets(parts),
-        *build_round_assets(parts),
+        *build_round_assets(parts, pools),
         *build_mixture_assets(parts),
         *build_report_assets(parts),
         *build_validation_assets(parts, pools),

@@ -16,7 +16,7 @@ from ..settings import Settings
 @dataclass(frozen=True)
 class AssetPools:
     training: str = "mergemix_training"  # experts, reference runs, mixture-quality runs
-    evaluation: str = "mergemix_evaluation"  # candidate evaluations, validation proxies
+    evaluation: str = "mergemix_evaluation"  # candidate evaluations, DeMix rounds, validation proxies
 
 
 def pools_from(settings: Settings) -> AssetPools:

@@ -6,12 +6,12 @@ candidate's rows are written as soon as it is scored. An interrupted round there
 proposals and scores only what is missing; a rerun with unchanged inputs scores nothing.
 """
 
-
+from dataclasses import asdict
 
 import dagster as dg
 import numpy as np
 
-from ..core.mixture import Mixture
+from ..core.evaluation_workers import ProxyJob, score_proxies
 from ..core.progress import Progress
 from ..core.rounds import best_measured, propose_round
 from ..partitions import PipelinePartitions
@@ -20,7 +20,8 @@ from ..resources.settings import PipelineSettings
 from . import layout
 from .candidates import candidate_fingerprint
 from .evaluations import finished_fingerprints
-from .proxies import lm_eval_results_path, open_proxy_scorer, score_rows
+from .pools import AssetPools
+from .proxies import IdentifiedScore, evaluation_fingerprints, lm_eval_results_path, proxy_scorer_spec, score_rows
 from .searching import (
     available_tokens,
     constraints_from,
@@ -36,13 +37,14 @@ from .searching import (
 ROUNDS_CODE_VERSION = "1"
 
 
-def build_round_assets(parts: PipelinePartitions) -> list[dg.AssetsDefinition]:
+def build_round_assets(parts: PipelinePartitions, pools: AssetPools = AssetPools()) -> list[dg.AssetsDefinition]:
     @dg.asset(
         partitions_def=parts.stage,
         group_name="search",
         code_version=ROUNDS_CODE_VERSION,
         deps=["capability_surrogates"],
         kinds={"duckdb", "lightgbm"},
+        pool=pools.evaluation,
     )
     def search_rounds(
         context: dg.AssetExecutionContext,
@@ -60,7 +62,8 @@ def build_round_assets(parts: PipelinePartitions) -> list[dg.AssetsDefinition]:
         constraints = constraints_from(s, tokens)
         scale = seed_scale(s, store, database, stage)
         recipe = {k: design[k] for k in ("base", "experts", "method")}
-        scorer = None
+        spec = None
+        fingerprints = evaluation_fingerprints(s)
         history = []
         scored_now = 0
         stopped = None
@@ -96,16 +99,26 @@ def build_round_assets(parts: PipelinePartitions) -> list[dg.AssetsDefinition]:
             todo = [c for c in stored["candidates"] if done.get(c["candidate_id"]) != c["fingerprint"]]
             context.log.info(f"round {r}: {len(stored['candidates'])} proposals, {len(todo)} to score")
             progress = Progress(len(todo), f"round {r} candidates", log=context.log.info, unit="candidate")
-            for c in todo:
-                if scorer is None:
-                    scorer = open_proxy_scorer(store, stage, s)
-                scores = scorer.score(Mixture.from_dict(c["alpha"], s.domain_names),
-                                      results_path=lm_eval_results_path(s, stage, c["candidate_id"]))
+            by_id = {c["candidate_id"]: c for c in todo}
+
+            def write(job: ProxyJob, scores: list, elapsed: float, r: int = r) -> None:
+                """Rows of one scored proposal, written as it finishes (a kill loses only those in flight)."""
+                nonlocal scored_now
+                c = by_id[job.candidate_id]
+                scores = [IdentifiedScore(**asdict(sc), evaluation_fingerprint=fingerprints.get(sc.task, ""))
+                          for sc in scores]
                 database.upsert_evaluations(
                     score_rows(stage, c["candidate_id"], round_kind(r), c["alpha"], scores, c["fingerprint"])
                 )
                 scored_now += 1
                 progress.advance(candidate=c["candidate_id"])
+
+            if todo:
+                if spec is None:
+                    spec = proxy_scorer_spec(store, stage, s)
+                jobs = [ProxyJob(c["candidate_id"], c["alpha"], str(lm_eval_results_path(s, stage, c["candidate_id"])))
+                        for c in todo]
+                score_proxies(spec, jobs, write, workers=min(s.evaluation.workers, len(jobs)))
             after = measured_table(s, store, database, stage, r)
             after_values = table_objective(after, objective, scale)
             # the predicted optimum was proposed first, unless a measured mixture already sat on it
