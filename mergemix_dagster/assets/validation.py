@@ -8,13 +8,14 @@ M full trainings. Definitions of every figure: ``core/validation.py`` and docs/r
 
 
 import json
-import time
+from dataclasses import asdict
 from pathlib import Path
 
 import dagster as dg
 import numpy as np
 import pandas as pd
 
+from ..core.evaluation_workers import ProxyJob, score_proxies
 from ..core.mixture import Mixture
 from ..core.model import load_state_dict
 from ..core.progress import Progress
@@ -24,7 +25,6 @@ from ..core.validation import (
     SearchCost,
     cost_markdown,
     dual_capability_mixtures,
-    overall_scores,
     rank_fidelity,
     spearman,
     task_vector_diagnostics as diagnose_task_vectors,
@@ -39,7 +39,9 @@ from . import layout
 from .candidates import candidate_fingerprint
 from .metadata import image, number, table
 from .loading import base_checkpoint, configured_rows, expert_checkpoint_dir, read_pointer
-from .proxies import lm_eval_results_path, open_proxy_scorer, score_rows
+from .proxies import (
+    IdentifiedScore, evaluation_fingerprints, lm_eval_results_path, proxy_scorer_spec, score_rows,
+)
 from .pools import AssetPools
 from .searching import (
     available_tokens,
@@ -139,21 +141,32 @@ def build_validation_assets(parts: PipelinePartitions, pools: AssetPools = Asset
         points = _mixtures(design, "fidelity") + _mixtures(design, "dual")
         todo = [(pid, m) for pid, m in points
                 if candidate_fingerprint(design["recipe"], m.as_dict()) not in done]
-        scorer, seconds = None, []
+        seconds: list[float] = []
+        fingerprints = evaluation_fingerprints(s, heldout=True)
+        by_id = {}
+        jobs = []
+        for pid, mixture in todo:
+            fp = candidate_fingerprint(design["recipe"], mixture.as_dict())
+            by_id[proxy_candidate_id(fp)] = (pid, mixture, fp)
+            jobs.append(ProxyJob(proxy_candidate_id(fp), mixture.as_dict(),
+                                 str(lm_eval_results_path(s, stage, proxy_candidate_id(fp)))))
         with Progress(len(todo), "validation proxies", log=context.log.info, unit="proxy") as progress:
-            for pid, mixture in todo:
-                fp = candidate_fingerprint(design["recipe"], mixture.as_dict())
-                scorer = scorer or open_proxy_scorer(store, stage, s, heldout=True)
-                start = time.perf_counter()
-                scores = scorer.score(mixture, results_path=lm_eval_results_path(s, stage, proxy_candidate_id(fp)))
-                seconds.append(time.perf_counter() - start)
+
+            def write(job: ProxyJob, scores: list, elapsed: float) -> None:
+                """Rows of one scored proxy, written as it finishes (a kill loses only those in flight)."""
+                pid, mixture, fp = by_id[job.candidate_id]
+                scores = [IdentifiedScore(**asdict(sc), evaluation_fingerprint=fingerprints.get(sc.task, ""))
+                          for sc in scores]
+                seconds.append(elapsed)
                 database.upsert_evaluations(
-                    score_rows(stage, proxy_candidate_id(fp), PROXY_KIND, mixture.as_dict(), scores, fp)
+                    score_rows(stage, job.candidate_id, PROXY_KIND, mixture.as_dict(), scores, fp)
                 )
                 done.add(fp)
                 progress.advance(mixture=pid)
-        for line in scorer.evaluator.warning_summary() if scorer else []:
-            context.log.info(line)
+
+            if jobs:
+                score_proxies(proxy_scorer_spec(store, stage, s, heldout=True), jobs, write,
+                              workers=min(s.evaluation.workers, len(jobs)))
         timing = {"seconds_per_evaluation": float(np.mean(seconds)) if seconds else None, "n": len(seconds)}
         if seconds:
             store.put_json(result_key(stage, "proxy_eval_timing.json"), timing, overwrite=True)
