@@ -221,6 +221,19 @@ class SearchSettings(_Strict):
         None, description="DeMix rounds after the seed design: candidates per round; None: [N/2, N/4]; []: none"
     )
     cv_folds: int = 5
+    hierarchy: Literal["none", "top_down", "bottom_up"] = Field(
+        "none", description="sub-domain search (docs/hierarchy.md): none; top_down: coarse mixture over domain "
+        "experts trained on their natural sub-domain mix, then weights inside each domain; bottom_up: weights "
+        "inside each domain, consolidate each domain by merging, then the coarse mixture",
+    )
+
+    @model_serializer(mode="wrap")
+    def _flat_dump_unchanged(self, handler):
+        """Without a hierarchy the search dumps as before it existed, so code versions (cache keys) hold."""
+        data = handler(self)
+        if self.hierarchy == "none" and isinstance(data, dict):
+            data.pop("hierarchy", None)
+        return data
 
     @model_validator(mode="after")
     def _weights_alias(self) -> "SearchSettings":
@@ -447,6 +460,20 @@ class Settings(_Strict):
             raise ValueError(f"search.n_candidates={self.search.n_candidates} is below the number of domains + 1 "
                              f"({len(domains) + 1}): the seed design needs every expert and one mixture")
         return self
+
+    @model_validator(mode="after")
+    def _hierarchy_needs_subdomains(self) -> "Settings":
+        if self.search.hierarchy != "none" and not self.split_domains:
+            raise ValueError(f"search.hierarchy={self.search.hierarchy!r} needs at least one domain with subdomains")
+        for d in self.domains:
+            if d.subdomains and len(d.subdomains) < 2:
+                raise ValueError(f"domain {d.name!r} lists one sub-domain; split into two or more, or list paths")
+        return self
+
+    @property
+    def split_domains(self) -> tuple[str, ...]:
+        """Domains that list sub-domains (the ones a hierarchical search optimizes inside)."""
+        return tuple(d.name for d in self.domains if d.subdomains)
 
     @property
     def dual_pair(self) -> tuple[str, str]:
