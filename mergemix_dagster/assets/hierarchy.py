@@ -14,7 +14,6 @@ is keyed ``domain × stage`` over the split domains only. Every key names one th
 Flat configs define none of these assets, so their asset keys and cache keys are unchanged.
 """
 
-from __future__ import annotations
 
 import tempfile
 import time
@@ -369,7 +368,7 @@ def combine_levels(s: Settings, store: CheckpointStore, database: EvaluationData
     coarse_payload = current["coarse"] if current.get("hierarchy") else current
     coarse = {d: float(w) for d, w in coarse_payload["weights"].items()}
     fine_payloads = {d: store.get_json(layout.subdomain_mixture_key(stage, d)) for d in s.split_domains}
-    fine = {d: p["weights"] for d, p in fine_payloads.items()}
+    fine = {d: {leaf.partition("/")[2]: w for leaf, w in p["weights"].items()} for d, p in fine_payloads.items()}
     flat = hierarchical_weights(coarse, fine, s.split_domains)
     tokens = {d: n for d, n in coarse_payload.get("available_tokens", {}).items() if d not in s.split_domains}
     for p in fine_payloads.values():
