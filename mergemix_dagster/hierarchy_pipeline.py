@@ -77,6 +77,7 @@ def run_hierarchy(
     stage: str,
     on_step: Callable[[str, object, float], None] | None = None,
     log_level: str = "INFO",
+    on_check_failed: Callable[[str], None] | None = None,
     max_layers: int = 8,
 ) -> dict[str, float]:
     """Materialize what a hierarchical ``stage`` is missing or has stale; returns seconds per job."""
@@ -106,7 +107,8 @@ def run_hierarchy(
         raise RuntimeError(f"stage {stage!r}: sub-domain work still not fresh after {max_layers} layers")
 
     def coarse() -> None:
-        for job, seconds in run_stage(defs, settings, instance, stage, on_step=on_step, log_level=log_level).items():
+        for job, seconds in run_stage(defs, settings, instance, stage, on_step=on_step, log_level=log_level,
+                                      on_check_failed=on_check_failed).items():
             timings[job] = timings.get(job, 0.0) + seconds
 
     with home_lock(settings):

@@ -126,9 +126,10 @@ def _check_final_mixture(settings) -> dict:
     assert mixture["weights"] == pytest.approx(flatten_weights(mixture["coarse_weights"], mixture["fine_weights"]))
     assert set(mixture["coarse_weights"]) == {"math", "code"}
     assert set(mixture["coarse"]["weights"]) == {"math", "code"}  # the coarse search's own payload is kept
-    megatron = (settings.home_path / "exports" / "s0").glob("*megatron*")
-    text = next(iter(megatron)).read_text()
-    assert all(f"UNSET/{leaf}" in text for leaf in LEAVES)  # the trainer file is flat over sub-domains
+    tokens = (settings.home_path / "exports" / "s0" / "megatron_blend.txt").read_text().split()
+    blend = {prefix.removeprefix("UNSET/"): float(w) for w, prefix in zip(tokens[0::2], tokens[1::2])}
+    nonzero = {leaf: w for leaf, w in mixture["weights"].items() if round(w, 8) > 0}
+    assert blend == pytest.approx(nonzero, abs=1e-7)  # the trainer file is flat over sub-domains
     return mixture
 
 
