@@ -125,3 +125,51 @@ def run_hierarchy(
             drain(lambda: fine_plan(instance, defs, settings, stage))
         drain(lambda: final_plan(instance, defs, settings, stage))
     return timings
+
+
+def run_study(defs: dg.Definitions, instance: dg.DagsterInstance, stage: str, log_level: str = "INFO") -> None:
+    """The trained ⟨MergeMix, MergeMix⟩ / ⟨MergeMix, uniform⟩ / ⟨uniform, uniform⟩ comparison of ``stage``."""
+    defs.resolve_job_def("hierarchy_study_job").execute_in_process(
+        instance=instance, partition_key=stage, raise_on_error=True,
+        tags={STAGE_TAG: stage, OWNER_TAG: owner_tag()},
+        run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m mergemix_dagster.hierarchy_pipeline --config hierarchy [--stage s0] [--study]``
+    (what ``make hierarchy`` runs): both levels of a stage, then optionally the trained study."""
+    import argparse
+
+    from .assets.hierarchy import study_key
+    from .definitions import build_definitions
+    from .pipeline import dagster_instance
+    from .resources import CheckpointStore
+    from .settings import load_settings
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--config", default="", help="settings YAML or bundled name (default: $MERGEMIX_CONFIG)")
+    parser.add_argument("--stage", default=None)
+    parser.add_argument("--study", action="store_true", help="also train and compare the three arms (hours on CPU)")
+    parser.add_argument("--log-level", default="WARNING")
+    args = parser.parse_args(argv)
+    settings = load_settings(args.config or None)
+    defs = build_definitions(settings, config=args.config)
+    instance = dagster_instance(settings)
+    stage = args.stage or settings.initial_stage
+    with home_lock(settings):
+        run_hierarchy(defs, settings, instance, stage, log_level=args.log_level,
+                      on_step=lambda job, part, sec: print(f"  {job:<22} {str(part or '-'):<18} {sec:7.1f} s", flush=True))
+        store = CheckpointStore(root=settings.store_uri)
+        mixture = store.get_json(f"stages/{stage}/mixture.json")
+        print(f"\n{settings.search.hierarchy} mixture of stage {stage!r} (coarse × fine):")
+        for name, w in mixture["weights"].items():
+            print(f"  {name:<18} {w:.3f}")
+        if args.study:
+            run_study(defs, instance, stage, log_level=args.log_level)
+            print("\n" + store.get_json(study_key(stage))["markdown"])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

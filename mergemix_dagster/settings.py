@@ -38,6 +38,15 @@ class SubdomainSettings(_Strict):
 
     name: str
     paths: list[str] = Field(default_factory=list, description="jsonl/parquet/txt files or dirs, local or s3://")
+    max_chars: int | None = Field(None, gt=0, description="cap on this sub-domain's corpus; default: the domain's")
+
+    @model_serializer(mode="wrap")
+    def _dump_without_default_cap(self, handler):
+        """Without its own cap a sub-domain dumps as before the cap existed (settings hashes hold)."""
+        data = handler(self)
+        if self.max_chars is None and isinstance(data, dict):
+            data.pop("max_chars", None)
+        return data
 
     @field_validator("name")
     @classmethod

@@ -13,6 +13,7 @@ from mergemix_dagster.core.hierarchy import (
     natural_shares,
     prefer_measured,
     proportional_caps,
+    study_arms,
     uniform_fine,
 )
 from mergemix_dagster.core.mixture import Mixture
@@ -65,7 +66,7 @@ def test_split_config_adds_only_the_subdomain_family(tmp_path):
     assert none - flat == {"subdomain_corpus"}
     td = build_definitions(_split_settings(tmp_path, "top_down"), config="smoke")
     assert set(_keys_and_versions(td)) - flat == {
-        "subdomain_corpus", "subdomain_expert", "subdomain_mixture", "hierarchical_mixture"}
+        "subdomain_corpus", "subdomain_expert", "subdomain_mixture", "hierarchical_mixture", "hierarchy_study"}
     partitions = td.resolve_assets_def("subdomain_corpus").partitions_def.get_partition_keys()
     assert partitions == ["math/facts", "math/words"]
 
@@ -124,6 +125,10 @@ def test_hierarchical_weights_are_coarse_times_fine():
     with pytest.raises(ConfigError, match="no sub-domain weights"):
         hierarchical_weights({"math": 0.6, "code": 0.4}, {}, ["math"])
     assert uniform_fine({"code": ["a", "b"]}) == {"code": {"a": 0.5, "b": 0.5}}
+    arms = study_arms({"math": 0.6, "code": 0.4}, {"math": {"facts": 0.25, "words": 0.75}}, {"math": ["facts", "words"]})
+    assert arms["mergemix_mergemix"] == pytest.approx(flat)
+    assert arms["mergemix_uniform"] == pytest.approx({"math/facts": 0.3, "math/words": 0.3, "code": 0.4})
+    assert arms["uniform_uniform"] == pytest.approx({"math/facts": 0.25, "math/words": 0.25, "code": 0.5})
     assert natural_shares({"a": 3, "b": 1}) == {"a": 0.75, "b": 0.25}
 
 

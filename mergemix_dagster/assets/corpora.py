@@ -91,19 +91,20 @@ def general_source_fingerprint(s) -> str:
 def read_subdomain_documents(
     cfg: DomainSettings, sub: SubdomainSettings, store: CheckpointStore, seed: int
 ) -> tuple[list[str], str]:
-    """The documents of one sub-domain (capped at its domain's ``max_chars``) and where they came from."""
+    """The documents of one sub-domain (capped at its own ``max_chars``, else its domain's) and their source."""
     name = leaf_name(cfg.name, sub.name)
+    max_chars = sub.max_chars or cfg.max_chars
     if not sub.paths:
         if name not in EMBEDDED_SUBDOMAINS:
             from ..core.errors import ConfigError
 
             raise ConfigError(f"sub-domain {name!r} has no `paths` and no embedded default exists for it "
                               f"(embedded sub-domains: {sorted(EMBEDDED_SUBDOMAINS)})")
-        docs = build_subdomain_documents(name, max_chars=cfg.max_chars, seed=seed)
-        return validate_documents(name, docs), f"embedded:{name}"
+        docs = build_subdomain_documents(name, max_chars=max_chars, seed=seed)
+        return _cap_chars(validate_documents(name, docs), max_chars), f"embedded:{name}"
     local_paths = [store.fetch_external(path) for path in sub.paths]
-    docs = read_documents(local_paths, text_field=cfg.text_field, max_chars=cfg.max_chars)
-    return validate_documents(name, docs, source=", ".join(sub.paths)), ", ".join(sub.paths)
+    docs = read_documents(local_paths, text_field=cfg.text_field, max_chars=max_chars)
+    return _cap_chars(validate_documents(name, docs, source=", ".join(sub.paths)), max_chars), ", ".join(sub.paths)
 
 
 def read_split_domain_documents(cfg: DomainSettings, store: CheckpointStore, seed: int) -> tuple[list[str], str]:

@@ -21,11 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
+import numpy as np
 
 from ..core.corpora import corpus_fingerprint
 from ..core.designs import seed_design
 from ..core.exports import token_plan_for, write_exports
-from ..core.hierarchy import fine_objective, hierarchical_weights, natural_shares, prefer_measured
+from ..core.hierarchy import fine_objective, hierarchical_weights, natural_shares, prefer_measured, study_arms
 from ..core.merge import InMemoryMerger
 from ..core.merge.streaming import merge_checkpoints
 from ..core.mixture import Mixture
@@ -44,7 +45,6 @@ from . import layout
 from .candidates import candidate_fingerprint, count_domain_tokens
 from .corpora import (
     CORPUS_CODE_VERSION,
-    _cap_chars,
     _corpus_metadata,
     _write_corpus,
     read_subdomain_documents,
@@ -55,6 +55,7 @@ from .experts import EXPERT_CODE_VERSION, TRAINING_POOL, build_expert_assets, tr
 from .loading import base_checkpoint, checkpoint_dir, configured_rows, read_pointer
 from .metadata import number
 from .proxies import ProxyScorer, build_evaluator, lm_eval_results_path, score_rows
+from .references import REFERENCE_KIND, ReferenceTrainer, scores_by_fingerprint
 from .searching import mixture_objective, table_objective
 
 HIERARCHY_CODE_VERSION = "1"
@@ -154,7 +155,6 @@ def build_hierarchy_assets(settings: Settings, parts: PipelinePartitions) -> lis
         leaf = context.partition_key
         cfg, sub = _subdomain(s, leaf)
         docs, source = read_subdomain_documents(cfg, sub, store, seed=s.search.seed)
-        docs = _cap_chars(docs, cfg.max_chars)
         fingerprint = corpus_fingerprint(docs)
         uri = _write_corpus(store, docs, layout.corpus_key(leaf, fingerprint))
         store.put_json(layout.corpus_pointer(leaf),
@@ -263,7 +263,77 @@ def build_hierarchy_assets(settings: Settings, parts: PipelinePartitions) -> lis
             data_version=dg.DataVersion(layout.content_version(payload["weights"])),
         )
 
-    return assets + [subdomain_expert, subdomain_mixture, hierarchical_mixture]
+    @dg.asset(
+        partitions_def=parts.stage,
+        group_name="hierarchy",
+        code_version=HIERARCHY_CODE_VERSION,
+        deps=["hierarchical_mixture"],
+        kinds={"pytorch", "duckdb"},
+        pool=TRAINING_POOL,
+    )
+    def hierarchy_study(
+        context: dg.AssetExecutionContext,
+        settings: PipelineSettings,
+        store: CheckpointStore,
+        database: EvaluationDatabase,
+    ) -> dg.MaterializeResult:
+        """Trained comparison of the paper's Table 3: ⟨MergeMix, MergeMix⟩ vs ⟨MergeMix, uniform⟩ vs
+        ⟨uniform, uniform⟩, each trained from the stage base (validation reference runs, quality_seeds seeds)."""
+        s = settings.get()
+        stage = context.partition_key
+        study = run_hierarchy_study(s, store, database, stage, log=context.log.info, context=context)
+        return dg.MaterializeResult(
+            metadata={
+                "arms": dg.MetadataValue.md(study["markdown"]),
+                "seeds": dg.MetadataValue.int(len(study["seeds"])),
+                "uri": dg.MetadataValue.path(store.uri(study_key(stage))),
+            },
+            data_version=dg.DataVersion(layout.content_version(study["scores"])),
+        )
+
+    return assets + [subdomain_expert, subdomain_mixture, hierarchical_mixture, hierarchy_study]
+
+
+def study_key(stage: str) -> str:
+    return f"stages/{stage}/hierarchy_study.json"
+
+
+def run_hierarchy_study(s: Settings, store: CheckpointStore, database: EvaluationDatabase, stage: str,
+                        log=print, context=None) -> dict:
+    """Train and score each arm at each seed (finished runs are reused), then tabulate per arm."""
+    mixture = store.get_json(layout.mixture_key(stage))
+    subs = {d: [sub.name for sub in s.domain(d).subdomains] for d in s.split_domains}
+    arms = study_arms(mixture["coarse_weights"], mixture["fine_weights"], subs)
+    trainer = LeafReferenceTrainer(s, store, database, stage, log=log, context=context)
+    seeds = trainer.seeds(s.validation.quality_seeds)
+    runs = {arm: {seed: trainer.ensure(Mixture.from_dict(w), seed, "hierarchy_study")[0] for seed in seeds}
+            for arm, w in arms.items()}
+    scored = scores_by_fingerprint(database, stage, REFERENCE_KIND, s)
+    scores = {arm: {str(seed): scored.get(run_id, {}) for seed, run_id in by_seed.items()}
+              for arm, by_seed in runs.items()}
+    caps = list(s.capabilities)
+    lines = ["| arm | seed | " + " | ".join(caps) + " | macro | held-out |", "|---" * (len(caps) + 4) + "|"]
+    for arm, by_seed in scores.items():
+        for seed, sc in by_seed.items():
+            macro = float(np.mean([sc[c] for c in caps if c in sc])) if sc else float("nan")
+            heldout = [v for k, v in sc.items() if k.startswith("heldout:")]
+            lines.append(f"| {arm} | {seed} | " + " | ".join(f"{sc.get(c, float('nan')):.4f}" for c in caps)
+                         + f" | {macro:.4f} | {np.mean(heldout) if heldout else float('nan'):.4f} |")
+    payload = {"stage": stage, "arms": arms, "seeds": seeds, "runs": runs, "scores": scores,
+               "markdown": "\n".join(lines)}
+    store.put_json(study_key(stage), payload, overwrite=True)
+    return payload
+
+
+class LeafReferenceTrainer(ReferenceTrainer):
+    """The validation's reference runs over flat names: sub-domains of split domains, whole other domains."""
+
+    def __post_init__(self) -> None:
+        self.base_fp = read_pointer(self.store, layout.base_pointer(self.stage), "the stage base")["fingerprint"]
+        names = [leaf for d in self.s.domains for leaf in d.leaves()]
+        names += ["general"] if self.s.experts.general_fraction > 0 else []
+        self.corpora = {n: read_pointer(self.store, layout.corpus_pointer(n), f"corpus {n!r}")["fingerprint"]
+                        for n in names}
 
 
 # ------------------------------------------------------------------------------------------- the work
@@ -398,6 +468,7 @@ HIERARCHY_JOB_ASSETS = {
     "subdomain_experts_job": ("subdomain_expert", "One sub-domain expert (sub-domain × stage)."),
     "subdomain_mixture_job": ("subdomain_mixture", "The weights inside one split domain (domain × stage)."),
     "hierarchy_job": ("hierarchical_mixture", "Coarse × fine weights, flat over sub-domains, of one stage."),
+    "hierarchy_study_job": ("hierarchy_study", "Trained ⟨MergeMix, MergeMix⟩ vs ⟨MergeMix, uniform⟩ vs ⟨uniform, uniform⟩."),
 }
 
 
@@ -432,6 +503,7 @@ SETTINGS_READ_BY = {
     "subdomain_expert": lambda s: s.experts.model_dump(),
     "subdomain_mixture": lambda s: [s.search.model_dump(), s.evaluation.model_dump()],
     "hierarchical_mixture": lambda s: [s.search.model_dump(), s.target.model_dump(), s.export.model_dump()],
+    "hierarchy_study": lambda s: {"validation": s.validation.model_dump(), "evaluation": s.evaluation.model_dump()},
 }
 
 

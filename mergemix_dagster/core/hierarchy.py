@@ -97,3 +97,18 @@ def hierarchical_weights(
 def uniform_fine(subdomains: Mapping[str, Sequence[str]]) -> dict[str, dict[str, float]]:
     """Equal weights inside every split domain (the ⟨·, uniform⟩ arm of the paper's Table 3)."""
     return {d: {s: 1.0 / len(subs) for s in subs} for d, subs in subdomains.items()}
+
+
+def study_arms(
+    coarse: Mapping[str, float], fine: Mapping[str, Mapping[str, float]], subdomains: Mapping[str, Sequence[str]]
+) -> dict[str, dict[str, float]]:
+    """The flat mixtures of the paper's Table 3: ⟨MergeMix, MergeMix⟩, ⟨MergeMix, uniform⟩, ⟨uniform, uniform⟩
+    (⟨coarse, fine⟩). ``subdomains``: each split domain's sub-domain names; other domains stay whole."""
+    split = list(subdomains)
+    uniform_coarse = {d: 1.0 / len(coarse) for d in coarse}
+    even = uniform_fine(subdomains)
+    return {
+        "mergemix_mergemix": hierarchical_weights(coarse, fine, split),
+        "mergemix_uniform": hierarchical_weights(coarse, even, split),
+        "uniform_uniform": hierarchical_weights(uniform_coarse, even, split),
+    }
