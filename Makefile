@@ -11,7 +11,7 @@ export DAGSTER_HOME ?= $(MERGEMIX_HOME)/dagster
 # Hugging Face offline mode is the `model.offline` setting (default true): the definitions set HF_HUB_OFFLINE
 # and friends when they load, so nothing reaches a model or dataset hub unless a config says otherwise.
 
-.PHONY: install run validate stages report test smoke ui bench clean hierarchy
+.PHONY: install run validate stages report test smoke ui bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -59,6 +59,7 @@ clean:
 # Hierarchical search on the embedded default split into 9 sub-domains (docs/hierarchy.md), in its own home,
 # then the trained <MergeMix,MergeMix> vs <MergeMix,uniform> vs <uniform,uniform> study (2 seeds). Hours on CPU.
 HIERARCHY_HOME ?= $(CURDIR)/.mergemix-hierarchy
+.PHONY: hierarchy
 hierarchy: install
 	MERGEMIX_HOME=$(HIERARCHY_HOME) DAGSTER_HOME=$(HIERARCHY_HOME)/dagster \
 		$(BIN)/python -m mergemix_dagster.hierarchy_pipeline --config hierarchy --study
