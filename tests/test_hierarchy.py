@@ -196,3 +196,25 @@ def test_changed_subdomain_data_reruns_only_that_domain(top_down):
                                     "expert_checkpoint", "hierarchical_mixture", *STAGE_ASSETS}
     assert len(made) == len(set(made))  # nothing twice
     _check_final_mixture(settings)
+
+
+def test_study_trains_each_arm_at_each_seed_once(bottom_up):
+    """The Table-3 study at toy scale: 3 arms × 2 seeds trained through the validation reference runs."""
+    from mergemix_dagster.assets.hierarchy import study_key
+    from mergemix_dagster.hierarchy_pipeline import run_study
+    from mergemix_dagster.resources import EvaluationDatabase
+
+    settings, defs, instance, _ = bottom_up
+    run_study(defs, instance, "s0", log_level="WARNING")
+    study = _store(settings).get_json(study_key("s0"))
+    mixture = _store(settings).get_json("stages/s0/mixture.json")
+    assert set(study["arms"]) == {"mergemix_mergemix", "mergemix_uniform", "uniform_uniform"}
+    assert study["arms"]["mergemix_mergemix"] == pytest.approx(mixture["weights"])
+    assert study["arms"]["uniform_uniform"] == pytest.approx({leaf: 0.25 for leaf in LEAVES})
+    for by_seed in study["scores"].values():
+        assert len(by_seed) == 2 and all({"math", "code"} <= set(sc) for sc in by_seed.values())
+    db = EvaluationDatabase(path=settings.database_path)
+    count = "SELECT count(*) AS n FROM training_runs WHERE study = 'hierarchy_study'"
+    assert int(db.query(count)["n"][0]) == 6
+    run_study(defs, instance, "s0", log_level="WARNING")  # finished runs are reused, not trained again
+    assert int(db.query(count)["n"][0]) == 6
