@@ -63,6 +63,14 @@ def fine_plan(instance: dg.DagsterInstance, defs: dg.Definitions, settings: Sett
 
 
 def final_plan(instance: dg.DagsterInstance, defs: dg.Definitions, settings: Settings, stage: str) -> list[tuple[str, object]]:
+    """``hierarchy_job`` when coarse × fine is not fresh, or when ``chosen_mixture`` rewrote ``mixture.json``
+    with the coarse weights since (a rerun that chose the same weights leaves Dagster's data version unchanged)."""
+    from .assets.layout import mixture_key
+    from .resources import CheckpointStore
+
+    store = CheckpointStore(root=settings.store_uri)
+    if store.exists(mixture_key(stage)) and not store.get_json(mixture_key(stage)).get("hierarchy"):
+        return [("hierarchy_job", stage)]
     r = _resolver(instance, defs)
     coarse = stage_status(instance, defs, settings.domain_names, stage).downstream["chosen_mixture"]
     mixtures = [_direct(r, "subdomain_mixture", str(split_domain_partition_key(d, stage))) for d in settings.split_domains]

@@ -176,6 +176,22 @@ def test_rerun_of_a_fresh_hierarchy_materializes_nothing(top_down):
     assert _materializations(instance, before) == []
 
 
+def test_a_coarse_rerun_is_followed_by_coarse_times_fine_again(top_down):
+    """``chosen_mixture`` rewrites mixture.json with coarse weights; even when it chose the same weights (so
+    Dagster sees nothing stale), the next run writes the flat mixture back."""
+    from mergemix_dagster.hierarchy_pipeline import run_hierarchy
+
+    settings, defs, instance, _ = top_down
+    job = defs.resolve_job_def("optimize_job")
+    assert job.execute_in_process(instance=instance, partition_key="s0",
+                                  asset_selection=[dg.AssetKey("chosen_mixture")]).success
+    assert "hierarchy" not in _store(settings).get_json("stages/s0/mixture.json")
+    before = _last_storage_id(instance)
+    run_hierarchy(defs, settings, instance, "s0", log_level="WARNING")
+    assert [(a, p) for a, p, _ in _materializations(instance, before)] == [("hierarchical_mixture", "s0")]
+    _check_final_mixture(settings)
+
+
 def test_changed_subdomain_data_reruns_only_that_domain(top_down):
     from mergemix_dagster.hierarchy_pipeline import run_hierarchy
 
