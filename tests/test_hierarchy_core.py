@@ -149,3 +149,20 @@ def test_split_domain_corpus_is_its_subdomains_at_natural_proportions(tmp_path):
     before = source_fingerprint(cfg)
     write_corpus(["word " * 40] * 11, tmp_path / "w.jsonl.gz")
     assert source_fingerprint(cfg) != before  # a sub-domain file edit re-reads the domain corpus too
+
+
+def test_embedded_subdomains_are_disjoint_kinds_of_their_domain():
+    from mergemix_dagster.core.defaults.arithmetic import NAMES
+    from mergemix_dagster.core.defaults.subdomains import EMBEDDED_SUBDOMAINS, build_subdomain_documents, code_area
+
+    assert len(EMBEDDED_SUBDOMAINS) >= 8
+    blocks = {k: [b for d in build_subdomain_documents(f"math/{k}", 20_000) for b in d.split("\n\n")]
+              for k in ("facts", "words", "twostep")}
+    assert all(not any(n in b for n in NAMES) and "The answer is" not in b for b in blocks["facts"])
+    assert all(any(n in b for n in NAMES) for b in blocks["words"])
+    assert all("The answer is" in b for b in blocks["twostep"])
+    assert code_area("asyncio/tasks.py") == "io" and code_area("idlelib/editor.py") == "tools"
+    assert code_area("functools.py") == "core"
+    currencies = build_subdomain_documents("sft/currencies", 5_000)
+    assert currencies and all("currency" in d.lower() or "ISO 4217" in d for d in currencies)
+    assert sum(map(len, build_subdomain_documents("code/io", 50_000))) >= 50_000
