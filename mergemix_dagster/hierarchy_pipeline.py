@@ -95,11 +95,15 @@ def run_hierarchy(
 
     def execute(job_name: str, partition) -> None:
         start = time.perf_counter()
-        defs.resolve_job_def(job_name).execute_in_process(
+        result = defs.resolve_job_def(job_name).execute_in_process(
             instance=instance, partition_key=partition, raise_on_error=True,
             tags={STAGE_TAG: stage, OWNER_TAG: owner_tag()},
             run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
         )
+        for check in result.get_asset_check_evaluations():
+            if not check.passed and on_check_failed:
+                on_check_failed(f"check {check.check_name} of {check.asset_key.to_user_string()}[{partition}] failed: "
+                                f"{getattr(check, 'description', None) or 'see the Dagster UI'}")
         elapsed = time.perf_counter() - start
         timings[job_name] = timings.get(job_name, 0.0) + elapsed
         if on_step:

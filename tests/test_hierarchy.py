@@ -183,7 +183,8 @@ def test_a_coarse_rerun_is_followed_by_coarse_times_fine_again(top_down):
 
     settings, defs, instance, _ = top_down
     job = defs.resolve_job_def("optimize_job")
-    assert job.execute_in_process(instance=instance, partition_key="s0",
+    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+    assert job.execute_in_process(instance=instance, partition_key="s0", run_config=quiet,
                                   asset_selection=[dg.AssetKey("chosen_mixture")]).success
     assert "hierarchy" not in _store(settings).get_json("stages/s0/mixture.json")
     before = _last_storage_id(instance)
@@ -234,3 +235,20 @@ def test_study_trains_each_arm_at_each_seed_once(bottom_up):
     assert int(db.query(count)["n"][0]) == 6
     run_study(defs, instance, "s0", log_level="WARNING")  # finished runs are reused, not trained again
     assert int(db.query(count)["n"][0]) == 6
+
+
+def test_mergemix_run_drives_both_levels(bottom_up, capsys, monkeypatch):
+    """``mergemix run`` on a hierarchical config uses run_hierarchy and prints the flat mixture (its own
+    Dagster instance under the home: finished work is found in the store and DuckDB, nothing retrains)."""
+    from mergemix_dagster.cli import main
+    from mergemix_dagster.resources import EvaluationDatabase
+
+    settings, _, _, _ = bottom_up
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)  # `mergemix run` sets it to the home's instance
+    config = settings.home_path.parent / "bottom_up.yaml"
+    runs = "SELECT count(*) AS n FROM training_runs"
+    trained = int(EvaluationDatabase(path=settings.database_path).query(runs)["n"][0])
+    assert main(["run", "--config", str(config), "--log-level", "WARNING"]) == 0
+    out = capsys.readouterr().out
+    assert "subdomain_mixture_job" in out and all(leaf in out for leaf in LEAVES)
+    assert int(EvaluationDatabase(path=settings.database_path).query(runs)["n"][0]) == trained

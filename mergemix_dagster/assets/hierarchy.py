@@ -56,11 +56,12 @@ from .loading import base_checkpoint, checkpoint_dir, configured_rows, read_poin
 from .metadata import number
 from .proxies import ProxyScorer, build_evaluator, lm_eval_results_path, score_rows
 from .references import REFERENCE_KIND, ReferenceTrainer, scores_by_fingerprint
-from .searching import mixture_objective, table_objective
+from .searching import degenerate, effective_domains, mixture_objective, table_objective
 
 HIERARCHY_CODE_VERSION = "1"
 SUBDOMAIN_KIND = "subdomain"
 SUBDOMAIN_VERIFY_KIND = "subdomain_verify"
+FINE_DEGENERATE_CHECK = "subdomain_mixture_not_degenerate"
 
 SUBDOMAIN_ASSETS = ("subdomain_corpus",)
 FINE_ASSETS = ("subdomain_expert", "subdomain_mixture", "hierarchical_mixture")
@@ -196,6 +197,11 @@ def build_hierarchy_assets(settings: Settings, parts: PipelinePartitions) -> lis
         code_version=HIERARCHY_CODE_VERSION,
         deps=[dg.AssetDep("subdomain_expert", partition_mapping=subdomains_of_domain)],
         kinds={"duckdb", "lightgbm"},
+        check_specs=[dg.AssetCheckSpec(
+            FINE_DEGENERATE_CHECK, asset="subdomain_mixture",
+            description="The weights inside the domain are a mix a team would train on: no sub-domain holds 90 % "
+            "or more (a one-capability objective over near-linear scores tends to a single sub-domain).",
+        )],
     )
     def subdomain_mixture(
         context: dg.AssetExecutionContext,
@@ -211,7 +217,13 @@ def build_hierarchy_assets(settings: Settings, parts: PipelinePartitions) -> lis
         payload = optimize_subdomains(context, s, store, database, domain, stage)
         rows = [{"subdomain": leaf, "weight": w, "natural": payload["prior"][leaf]}
                 for leaf, w in payload["weights"].items()]
+        why = degenerate(payload["weights"])
+        check = dg.AssetCheckResult(
+            check_name=FINE_DEGENERATE_CHECK, passed=why is None, severity=dg.AssetCheckSeverity.WARN,
+            description=why or f"{effective_domains(payload['weights']):.2f} effective sub-domains (exp entropy)",
+        )
         return dg.MaterializeResult(
+            check_results=[check],
             metadata={
                 "weights": _weights_table(rows),
                 "objective": payload["objective"],
