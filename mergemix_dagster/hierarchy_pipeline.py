@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     (what ``make hierarchy`` runs): both levels of a stage, then optionally the trained study."""
     import argparse
 
-    from .assets.hierarchy import study_key
+    from .assets.hierarchy_study import study_key
     from .definitions import build_definitions
     from .pipeline import dagster_instance
     from .resources import CheckpointStore

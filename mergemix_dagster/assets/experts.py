@@ -126,7 +126,7 @@ def build_expert_assets(
         keys = context.partition_key.keys_by_dimension
         domain, stage = keys["domain"], keys["stage"]
         if s.search.hierarchy == "bottom_up" and domain in s.split_domains:
-            from .hierarchy import consolidate_domain
+            from .subdomain_search import consolidate_domain
 
             return consolidate_domain(context, s, store, domain, stage)
         return train_or_reuse_expert(context, s, store, database, domain, stage)
