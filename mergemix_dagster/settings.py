@@ -39,13 +39,18 @@ class SubdomainSettings(_Strict):
     name: str
     paths: list[str] = Field(default_factory=list, description="jsonl/parquet/txt files or dirs, local or s3://")
     max_chars: int | None = Field(None, gt=0, description="cap on this sub-domain's corpus; default: the domain's")
+    weight: float | None = Field(
+        None, gt=0, description="share of this sub-domain (by characters) when its domain is used whole, e.g. by "
+        "the top-down domain expert; set on every sub-domain of the domain or none (default: natural proportions)",
+    )
 
     @model_serializer(mode="wrap")
     def _dump_without_default_cap(self, handler):
-        """Without its own cap a sub-domain dumps as before the cap existed (settings hashes hold)."""
+        """Without its own cap or weight a sub-domain dumps as before they existed (settings hashes hold)."""
         data = handler(self)
-        if self.max_chars is None and isinstance(data, dict):
-            data.pop("max_chars", None)
+        for name in ("max_chars", "weight"):
+            if getattr(self, name) is None and isinstance(data, dict):
+                data.pop(name, None)
         return data
 
     @field_validator("name")
@@ -477,6 +482,8 @@ class Settings(_Strict):
         for d in self.domains:
             if d.subdomains and len(d.subdomains) < 2:
                 raise ValueError(f"domain {d.name!r} lists one sub-domain; split into two or more, or list paths")
+            if len({sub.weight is None for sub in d.subdomains}) > 1:
+                raise ValueError(f"domain {d.name!r}: set `weight` on every sub-domain or on none")
         return self
 
     @property

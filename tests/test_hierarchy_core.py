@@ -166,3 +166,25 @@ def test_embedded_subdomains_are_disjoint_kinds_of_their_domain():
     currencies = build_subdomain_documents("sft/currencies", 5_000)
     assert currencies and all("currency" in d.lower() or "ISO 4217" in d for d in currencies)
     assert sum(map(len, build_subdomain_documents("code/io", 50_000))) >= 50_000
+
+
+def test_subdomain_weights_set_the_default_intra_domain_mix(tmp_path):
+    from mergemix_dagster.assets.corpora import read_domain_documents
+    from mergemix_dagster.core.corpora import write_corpus
+    from mergemix_dagster.core.hierarchy import weighted_caps
+    from mergemix_dagster.resources import CheckpointStore
+
+    assert weighted_caps([6000, 2000], [1, 1], 7000) == [2000, 2000]  # the smaller part decides, used whole
+    assert weighted_caps([6000, 2000], [1, 3], 2000) == [500, 1500]  # the cap decides
+    write_corpus(["fact " * 40] * 30, tmp_path / "f.jsonl.gz")
+    write_corpus(["word " * 40] * 10, tmp_path / "w.jsonl.gz")
+    base = _split_settings(tmp_path).domain("math")
+    subs = [sub.model_copy(update={"weight": 1.0}) for sub in base.subdomains]
+    cfg = base.model_copy(update={"subdomains": subs, "max_chars": 7000})
+    docs, _ = read_domain_documents(cfg, CheckpointStore(root=str(tmp_path / "store")), seed=0)
+    assert sum(len(d) for d in docs if d.startswith("fact")) == sum(len(d) for d in docs if d.startswith("word"))
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="weight"):
+        Settings(domains=[{"name": "math", "subdomains": [{"name": "a", "weight": 1}, {"name": "b"}]},
+                 {"name": "code"}])

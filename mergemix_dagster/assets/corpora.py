@@ -13,7 +13,7 @@ from ..core.defaults.subdomains import EMBEDDED_SUBDOMAINS, build_subdomain_docu
 from ..partitions import PipelinePartitions
 from ..resources import CheckpointStore
 from ..resources.settings import PipelineSettings
-from ..core.hierarchy import proportional_caps
+from ..core.hierarchy import proportional_caps, weighted_caps
 from ..core.subdomains import leaf_name
 from ..settings import DomainSettings, SubdomainSettings
 from . import layout
@@ -108,11 +108,14 @@ def read_subdomain_documents(
 
 
 def read_split_domain_documents(cfg: DomainSettings, store: CheckpointStore, seed: int) -> tuple[list[str], str]:
-    """A split domain used whole: its sub-domains' documents at their natural proportions, within ``max_chars``
-    (each sub-domain cut to the same share of its own size, so no sub-domain is dropped by the cap)."""
+    """A split domain used whole: its sub-domains' documents at their natural proportions (or their ``weight``s),
+    within ``max_chars`` (each sub-domain cut to its share, so no sub-domain is dropped by the cap)."""
     parts = [read_subdomain_documents(cfg, sub, store, seed) for sub in cfg.subdomains]
     sizes = [sum(len(d) for d in docs) for docs, _ in parts]
-    docs = [d for (part, _), cap in zip(parts, proportional_caps(sizes, cfg.max_chars)) for d in _cap_chars(part, cap)]
+    weights = [sub.weight for sub in cfg.subdomains]
+    caps = (weighted_caps(sizes, weights, cfg.max_chars) if all(w is not None for w in weights)
+            else proportional_caps(sizes, cfg.max_chars))
+    docs = [d for (part, _), cap in zip(parts, caps) for d in _cap_chars(part, cap)]
     return docs, "; ".join(f"{sub.name}: {source}" for sub, (_, source) in zip(cfg.subdomains, parts))
 
 

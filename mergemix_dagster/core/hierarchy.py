@@ -38,6 +38,14 @@ def proportional_caps(sizes: Sequence[int], max_chars: int) -> list[int]:
     return [int(max_chars * s // total) for s in sizes]
 
 
+def weighted_caps(sizes: Sequence[int], weights: Sequence[float], max_chars: int) -> list[int]:
+    """Per-part character budgets in the proportions ``weights``, as large as the parts and ``max_chars`` allow:
+    the part with the least text for its weight is used whole (or the total is ``max_chars``)."""
+    w = np.asarray(weights, dtype=float) / float(np.sum(weights))
+    total = min(float(max_chars), min(size / share for size, share in zip(sizes, w) if share > 0))
+    return [int(total * share) for share in w]
+
+
 def natural_shares(tokens: Mapping[str, int]) -> dict[str, float]:
     """Token shares of the parts (uniform when nothing was counted): the default intra-domain mix."""
     total = sum(tokens.values())
