@@ -55,3 +55,11 @@ bench: install
 
 clean:
 	rm -rf $(MERGEMIX_HOME)
+
+# Hierarchical search on the embedded default split into 9 sub-domains (docs/hierarchy.md), in its own home,
+# then the trained <MergeMix,MergeMix> vs <MergeMix,uniform> vs <uniform,uniform> study (2 seeds). Hours on CPU.
+HIERARCHY_HOME ?= $(CURDIR)/.mergemix-hierarchy
+.PHONY: hierarchy
+hierarchy: install
+	MERGEMIX_HOME=$(HIERARCHY_HOME) DAGSTER_HOME=$(HIERARCHY_HOME)/dagster \
+		$(BIN)/python -m mergemix_dagster.hierarchy_pipeline --config hierarchy --study

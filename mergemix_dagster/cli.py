@@ -38,6 +38,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     def on_step(job: str, partition, seconds: float) -> None:
         print(f"  {job:<16} {str(partition or '-'):<14} {seconds:7.1f} s", flush=True)
 
+    if settings.search.hierarchy != "none":  # sub-domains: both levels, in the direction's order (docs/hierarchy.md)
+        from .hierarchy_pipeline import run_hierarchy as run_stage
     timings = run_stage(
         defs, settings, instance, stage, on_step=on_step, log_level=args.log_level,
         on_check_failed=lambda line: print(f"  warning: {line}", flush=True),

@@ -15,6 +15,7 @@ import dagster as dg
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 
 from .assets import build_assets  # noqa: E402
+from .assets.hierarchy import with_hierarchy  # noqa: E402
 from .assets.pools import pools_from  # noqa: E402
 from .core.hub import set_offline  # noqa: E402
 from .jobs import ALL_JOBS  # noqa: E402
@@ -33,9 +34,11 @@ def build_definitions(settings: Settings | None = None, config: str = "") -> dg.
     set_offline(settings.model.offline)
     parts = build_partitions(settings)
     defs_ref: list[dg.Definitions] = []  # sensors and schedules read the asset graph for staleness
+    # sub-domains, if any
+    assets, jobs = with_hierarchy(build_assets(parts, pools_from(settings)), ALL_JOBS, parts, settings)
     defs = dg.Definitions(
-        assets=with_settings_versions(build_assets(parts, pools_from(settings)), settings),
-        jobs=ALL_JOBS,
+        assets=with_settings_versions(assets, settings),
+        jobs=jobs,
         sensors=build_sensors(defs_ref),
         schedules=build_schedules(defs_ref, settings),
         resources={

@@ -38,6 +38,20 @@ class SubdomainSettings(_Strict):
 
     name: str
     paths: list[str] = Field(default_factory=list, description="jsonl/parquet/txt files or dirs, local or s3://")
+    max_chars: int | None = Field(None, gt=0, description="cap on this sub-domain's corpus; default: the domain's")
+    weight: float | None = Field(
+        None, gt=0, description="share of this sub-domain (by characters) when its domain is used whole, e.g. by "
+        "the top-down domain expert; set on every sub-domain of the domain or none (default: natural proportions)",
+    )
+
+    @model_serializer(mode="wrap")
+    def _dump_without_default_cap(self, handler):
+        """Without its own cap or weight a sub-domain dumps as before they existed (settings hashes hold)."""
+        data = handler(self)
+        for name in ("max_chars", "weight"):
+            if getattr(self, name) is None and isinstance(data, dict):
+                data.pop(name, None)
+        return data
 
     @field_validator("name")
     @classmethod
@@ -239,6 +253,19 @@ class SearchSettings(_Strict):
         None, description="DeMix rounds after the seed design: candidates per round; None: [N/2, N/4]; []: none"
     )
     cv_folds: int = 5
+    hierarchy: Literal["none", "top_down", "bottom_up"] = Field(
+        "none", description="sub-domain search (docs/hierarchy.md): none; top_down: coarse mixture over domain "
+        "experts trained on their natural sub-domain mix, then weights inside each domain; bottom_up: weights "
+        "inside each domain, consolidate each domain by merging, then the coarse mixture",
+    )
+
+    @model_serializer(mode="wrap")
+    def _flat_dump_unchanged(self, handler):
+        """Without a hierarchy the search dumps as before it existed, so code versions (cache keys) hold."""
+        data = handler(self)
+        if self.hierarchy == "none" and isinstance(data, dict):
+            data.pop("hierarchy", None)
+        return data
 
     @model_validator(mode="after")
     def _weights_alias(self) -> "SearchSettings":
@@ -467,6 +494,22 @@ class Settings(_Strict):
             raise ValueError(f"search.n_candidates={self.search.n_candidates} is below the number of domains + 1 "
                              f"({len(domains) + 1}): the seed design needs every expert and one mixture")
         return self
+
+    @model_validator(mode="after")
+    def _hierarchy_needs_subdomains(self) -> "Settings":
+        if self.search.hierarchy != "none" and not self.split_domains:
+            raise ValueError(f"search.hierarchy={self.search.hierarchy!r} needs at least one domain with subdomains")
+        for d in self.domains:
+            if d.subdomains and len(d.subdomains) < 2:
+                raise ValueError(f"domain {d.name!r} lists one sub-domain; split into two or more, or list paths")
+            if len({sub.weight is None for sub in d.subdomains}) > 1:
+                raise ValueError(f"domain {d.name!r}: set `weight` on every sub-domain or on none")
+        return self
+
+    @property
+    def split_domains(self) -> tuple[str, ...]:
+        """Domains that list sub-domains (the ones a hierarchical search optimizes inside)."""
+        return tuple(d.name for d in self.domains if d.subdomains)
 
     @property
     def dual_pair(self) -> tuple[str, str]:

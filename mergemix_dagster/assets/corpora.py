@@ -9,10 +9,13 @@ import dagster as dg
 
 from ..core.corpora import corpus_fingerprint, expand_paths, is_glob, read_documents, validate_documents, write_corpus
 from ..core.defaults import EMBEDDED_DOMAINS, build_domain_documents, build_general_documents
+from ..core.defaults.subdomains import EMBEDDED_SUBDOMAINS, build_subdomain_documents
 from ..partitions import PipelinePartitions
 from ..resources import CheckpointStore
 from ..resources.settings import PipelineSettings
-from ..settings import DomainSettings
+from ..core.hierarchy import proportional_caps, weighted_caps
+from ..core.subdomains import leaf_name
+from ..settings import DomainSettings, SubdomainSettings
 from . import layout
 
 CORPUS_CODE_VERSION = "1"
@@ -60,9 +63,18 @@ def source_fingerprint(cfg: DomainSettings) -> str:
     ``mergemix run`` (and the corpus sensor) compare it with the one recorded at the last materialization
     and re-read the corpus when it differs; remote sources are re-read on every run.
     """
-    if not cfg.paths:
+    paths = list(cfg.paths) or [p for sub in cfg.subdomains for p in sub.paths]  # a split domain: its sub-domains
+    if not paths:
         return layout.content_version({"embedded": cfg.name, "settings": cfg.model_dump(), "code": CORPUS_CODE_VERSION})
-    return files_fingerprint(list(cfg.paths)) + ("" if not has_remote(cfg.paths) else f"+{REMOTE_SOURCE}")
+    return files_fingerprint(paths) + ("" if not has_remote(paths) else f"+{REMOTE_SOURCE}")
+
+
+def subdomain_source_fingerprint(cfg: DomainSettings, sub: SubdomainSettings) -> str:
+    """Cheap identity of one sub-domain's files (as ``source_fingerprint`` for a domain)."""
+    if not sub.paths:
+        return layout.content_version({"embedded": leaf_name(cfg.name, sub.name), "settings": cfg.model_dump(),
+                                       "code": CORPUS_CODE_VERSION})
+    return files_fingerprint(list(sub.paths)) + ("" if not has_remote(sub.paths) else f"+{REMOTE_SOURCE}")
 
 
 def has_remote(paths) -> bool:
@@ -76,8 +88,41 @@ def general_source_fingerprint(s) -> str:
     return files_fingerprint(list(s.model.general_paths)) + ("" if not has_remote(s.model.general_paths) else f"+{REMOTE_SOURCE}")
 
 
+def read_subdomain_documents(
+    cfg: DomainSettings, sub: SubdomainSettings, store: CheckpointStore, seed: int
+) -> tuple[list[str], str]:
+    """The documents of one sub-domain (capped at its own ``max_chars``, else its domain's) and their source."""
+    name = leaf_name(cfg.name, sub.name)
+    max_chars = sub.max_chars or cfg.max_chars
+    if not sub.paths:
+        if name not in EMBEDDED_SUBDOMAINS:
+            from ..core.errors import ConfigError
+
+            raise ConfigError(f"sub-domain {name!r} has no `paths` and no embedded default exists for it "
+                              f"(embedded sub-domains: {sorted(EMBEDDED_SUBDOMAINS)})")
+        docs = build_subdomain_documents(name, max_chars=max_chars, seed=seed)
+        return _cap_chars(validate_documents(name, docs), max_chars), f"embedded:{name}"
+    local_paths = [store.fetch_external(path) for path in sub.paths]
+    docs = read_documents(local_paths, text_field=cfg.text_field, max_chars=max_chars)
+    return _cap_chars(validate_documents(name, docs, source=", ".join(sub.paths)), max_chars), ", ".join(sub.paths)
+
+
+def read_split_domain_documents(cfg: DomainSettings, store: CheckpointStore, seed: int) -> tuple[list[str], str]:
+    """A split domain used whole: its sub-domains' documents at their natural proportions (or their ``weight``s),
+    within ``max_chars`` (each sub-domain cut to its share, so no sub-domain is dropped by the cap)."""
+    parts = [read_subdomain_documents(cfg, sub, store, seed) for sub in cfg.subdomains]
+    sizes = [sum(len(d) for d in docs) for docs, _ in parts]
+    weights = [sub.weight for sub in cfg.subdomains]
+    caps = (weighted_caps(sizes, weights, cfg.max_chars) if all(w is not None for w in weights)
+            else proportional_caps(sizes, cfg.max_chars))
+    docs = [d for (part, _), cap in zip(parts, caps) for d in _cap_chars(part, cap)]
+    return docs, "; ".join(f"{sub.name}: {source}" for sub, (_, source) in zip(cfg.subdomains, parts))
+
+
 def read_domain_documents(cfg: DomainSettings, store: CheckpointStore, seed: int) -> tuple[list[str], str]:
     """The documents of one domain and a description of where they came from."""
+    if cfg.subdomains:
+        return read_split_domain_documents(cfg, store, seed)
     if not cfg.paths:
         if cfg.name not in EMBEDDED_DOMAINS:
             from ..core.errors import ConfigError

@@ -42,6 +42,20 @@ def expert_pointer(stage: str, domain: str) -> str:
     return f"stages/{stage}/experts/{domain}/current.json"
 
 
+def subdomain_expert_key(stage: str, leaf: str, version: str) -> str:
+    """A sub-domain expert (``leaf`` is ``code/repos``): apart from the domain experts, so no key is shared."""
+    return f"stages/{stage}/subdomain_experts/{leaf}/{version}"
+
+
+def subdomain_expert_pointer(stage: str, leaf: str) -> str:
+    return f"stages/{stage}/subdomain_experts/{leaf}/current.json"
+
+
+def subdomain_mixture_key(stage: str, domain: str) -> str:
+    """The weights inside one split domain, chosen by its own search."""
+    return f"stages/{stage}/subdomains/{domain}/mixture.json"
+
+
 def candidates_key(stage: str) -> str:
     return f"stages/{stage}/candidates.json"
 

@@ -1,0 +1,188 @@
+"""The work of the sub-domain assets (``assets/hierarchy.py``): the search inside one split domain, the
+bottom-up consolidated expert, and the stage's mixture rewritten as coarse × fine.
+
+The search inside a domain is the flat pipeline's code on that domain's sub-domain experts: a seed design,
+in-memory merges scored with lm-eval (rows ``kind = 'subdomain'``), LightGBM per capability, the simplex
+search, a verifying merge, and the best measured mixture kept when the verified choice scored lower.
+"""
+
+
+import tempfile
+import time
+from pathlib import Path
+
+import dagster as dg
+
+from ..core.designs import seed_design
+from ..core.exports import token_plan_for
+from ..core.hierarchy import fine_objective, hierarchical_weights, natural_shares, prefer_measured
+from ..core.merge import InMemoryMerger
+from ..core.merge.streaming import merge_checkpoints
+from ..core.mixture import Mixture
+from ..core.model import checkpoint_fingerprint, load_checkpoint, load_model_state, resolve_device
+from ..core.objective import Objective, fit_score_scale
+from ..core.progress import Progress
+from ..core.scores import capability_means, capability_table
+from ..core.search import search_mixture
+from ..core.subdomains import leaf_name
+from ..core.surrogate import CapabilitySurrogates
+from ..resources import CheckpointStore, EvaluationDatabase
+from ..settings import Settings
+from . import layout
+from .candidates import candidate_fingerprint, count_domain_tokens
+from .evaluations import finished_fingerprints
+from .loading import base_checkpoint, checkpoint_dir, configured_rows, read_pointer
+from .proxies import ProxyScorer, build_evaluator, lm_eval_results_path, score_rows
+from .searching import mixture_objective, table_objective
+
+HIERARCHY_CODE_VERSION = "1"
+SUBDOMAIN_KIND = "subdomain"
+SUBDOMAIN_VERIFY_KIND = "subdomain_verify"
+
+
+def _leaves(s: Settings, domain: str) -> list[str]:
+    return [leaf_name(domain, sub.name) for sub in s.domain(domain).subdomains]
+
+
+def open_subdomain_scorer(store: CheckpointStore, stage: str, s: Settings, leaves: list[str]) -> ProxyScorer:
+    """The stage base and one domain's sub-domain experts, loaded once for in-memory merging."""
+    device = str(resolve_device(s.experts.device))
+    base_dir, _ = base_checkpoint(store, stage)
+    model, tokenizer = load_checkpoint(base_dir, device=device)
+    model.eval()
+    states = {leaf: load_model_state(subdomain_expert_dir(store, stage, leaf)[0]) for leaf in leaves}
+    merger = InMemoryMerger(model, load_model_state(base_dir), states, method=s.search.merge_method)
+    return ProxyScorer(tuple(leaves), model, tokenizer, merger, build_evaluator(s))
+
+
+def subdomain_expert_dir(store: CheckpointStore, stage: str, leaf: str) -> tuple[Path, str]:
+    return checkpoint_dir(store, layout.subdomain_expert_pointer(stage, leaf), f"sub-domain expert {leaf!r} of {stage!r}")
+
+
+def fine_candidate_id(domain: str, i: int | str) -> str:
+    return f"{domain}/c{i:03d}" if isinstance(i, int) else f"{domain}/{i}"
+
+
+def optimize_subdomains(context, s: Settings, store: CheckpointStore, database: EvaluationDatabase,
+                        domain: str, stage: str) -> dict:
+    """Seed design → scores → surrogates → search → verify, inside ``domain``; writes its ``mixture.json``."""
+    leaves = _leaves(s, domain)
+    base = read_pointer(store, layout.base_pointer(stage), f"base of stage {stage!r}")
+    experts = {leaf: read_pointer(store, layout.subdomain_expert_pointer(stage, leaf), f"expert {leaf!r}")["fingerprint"]
+               for leaf in leaves}
+    recipe = {"base": base["fingerprint"], "experts": experts, "method": s.search.merge_method}
+    tokens = count_domain_tokens(store, stage, leaves)
+    prior = natural_shares(tokens) if s.search.objective.prior != "uniform" else {x: 1 / len(leaves) for x in leaves}
+    n = max(s.search.n_candidates, len(leaves) + 1)
+    design = seed_design(leaves, n, seed=s.search.seed, priors=[Mixture.from_dict(prior, leaves)])
+    candidates = [{"candidate_id": fine_candidate_id(domain, i), "alpha": m.as_dict(),
+                   "fingerprint": candidate_fingerprint(recipe, m.as_dict())} for i, m in enumerate(design)]
+    done = finished_fingerprints(database, stage, s)
+    todo = [c for c in candidates if done.get(c["candidate_id"]) != c["fingerprint"]]
+    context.log.info(f"{domain}: {len(candidates)} sub-domain candidates, {len(todo)} to score")
+    scorer = open_subdomain_scorer(store, stage, s, leaves) if todo else None
+    progress = Progress(len(todo), f"{domain} sub-domain candidates", log=context.log.info, unit="candidate")
+    for c in todo:
+        scores = scorer.score(Mixture.from_dict(c["alpha"], leaves),
+                              results_path=lm_eval_results_path(s, stage, c["candidate_id"]))
+        database.upsert_evaluations(score_rows(stage, c["candidate_id"], SUBDOMAIN_KIND, c["alpha"], scores,
+                                               c["fingerprint"]))
+        progress.advance(candidate=c["candidate_id"])
+    current = {c["candidate_id"]: c["fingerprint"] for c in candidates}
+    rows = configured_rows(database.evaluations(stage), s)
+    rows = rows[rows["candidate_id"].map(current) == rows["model_fingerprint"]]
+    table = capability_table(rows, leaves, s.capabilities)
+
+    o = s.search.objective
+    coarse = Objective(weights=s.search.objective_weights, directions=dict(o.directions), aggregate=o.aggregate)
+    objective = fine_objective(coarse, s.domain(domain).capability, s.capabilities, prior, kl_weight=o.kl_weight)
+    scale = fit_score_scale(table.scores)
+    surrogates = CapabilitySurrogates.fit(leaves, table.alphas, table.scores, seed=s.search.seed,
+                                          cv_folds=min(s.search.cv_folds, len(table.candidate_ids)),
+                                          ensemble=s.search.ensemble)
+    measured = [Mixture.from_array(leaves, a) for a in table.alphas]
+    result = search_mixture(surrogates, objective, scale, n_samples=s.search.n_samples, seed=s.search.seed,
+                            include=measured, top_k=s.search.top_k, choice=s.search.choice, refine=s.search.refine,
+                            lcb_quantile=s.search.lcb_quantile)
+    verify_id = fine_candidate_id(domain, "verify")
+    verify_fp = candidate_fingerprint(recipe, result.mixture.as_dict())
+    if done.get(verify_id) != verify_fp:
+        scorer = scorer or open_subdomain_scorer(store, stage, s, leaves)
+        database.upsert_evaluations(score_rows(stage, verify_id, SUBDOMAIN_VERIFY_KIND, result.mixture.as_dict(),
+                                               scorer.score(result.mixture), verify_fp))
+    verify_rows = configured_rows(database.evaluations(stage), s)
+    verify_rows = verify_rows[(verify_rows["candidate_id"] == verify_id) & (verify_rows["model_fingerprint"] == verify_fp)]
+    verified = capability_means(zip(verify_rows["capability"], verify_rows["value"]))
+    verified_value = mixture_objective(verified, result.mixture, objective, scale)
+    chosen, chosen_from, chosen_value = prefer_measured(
+        result.mixture, verified_value, table.alphas, table_objective(table, objective, scale), table.candidate_ids
+    )
+    payload = {
+        "domain": domain, "stage": stage, "hierarchy": s.search.hierarchy,
+        "weights": chosen.as_dict(), "chosen_from": chosen_from, "objective": objective.describe(),
+        "predicted_objective": float(result.predicted_objective), "verified_objective": float(chosen_value),
+        "search_choice": result.mixture.as_dict(), "prior": prior, "available_tokens": tokens,
+        "mixtures_measured": len(table.candidate_ids), "scored_now": len(todo),
+        "cv_spearman": {q.capability: float(q.spearman) for q in surrogates.quality.values()},
+    }
+    store.put_json(layout.subdomain_mixture_key(stage, domain), payload, overwrite=True)
+    return payload
+
+
+def consolidate_domain(context, s: Settings, store: CheckpointStore, domain: str, stage: str) -> dg.MaterializeResult:
+    """Bottom-up: the domain's expert is its sub-domain experts merged at the domain's chosen weights."""
+    fine = read_pointer(store, layout.subdomain_mixture_key(stage, domain), f"sub-domain weights of {domain!r}")
+    leaves = _leaves(s, domain)
+    weights = Mixture.from_dict(fine["weights"], leaves)
+    base_dir, base_fp = base_checkpoint(store, stage)
+    dirs, fps = {}, {}
+    for leaf in leaves:
+        dirs[leaf], fps[leaf] = subdomain_expert_dir(store, stage, leaf)
+    version = layout.content_version({"consolidated": weights.as_dict(), "experts": fps, "base": base_fp,
+                                      "method": s.search.merge_method, "code": HIERARCHY_CODE_VERSION})
+    key = layout.expert_key(stage, domain, version)
+    if not store.exists(key):
+        with tempfile.TemporaryDirectory() as tmp:
+            start = time.perf_counter()
+            merge_checkpoints(base_dir, dirs, weights, Path(tmp) / "merged", method=s.search.merge_method)
+            store.put_dir(Path(tmp) / "merged", key)
+            context.log.info(f"consolidated {domain} from {weights.label(3)} in {time.perf_counter() - start:.1f}s")
+    fingerprint = checkpoint_fingerprint(store.get_dir(key))
+    store.put_json(layout.expert_pointer(stage, domain),
+                   {"key": key, "fingerprint": fingerprint, "base": base_fp, "consolidated_from": weights.as_dict()},
+                   overwrite=True)
+    return dg.MaterializeResult(
+        metadata={"domain": domain, "stage": stage, "consolidated_from": dg.MetadataValue.json(weights.as_dict()),
+                  "uri": dg.MetadataValue.path(store.uri(key)), "fingerprint": fingerprint},
+        data_version=dg.DataVersion(fingerprint[:16]),
+    )
+
+
+def combine_levels(s: Settings, store: CheckpointStore, database: EvaluationDatabase, stage: str):
+    """The stage's ``mixture.json`` rewritten flat over sub-domains; the coarse payload is kept under ``coarse``."""
+    current = store.get_json(layout.mixture_key(stage))
+    coarse_payload = current["coarse"] if current.get("hierarchy") else current
+    coarse = {d: float(w) for d, w in coarse_payload["weights"].items()}
+    fine_payloads = {d: store.get_json(layout.subdomain_mixture_key(stage, d)) for d in s.split_domains}
+    fine = {d: {leaf.partition("/")[2]: w for leaf, w in p["weights"].items()} for d, p in fine_payloads.items()}
+    flat = hierarchical_weights(coarse, fine, s.split_domains)
+    tokens = {d: n for d, n in coarse_payload.get("available_tokens", {}).items() if d not in s.split_domains}
+    for p in fine_payloads.values():
+        tokens |= p["available_tokens"]
+    payload = {
+        "stage": stage, "weights": flat, "hierarchy": s.search.hierarchy,
+        "coarse_weights": coarse, "fine_weights": fine,
+        "predicted_objective": coarse_payload.get("predicted_objective"),
+        "verified_objective": coarse_payload.get("verified_objective"),
+        "fine": {d: {k: p[k] for k in ("chosen_from", "objective", "predicted_objective", "verified_objective",
+                                      "mixtures_measured")} for d, p in fine_payloads.items()},
+        "available_tokens": tokens,
+        "coarse": coarse_payload,
+    }
+    plan = token_plan_for(flat, s, tokens)
+    if plan is not None:
+        payload["token_plan"] = plan.to_dict()
+    store.put_json(layout.mixture_key(stage), payload, overwrite=True)
+    database.upsert_chosen_mixture(stage, flat, payload["predicted_objective"], payload["verified_objective"],
+                                   {k: v for k, v in payload.items() if k not in ("weights", "coarse")})
+    return payload, plan
