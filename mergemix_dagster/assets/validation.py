@@ -102,7 +102,9 @@ def build_validation_assets(parts: PipelinePartitions, pools: AssetPools = Asset
         s = settings.get()
         stage = context.partition_key
         recipe = store.get_json(layout.candidates_key(stage))
-        chosen = Mixture.from_dict(store.get_json(layout.mixture_key(stage))["weights"], s.domain_names)
+        chosen_payload = store.get_json(layout.mixture_key(stage))
+        # with a hierarchy, mixture.json's weights are over sub-domains; the proxies mix the coarse domains
+        chosen = Mixture.from_dict(chosen_payload.get("coarse_weights") or chosen_payload["weights"], s.domain_names)
         uniform = Mixture.uniform(s.domain_names)
         fidelity = validation_mixtures(s.domain_names, s.validation.n_mixtures, s.validation.seed, [chosen, uniform])
         tags = {0: "chosen", 1: "uniform"} if chosen != uniform else {0: "chosen+uniform"}
