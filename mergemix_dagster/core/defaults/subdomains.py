@@ -18,7 +18,7 @@ from typing import Callable
 from ..errors import ConfigError
 from . import arithmetic
 from ._split import read_source
-from .facts import fact_pools, sft_text
+from .facts import CORE_FRACTION, core_facts, fact_pools, sft_text
 from .stdlib_code import clean_code, training_code_files
 
 CODE_AREAS: dict[str, frozenset[str]] = {
@@ -84,12 +84,18 @@ def _code(area: str) -> Callable[[int, int], list[str]]:
 
 def _sft(group: str) -> Callable[[int, int], list[str]]:
     def build(max_chars: int, seed: int) -> list[str]:
+        """As the ``sft`` domain builds its documents (``facts.build_sft_documents``): half of the pairs are the
+        frequent core facts of this part's templates, the rest drawn uniformly from its pools. Without the core
+        facts a tiny model learns none of the facts ``mm_facts`` asks, and knowledge does not move."""
         pools = fact_pools()
-        facts = [f for t in SFT_TEMPLATES[group] for f in pools.get(t, ())]
+        templates = SFT_TEMPLATES[group]
+        facts = [f for t in templates for f in pools.get(t, ())]
+        instructions = {f.instruction for t in templates for f in pools.get(t, ())}
+        core = [f for f in core_facts() if f.instruction in instructions]
         rng = random.Random(f"sft/{group}/{seed}")
         docs, total = [], 0
         while facts and total < max_chars:
-            fact = rng.choice(facts)
+            fact = rng.choice(core) if core and rng.random() < CORE_FRACTION else rng.choice(facts)
             docs.append(sft_text(fact.instruction, fact.response))
             total += len(docs[-1])
         return docs
