@@ -9,7 +9,7 @@ import dagster as dg
 
 from ..core.corpora import corpus_fingerprint, expand_paths, is_glob, read_documents, validate_documents, write_corpus
 from ..core.defaults import EMBEDDED_DOMAINS, build_domain_documents, build_general_documents
-from ..core.defaults.subdomains import EMBEDDED_SUBDOMAINS, build_subdomain_documents
+from ..core.defaults.subdomains import EMBEDDED_SUBDOMAINS, EMBEDDED_SUBDOMAINS_VERSION, build_subdomain_documents
 from ..partitions import PipelinePartitions
 from ..resources import CheckpointStore
 from ..resources.settings import PipelineSettings
@@ -65,7 +65,10 @@ def source_fingerprint(cfg: DomainSettings) -> str:
     """
     paths = list(cfg.paths) or [p for sub in cfg.subdomains for p in sub.paths]  # a split domain: its sub-domains
     if not paths:
-        return layout.content_version({"embedded": cfg.name, "settings": cfg.model_dump(), "code": CORPUS_CODE_VERSION})
+        identity = {"embedded": cfg.name, "settings": cfg.model_dump(), "code": CORPUS_CODE_VERSION}
+        if cfg.subdomains:  # a split embedded domain is built from the embedded sub-domain builders
+            identity["subdomains"] = EMBEDDED_SUBDOMAINS_VERSION
+        return layout.content_version(identity)
     return files_fingerprint(paths) + ("" if not has_remote(paths) else f"+{REMOTE_SOURCE}")
 
 
@@ -73,7 +76,7 @@ def subdomain_source_fingerprint(cfg: DomainSettings, sub: SubdomainSettings) ->
     """Cheap identity of one sub-domain's files (as ``source_fingerprint`` for a domain)."""
     if not sub.paths:
         return layout.content_version({"embedded": leaf_name(cfg.name, sub.name), "settings": cfg.model_dump(),
-                                       "code": CORPUS_CODE_VERSION})
+                                       "code": CORPUS_CODE_VERSION, "subdomains": EMBEDDED_SUBDOMAINS_VERSION})
     return files_fingerprint(list(sub.paths)) + ("" if not has_remote(sub.paths) else f"+{REMOTE_SOURCE}")
 
 
