@@ -15,6 +15,7 @@ from ..resources.trainers import TrainJob, trainer_for, trainer_identity
 from . import layout
 from .base import recipe_from
 from .loading import base_checkpoint, read_pointer
+from .metadata import loss_curve, loss_history_key
 
 EXPERT_CODE_VERSION = "1"
 #: Dagster concurrency pool of training assets: cap concurrent GPU jobs with
@@ -85,6 +86,8 @@ def build_expert_assets(parts: PipelinePartitions) -> list[dg.AssetsDefinition]:
             with tempfile.TemporaryDirectory() as tmp:
                 outcome = trainer_for(s.trainer, store).train(context, job, Path(tmp))
                 store.put_dir(outcome.checkpoint, key)
+            if outcome.losses:
+                store.put_json(loss_history_key(key), {"losses": outcome.losses}, overwrite=True)
             database.record_training_run(
                 stage, job.run_id, "expert", weights, recipe.seed, outcome.tokens,
                 outcome.seconds, outcome.final_loss, store.uri(key),
@@ -102,6 +105,10 @@ def build_expert_assets(parts: PipelinePartitions) -> list[dg.AssetsDefinition]:
             overwrite=True,
         )
         metadata |= {"uri": dg.MetadataValue.path(store.uri(key)), "fingerprint": fingerprint}
+        if store.exists(loss_history_key(key)):  # also for a reused expert: the curve of the run that made it
+            metadata["loss_curve"] = loss_curve(
+                {domain: store.get_json(loss_history_key(key))["losses"]}, f"expert {domain}@{stage}: training loss"
+            )
         return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(fingerprint[:16]))
 
     return [expert_checkpoint]
