@@ -9,7 +9,7 @@ import dagster as dg
 
 from .assets.corpora import source_fingerprint
 from .assets.layout import content_version, stage_registration
-from .jobs import ALL_JOBS
+from .jobs import corpora_job, experts_job, foundation_job, optimize_job, stage_base_job
 from .partitions import stage_partitions
 from .pipeline import STAGE_TAG, corpus_changes, fail_abandoned_runs
 from .resources import CheckpointStore
@@ -17,6 +17,8 @@ from .resources.settings import PipelineSettings
 from .settings import Settings
 from .staleness import latest_stage, next_runs, stage_status
 
+#: The jobs ``staleness.next_runs`` can plan: what ``latest_stage_sensor`` may request, and nothing else.
+STAGE_LAYER_JOBS = (foundation_job, corpora_job, stage_base_job, experts_job, optimize_job)
 
 
 def discover_checkpoints(watch: str) -> dict[str, str]:
@@ -75,7 +77,7 @@ def build_sensors(defs_ref: list) -> list[dg.SensorDefinition]:
     @dg.sensor(
         name="stage_checkpoint_sensor",
         minimum_interval_seconds=60,
-        jobs=ALL_JOBS,
+        jobs=[stage_base_job],
         description="Registers each new mid-training checkpoint (watched folder or `stages.checkpoints`) as a stage.",
     )
     def stage_checkpoint_sensor(context: dg.SensorEvaluationContext, settings: PipelineSettings, store: CheckpointStore):
@@ -105,7 +107,7 @@ def build_sensors(defs_ref: list) -> list[dg.SensorDefinition]:
     @dg.sensor(
         name="latest_stage_sensor",
         minimum_interval_seconds=60,
-        jobs=ALL_JOBS,
+        jobs=list(STAGE_LAYER_JOBS),
         description="Keeps the latest stage fresh: requests the next layer of missing or stale partitions.",
     )
     def latest_stage_sensor(context: dg.SensorEvaluationContext, settings: PipelineSettings):
@@ -118,7 +120,7 @@ def build_sensors(defs_ref: list) -> list[dg.SensorDefinition]:
     @dg.sensor(
         name="corpus_change_sensor",
         minimum_interval_seconds=300,
-        jobs=ALL_JOBS,
+        jobs=[corpora_job],
         description="Re-materializes a domain corpus when its source files change (paths, sizes, mtimes).",
     )
     def corpus_change_sensor(context: dg.SensorEvaluationContext, settings: PipelineSettings):
