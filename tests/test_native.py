@@ -57,3 +57,186 @@ def test_staggered_cron_carries_into_the_next_hour_and_keeps_steps():
         staggered_cron("0,30 3 * * *", 15)
     with pytest.raises(ConfigError, match="5 cron fields"):
         staggered_cron("@daily", 15)
+
+
+# --- staleness on public APIs agrees with Dagster's own resolver (the UI's "Stale" badge) ---
+
+DOMAINS = ["math", "code"]
+CONTENT: dict[tuple[str, str | None], str] = {}  # (asset, partition) -> data version the stand-in writes
+
+
+def _stand_in_assets(evals_code_version: str = "1"):
+    """The shapes of the real graph: unpartitioned foundation, domain corpora, stage bases, domain×stage
+    experts (mapped by dimension), stage-partitioned downstream."""
+    import dagster as dg
+
+    from mergemix_dagster.partitions import SAME_DOMAIN, SAME_STAGE, stage_partitions
+
+    domain = dg.StaticPartitionsDefinition(DOMAINS)
+    multi = dg.MultiPartitionsDefinition({"domain": domain, "stage": stage_partitions})
+
+    def version(name, context=None):
+        partition = context.partition_key if context is not None and context.has_partition_key else None
+        return dg.MaterializeResult(data_version=dg.DataVersion(CONTENT.get((name, str(partition) if partition else None), "v0")))
+
+    @dg.asset(code_version="1")
+    def general_corpus():
+        return version("general_corpus")
+
+    @dg.asset(code_version="1", deps=[general_corpus])
+    def base_tokenizer():
+        return version("base_tokenizer")
+
+    @dg.asset(code_version="1", partitions_def=domain)
+    def domain_corpus(context):
+        return version("domain_corpus", context)
+
+    @dg.asset(code_version="1", partitions_def=stage_partitions, deps=[base_tokenizer, general_corpus])
+    def stage_base(context):
+        return version("stage_base", context)
+
+    @dg.asset(code_version="1", partitions_def=multi, deps=[
+        dg.AssetDep(domain_corpus, partition_mapping=SAME_DOMAIN), dg.AssetDep(stage_base, partition_mapping=SAME_STAGE)])
+    def expert_checkpoint(context):
+        return version("expert_checkpoint", context)
+
+    @dg.asset(code_version="1", partitions_def=stage_partitions,
+              deps=[dg.AssetDep(expert_checkpoint, partition_mapping=SAME_STAGE)])
+    def merge_candidates(context):
+        return version("merge_candidates", context)
+
+    @dg.asset(code_version=evals_code_version, partitions_def=stage_partitions, deps=[merge_candidates])
+    def candidate_evaluations(context):
+        return version("candidate_evaluations", context)
+
+    return [general_corpus, base_tokenizer, domain_corpus, stage_base, expert_checkpoint, merge_candidates,
+            candidate_evaluations]
+
+
+def _partitions(instance, stages):
+    from mergemix_dagster.partitions import expert_partition_key
+
+    out = [("general_corpus", None), ("base_tokenizer", None)] + [("domain_corpus", d) for d in DOMAINS]
+    for stage in stages:
+        out += [("stage_base", stage)] + [("expert_checkpoint", str(expert_partition_key(d, stage))) for d in DOMAINS]
+        out += [("merge_candidates", stage), ("candidate_evaluations", stage)]
+    return out
+
+
+def _propagated(direct: dict, stages) -> dict:
+    """A not-fresh upstream makes a materialized partition stale (the rule ``staleness._after`` applies)."""
+    from mergemix_dagster.partitions import expert_partition_key
+
+    out = dict(direct)
+
+    def after(node, ups):
+        if out[node] is not Status.MISSING and any(out[u] is not Status.FRESH for u in ups):
+            out[node] = Status.STALE
+
+    after(("base_tokenizer", None), [("general_corpus", None)])
+    for stage in stages:
+        after(("stage_base", stage), [("general_corpus", None), ("base_tokenizer", None)])
+        experts = [("expert_checkpoint", str(expert_partition_key(d, stage))) for d in DOMAINS]
+        for d, e in zip(DOMAINS, experts):
+            after(e, [("domain_corpus", d), ("stage_base", stage)])
+        after(("merge_candidates", stage), experts)
+        after(("candidate_evaluations", stage), [("merge_candidates", stage)])
+    return out
+
+
+def _both(defs, instance, stages):
+    """(ours, Dagster's) propagated status of every stand-in partition."""
+    import dagster as dg
+    from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView, TemporalContext  # the oracle only
+    from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
+    from dagster._time import get_current_datetime
+
+    from mergemix_dagster.staleness import PublicStaleStatus
+
+    graph = defs.resolve_asset_graph()
+    view = AssetGraphView(temporal_context=TemporalContext(effective_dt=get_current_datetime(), last_event_id=None),
+                          instance=instance, asset_graph=graph)
+    oracle = CachingStaleStatusResolver(instance, graph, view)
+    ours = PublicStaleStatus(instance, defs)
+    names = {StaleStatus.FRESH: Status.FRESH, StaleStatus.STALE: Status.STALE, StaleStatus.MISSING: Status.MISSING}
+    keys = _partitions(instance, stages)
+    mine = {k: ours.status(dg.AssetKey(k[0]), k[1]) for k in keys}
+    theirs = {k: names[oracle.get_status(dg.AssetKey(k[0]), k[1])] for k in keys}
+    return _propagated(mine, stages), _propagated(theirs, stages)
+
+
+def _materialize(assets, instance, names, partition=None):
+    import dagster as dg
+
+    from mergemix_dagster.partitions import expert_partition_key
+
+    if partition and "|" in partition:
+        partition = expert_partition_key(*partition.split("|"))
+    assert dg.materialize(assets, instance=instance, selection=names, partition_key=partition).success
+
+
+def test_public_staleness_agrees_with_dagsters_resolver_partition_by_partition():
+    import dagster as dg
+
+    CONTENT.clear()
+    assets = _stand_in_assets()
+    defs = dg.Definitions(assets=assets)
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("stage", ["s0", "s1"])
+        stages = ["s0", "s1"]
+
+        def agree() -> dict:
+            ours, dagsters = _both(defs, instance, stages)
+            assert ours == dagsters
+            return ours
+
+        assert set(agree().values()) == {Status.MISSING}
+        _materialize(assets, instance, ["general_corpus", "base_tokenizer"])
+        for d in DOMAINS:
+            _materialize(assets, instance, ["domain_corpus"], d)
+        for stage in stages:
+            _materialize(assets, instance, ["stage_base"], stage)
+            for d in DOMAINS:
+                _materialize(assets, instance, ["expert_checkpoint"], f"{d}|{stage}")
+            _materialize(assets, instance, ["merge_candidates", "candidate_evaluations"], stage)
+        assert set(agree().values()) == {Status.FRESH}
+
+        _materialize(assets, instance, ["domain_corpus"], "code")  # same content again: nothing is stale
+        assert set(agree().values()) == {Status.FRESH}
+
+        CONTENT[("domain_corpus", "math")] = "v1"  # new content: math experts of every stage, and downstream
+        _materialize(assets, instance, ["domain_corpus"], "math")
+        status = agree()
+        assert {k for k, s in status.items() if s is Status.STALE} == {
+            ("expert_checkpoint", f"math|{s}") for s in stages} | {
+            (a, s) for s in stages for a in ("merge_candidates", "candidate_evaluations")}
+
+        CONTENT[("expert_checkpoint", "math|s1")] = "v1"  # s1's math expert retrained
+        _materialize(assets, instance, ["expert_checkpoint"], "math|s1")
+        assert agree()[("expert_checkpoint", "math|s1")] is Status.FRESH
+
+        CONTENT[("general_corpus", None)] = "v1"  # the foundation changes: everything downstream
+        _materialize(assets, instance, ["general_corpus"])
+        assert agree()[("stage_base", "s0")] is Status.STALE
+
+        instance.add_dynamic_partitions("stage", ["s2"])
+        stages.append("s2")
+        _materialize(assets, instance, ["base_tokenizer"])
+        _materialize(assets, instance, ["stage_base"], "s2")
+        status = agree()
+        assert status[("stage_base", "s2")] is Status.FRESH and status[("merge_candidates", "s2")] is Status.MISSING
+
+    # a new code version of one asset: that asset is stale, on both sides
+    changed = _stand_in_assets(evals_code_version="2")
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("stage", ["s0"])
+        _materialize(assets, instance, ["general_corpus", "base_tokenizer"])
+        for d in DOMAINS:
+            _materialize(assets, instance, ["domain_corpus"], d)
+        _materialize(assets, instance, ["stage_base"], "s0")
+        for d in DOMAINS:
+            _materialize(assets, instance, ["expert_checkpoint"], f"{d}|s0")
+        _materialize(assets, instance, ["merge_candidates", "candidate_evaluations"], "s0")
+        ours, dagsters = _both(dg.Definitions(assets=changed), instance, ["s0"])
+        assert ours == dagsters
+        assert {k for k, s in ours.items() if s is not Status.FRESH} == {("candidate_evaluations", "s0")}
