@@ -15,6 +15,7 @@ import dagster as dg
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 
 from .assets import build_assets  # noqa: E402
+from .automation import stage_automation_sensor, with_stage_automation  # noqa: E402
 from .core.hub import set_offline  # noqa: E402
 from .jobs import ALL_JOBS  # noqa: E402
 from .partitions import build_partitions  # noqa: E402
@@ -33,9 +34,9 @@ def build_definitions(settings: Settings | None = None, config: str = "") -> dg.
     parts = build_partitions(settings)
     defs_ref: list[dg.Definitions] = []  # sensors and schedules read the asset graph for staleness
     defs = dg.Definitions(
-        assets=with_settings_versions(build_assets(parts), settings),
+        assets=with_stage_automation(with_settings_versions(build_assets(parts), settings)),
         jobs=ALL_JOBS,
-        sensors=build_sensors(defs_ref),
+        sensors=[*build_sensors(defs_ref), stage_automation_sensor()],
         schedules=build_schedules(defs_ref, settings),
         resources={
             "settings": PipelineSettings(config=config),

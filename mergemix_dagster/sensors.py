@@ -17,6 +17,8 @@ from .resources.settings import PipelineSettings
 from .settings import Settings
 from .staleness import latest_stage, next_runs, stage_status
 
+BACKFILL_TAG = "dagster/backfill"  # on every run an asset backfill launches
+PARTITION_TAG = "dagster/partition"  # "s1"; a domain × stage run also has "dagster/partition/stage"
 #: The jobs ``staleness.next_runs`` can plan: what ``latest_stage_sensor`` may request, and nothing else.
 STAGE_LAYER_JOBS = (foundation_job, corpora_job, stage_base_job, experts_job, optimize_job)
 
@@ -38,6 +40,19 @@ def discover_checkpoints(watch: str) -> dict[str, str]:
     return found
 
 
+def backfill_in_flight(instance: dg.DagsterInstance, stage: str) -> bool:
+    """Whether a run launched by an asset backfill is queued or running on a partition of ``stage``."""
+    records = instance.get_run_records(
+        dg.RunsFilter(statuses=[dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED,
+                                dg.DagsterRunStatus.NOT_STARTED]),
+    )
+    return any(
+        BACKFILL_TAG in (tags := r.dagster_run.tags)
+        and stage in (tags.get(PARTITION_TAG), tags.get(f"{PARTITION_TAG}/stage"))
+        for r in records
+    )
+
+
 def stage_run_requests(instance: dg.DagsterInstance, defs: dg.Definitions, settings: Settings, stage: str, why: str):
     """Run requests for the first layer of ``stage`` that is missing or stale (none while one is in flight).
 
@@ -54,6 +69,8 @@ def stage_run_requests(instance: dg.DagsterInstance, defs: dg.Definitions, setti
     )
     if in_flight:
         return [], f"a run for stage {stage!r} is still in flight"
+    if backfill_in_flight(instance, stage):
+        return [], f"a backfill run for stage {stage!r} is in flight (stage_automation_sensor)"
     status = stage_status(instance, defs, settings.domain_names, stage)
     plan = next_runs(status)
     if not plan:

@@ -5,15 +5,29 @@ Fast: the definitions of the smoke config and tiny stand-in assets on an ephemer
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
+from mergemix_dagster.automation import AUTOMATION_SENSOR, STAGE_ASSETS
 from mergemix_dagster.core.errors import ConfigError
 from mergemix_dagster.schedules import LAYER_OFFSET_MINUTES, staggered_cron
 from mergemix_dagster.staleness import StageStatus, Status, next_runs
 
 
 @pytest.fixture(scope="module")
-def defs():
+def home(tmp_path_factory):
+    old = os.environ.get("MERGEMIX_HOME")
+    os.environ["MERGEMIX_HOME"] = str(tmp_path_factory.mktemp("native-home"))
+    yield os.environ["MERGEMIX_HOME"]
+    if old is None:
+        del os.environ["MERGEMIX_HOME"]
+    else:
+        os.environ["MERGEMIX_HOME"] = old
+
+
+@pytest.fixture(scope="module")
+def defs(home):
     from mergemix_dagster.definitions import build_definitions
     from mergemix_dagster.settings import load_settings
 
@@ -34,7 +48,7 @@ def _plannable_jobs() -> set[str]:
 
 
 def test_each_sensor_targets_exactly_the_jobs_it_requests(defs):
-    targets = {s.name: {j.name for j in s.jobs} for s in defs.sensors if s.name != "stage_automation_sensor"}
+    targets = {s.name: {j.name for j in s.jobs} for s in defs.sensors if s.name != AUTOMATION_SENSOR}
     assert targets["stage_checkpoint_sensor"] == {"stage_base_job"}
     assert targets["corpus_change_sensor"] == {"corpora_job"}
     assert targets["latest_stage_sensor"] == _plannable_jobs()
@@ -240,3 +254,44 @@ def test_public_staleness_agrees_with_dagsters_resolver_partition_by_partition()
         ours, dagsters = _both(dg.Definitions(assets=changed), instance, ["s0"])
         assert ours == dagsters
         assert {k for k, s in ours.items() if s is not Status.FRESH} == {("candidate_evaluations", "s0")}
+
+
+# --- a new stage is requested as one asset backfill by declarative automation ---
+
+
+def test_a_new_stage_is_requested_whole_in_one_tick_as_one_backfill(defs):
+    """With the foundation and corpora built, adding a stage partition makes the automation request every
+    partition of the stage in one evaluation, and nothing twice. ``stage_automation_sensor`` evaluates the
+    same conditions in the daemon; with ``emit_backfills`` a tick requesting several partitions of one asset
+    (here the experts) is submitted as one asset backfill instead of runs."""
+    import dagster as dg
+
+    from mergemix_dagster.partitions import STAGE_PARTITIONS_NAME
+    from mergemix_dagster.settings import load_settings
+
+    domains = load_settings("smoke").domain_names
+    sensor = defs.resolve_sensor_def(AUTOMATION_SENSOR)
+    assert isinstance(sensor, dg.AutomationConditionSensorDefinition) and sensor.emit_backfills
+    with dg.instance_for_test() as instance:
+        assert defs.resolve_job_def("foundation_job").execute_in_process(instance=instance).success
+        for d in domains:
+            assert defs.resolve_job_def("corpora_job").execute_in_process(instance=instance, partition_key=d).success
+
+        def tick(cursor):
+            result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
+            requested = {
+                (key, str(p)) for key in STAGE_ASSETS
+                for p in result.get_requested_partitions(dg.AssetKey(key))
+            }
+            return requested, result.cursor
+
+        first, cursor = tick(None)
+        assert first == set()  # no stage yet
+        instance.add_dynamic_partitions(STAGE_PARTITIONS_NAME, ["s0"])
+        requested, cursor = tick(cursor)
+        expected = {("stage_base", "s0"), *((a, "s0") for a in STAGE_ASSETS[2:])}
+        expected |= {("expert_checkpoint", f"{d}|s0") for d in domains}
+        assert requested == expected
+        assert len([k for k, _ in requested if k == "expert_checkpoint"]) > 1  # so the daemon emits a backfill
+        again, _ = tick(cursor)  # handled: never requested a second time
+        assert again == set()
