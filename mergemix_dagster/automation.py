@@ -29,8 +29,9 @@ from .jobs import EXPERT_ASSETS, OPTIMIZE_ASSETS, STAGE_BASE_ASSETS
 STAGE_ASSETS = (*STAGE_BASE_ASSETS, *EXPERT_ASSETS, *OPTIMIZE_ASSETS)
 AUTOMATION_SENSOR = "stage_automation_sensor"
 
-#: Missing since the stage was added (not handled since), nothing missing upstream outside the stage, not
-#: already being run (e.g. by ``latest_stage_sensor``): requested once. Unlike ``on_missing()``, a missing
+#: Missing since the stage was added (not handled since), nothing missing upstream outside the stage, neither
+#: it nor an upstream partition being run (e.g. ``stage_base_job`` from ``stage_checkpoint_sensor``, or
+#: ``mergemix run``; the rest is requested once that run ends): requested once. Unlike ``on_missing()``, a missing
 #: dependency *inside* the stage does not hold a partition back: ``will_be_requested`` does not cross
 #: partitions definitions, so ``on_missing()`` would request the stage base, then the experts, then the
 #: rest on three ticks; requested together, they form one backfill that the daemon runs in graph order.
@@ -40,6 +41,7 @@ NEW_STAGE_CONDITION = (
         dg.AssetSelection.assets(*STAGE_ASSETS)
     )
     & ~dg.AutomationCondition.in_progress()
+    & ~dg.AutomationCondition.any_deps_in_progress()
 ).with_label("new stage partition")
 
 
