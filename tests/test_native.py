@@ -295,3 +295,23 @@ def test_a_new_stage_is_requested_whole_in_one_tick_as_one_backfill(defs):
         assert len([k for k, _ in requested if k == "expert_checkpoint"]) > 1  # so the daemon emits a backfill
         again, _ = tick(cursor)  # handled: never requested a second time
         assert again == set()
+
+
+def test_chained_sensor_holds_off_while_a_backfill_run_of_the_stage_is_in_flight(defs):
+    import dagster as dg
+
+    from mergemix_dagster.sensors import backfill_in_flight, stage_run_requests
+    from mergemix_dagster.settings import load_settings
+
+    job = defs.resolve_job_def("experts_job")
+    tags = {"dagster/backfill": "abcdefgh", "dagster/partition": "math|s1", "dagster/partition/domain": "math",
+            "dagster/partition/stage": "s1"}
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("stage", ["s0", "s1"])
+        assert not backfill_in_flight(instance, "s1")
+        run = instance.create_run_for_job(job, tags=tags, status=dg.DagsterRunStatus.STARTED)
+        assert backfill_in_flight(instance, "s1") and not backfill_in_flight(instance, "s0")
+        requests, why = stage_run_requests(instance, defs, load_settings("smoke"), "s1", "test")
+        assert requests == [] and "backfill" in why
+        instance.report_run_failed(run)
+        assert not backfill_in_flight(instance, "s1")
