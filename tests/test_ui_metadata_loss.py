@@ -55,3 +55,26 @@ def test_a_reused_expert_still_shows_its_curve(smoke_run):
     assert metadata["reused"].value is True
     assert "final_loss" not in metadata  # nothing was trained in this run
     assert _png(metadata["loss_curve"].value).startswith(PNG_SIGNATURE)
+
+
+def test_reference_models_page_shows_every_reference_runs_curve(smoke_run):
+    from mergemix_dagster.assets.references import ReferenceTrainer
+    from mergemix_dagster.pipeline import run_validation
+    from mergemix_dagster.resources import EvaluationDatabase
+
+    settings, defs, instance, _ = smoke_run
+    run_validation(defs, settings, instance, "s0")  # reuses the runs when another test did it already
+    metadata = dict(
+        instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey("reference_models"), asset_partitions=["s0"]), limit=1
+        ).records[0].asset_materialization.metadata
+    )
+    assert _png(metadata["loss_curves"].value).startswith(PNG_SIGNATURE)
+    store = CheckpointStore(root=settings.store_uri)
+    trainer = ReferenceTrainer(settings, store, EvaluationDatabase(path=settings.database_path), "s0")
+    keys = store.list_keys("stages/s0/references/")
+    trained = {k.split("/")[3] for k in keys if k.endswith("/_COMPLETE")}
+    kept = {k.split("/")[3].removesuffix(".loss_history.json") for k in keys if k.endswith(".loss_history.json")}
+    assert trained and kept == trained  # every reference run keeps its curve
+    steps = recipe_from(settings.experts).steps
+    assert all(len(trainer.losses(run_id)) == steps for run_id in trained)
