@@ -78,3 +78,11 @@ def test_reference_models_page_shows_every_reference_runs_curve(smoke_run):
     assert trained and kept == trained  # every reference run keeps its curve
     steps = recipe_from(settings.experts).steps
     assert all(len(trainer.losses(run_id)) == steps for run_id in trained)
+
+
+def test_expert_page_numbers_are_rounded(smoke_run):
+    settings, _, instance, _ = smoke_run
+    metadata = _expert_metadata(instance, expert_partition_key(settings.domain_names[0], "s0"))
+    for name in ("final_loss", "train_seconds", "first_loss", "tokens_per_second"):
+        value = metadata[name].value
+        assert value == float(f"{value:.4g}"), (name, value)  # never 4.362176418304443

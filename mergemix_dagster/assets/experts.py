@@ -15,7 +15,7 @@ from ..resources.trainers import TrainJob, trainer_for, trainer_identity
 from . import layout
 from .base import recipe_from
 from .loading import base_checkpoint, read_pointer
-from .metadata import loss_curve, loss_history_key
+from .metadata import loss_curve, loss_history_key, number
 
 EXPERT_CODE_VERSION = "1"
 #: Dagster concurrency pool of training assets: cap concurrent GPU jobs with
@@ -94,9 +94,9 @@ def build_expert_assets(parts: PipelinePartitions) -> list[dg.AssetsDefinition]:
             )
             metadata |= {
                 "tokens_trained": dg.MetadataValue.int(outcome.tokens),
-                "final_loss": dg.MetadataValue.float(outcome.final_loss),
-                "train_seconds": dg.MetadataValue.float(outcome.seconds),
-                **outcome.metadata,
+                "final_loss": number(outcome.final_loss),
+                "train_seconds": number(outcome.seconds),
+                **{k: number(v) if isinstance(v, float) else v for k, v in outcome.metadata.items()},
             }
         fingerprint = checkpoint_fingerprint(store.get_dir(key))
         store.put_json(
