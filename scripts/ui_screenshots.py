@@ -74,7 +74,7 @@ def main(out: Path) -> None:
                 page.wait_for_timeout(1000)
                 dialog.screenshot(path=str(out / f"{name}.png"))
                 print(out / f"{name}.png")
-            # an expert page and its training loss curve (domain|stage partition key, URL-encoded)
+            # an expert page (the UI opens the latest materialized partition) and its training loss curve
             page.goto(f"{BASE}/assets/expert_checkpoint?partition=math%7Cs0", timeout=300_000)
             page.get_by_text("Metadata", exact=True).first.wait_for(timeout=300_000)
             page.wait_for_timeout(3000)
