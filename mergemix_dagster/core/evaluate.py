@@ -84,12 +84,8 @@ def warning_kind(message: str) -> str:
     return re.sub(r"\d+", "#", message)
 
 
-_PRINTED_KINDS: set[str] = set()  # once per process: a run builds several evaluators (candidates, rounds, check)
-
-
 class _RepeatedWarnings(logging.Filter):
-    """Lets the first lm-eval warning of each kind in this process through, counts the repeats (per evaluator)
-    instead of printing them."""
+    """Lets the first lm-eval warning of each kind through, counts the repeats instead of printing them."""
 
     def __init__(self, counts: Counter) -> None:
         super().__init__()
@@ -103,9 +99,8 @@ class _RepeatedWarnings(logging.Filter):
             return True
         kind = warning_kind(message)
         self.counts[kind] += 1
-        if kind in _PRINTED_KINDS:
+        if self.counts[kind] > 1:
             return False
-        _PRINTED_KINDS.add(kind)
         record.msg, record.args = f"{message} [repeats of this lm-eval warning are counted, not printed]", None
         return True
 
