@@ -131,10 +131,10 @@ class PublicStaleStatus:
         tags = self.tags(key, partition)
         if tags is None:
             return Status.MISSING
-        assets_def = self.defs.resolve_assets_def(key)
-        if tags.get(CODE_VERSION_TAG) != assets_def.code_versions_by_key.get(key):
+        spec = next(s for s in self.defs.resolve_assets_def(key).specs if s.key == key)
+        if tags.get(CODE_VERSION_TAG) != spec.code_version:
             return Status.STALE
-        for dep in assets_def.specs_by_key[key].deps:
+        for dep in spec.deps:
             recorded = tags.get(INPUT_DATA_VERSION_TAG + dep.asset_key.to_user_string())
             current = self.current_input_version(dep.asset_key, self.upstream_partitions(dep.asset_key, key, partition))
             if recorded != current:
