@@ -17,6 +17,7 @@ warnings.filterwarnings("ignore", category=dg.BetaWarning)
 from .assets import build_assets  # noqa: E402
 from .assets.hierarchy import with_hierarchy  # noqa: E402
 from .assets.pools import pools_from  # noqa: E402
+from .automation import stage_automation_sensor, with_stage_automation  # noqa: E402
 from .core.hub import set_offline  # noqa: E402
 from .jobs import ALL_JOBS  # noqa: E402
 from .partitions import build_partitions  # noqa: E402
@@ -37,9 +38,9 @@ def build_definitions(settings: Settings | None = None, config: str = "") -> dg.
     # sub-domains, if any
     assets, jobs = with_hierarchy(build_assets(parts, pools_from(settings)), ALL_JOBS, parts, settings)
     defs = dg.Definitions(
-        assets=with_settings_versions(assets, settings),
+        assets=with_stage_automation(with_settings_versions(assets, settings)),
         jobs=jobs,
-        sensors=build_sensors(defs_ref),
+        sensors=[*build_sensors(defs_ref), stage_automation_sensor()],
         schedules=build_schedules(defs_ref, settings),
         resources={
             "settings": PipelineSettings(config=config),

@@ -1,7 +1,10 @@
 """Run a whole stage through the jobs in dependency order, in this process, recorded in a Dagster instance.
 
 This is what ``mergemix run`` (and so ``make run``) does; the Dagster UI shows the same runs afterwards.
-Each job is one run per partition, because Dagster runs cannot mix partitions definitions.
+Each job is one run per partition, because Dagster runs cannot mix partitions definitions. The native
+alternative, one asset backfill per new stage, needs the daemon (``automation.py``); Dagster has no public
+call that submits a backfill, and a backfill only progresses inside the daemon, so a command that must work
+without one chains the jobs itself (docs/architecture.md, "what is native and what is not").
 
 Before planning, a run (1) takes the home's file lock, so concurrent runs on one home serialize and the
 second one reuses the first one's work; (2) marks runs left STARTED by a killed ``mergemix`` process as

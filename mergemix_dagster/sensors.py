@@ -9,7 +9,7 @@ import dagster as dg
 
 from .assets.corpora import source_fingerprint
 from .assets.layout import content_version, stage_registration
-from .jobs import ALL_JOBS
+from .jobs import corpora_job, experts_job, foundation_job, optimize_job, stage_base_job
 from .partitions import stage_partitions
 from .pipeline import STAGE_TAG, corpus_changes, fail_abandoned_runs
 from .resources import CheckpointStore
@@ -17,6 +17,10 @@ from .resources.settings import PipelineSettings
 from .settings import Settings
 from .staleness import latest_stage, next_runs, stage_status
 
+BACKFILL_TAG = "dagster/backfill"  # on every run an asset backfill launches
+PARTITION_TAG = "dagster/partition"  # "s1"; a domain × stage run also has "dagster/partition/stage"
+#: The jobs ``staleness.next_runs`` can plan: what ``latest_stage_sensor`` may request, and nothing else.
+STAGE_LAYER_JOBS = (foundation_job, corpora_job, stage_base_job, experts_job, optimize_job)
 
 
 def discover_checkpoints(watch: str) -> dict[str, str]:
@@ -36,6 +40,19 @@ def discover_checkpoints(watch: str) -> dict[str, str]:
     return found
 
 
+def backfill_in_flight(instance: dg.DagsterInstance, stage: str) -> bool:
+    """Whether a run launched by an asset backfill is queued or running on a partition of ``stage``."""
+    records = instance.get_run_records(
+        dg.RunsFilter(statuses=[dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED,
+                                dg.DagsterRunStatus.NOT_STARTED]),
+    )
+    return any(
+        BACKFILL_TAG in (tags := r.dagster_run.tags)
+        and stage in (tags.get(PARTITION_TAG), tags.get(f"{PARTITION_TAG}/stage"))
+        for r in records
+    )
+
+
 def stage_run_requests(instance: dg.DagsterInstance, defs: dg.Definitions, settings: Settings, stage: str, why: str):
     """Run requests for the first layer of ``stage`` that is missing or stale (none while one is in flight).
 
@@ -52,6 +69,8 @@ def stage_run_requests(instance: dg.DagsterInstance, defs: dg.Definitions, setti
     )
     if in_flight:
         return [], f"a run for stage {stage!r} is still in flight"
+    if backfill_in_flight(instance, stage):
+        return [], f"a backfill run for stage {stage!r} is in flight (stage_automation_sensor)"
     status = stage_status(instance, defs, settings.domain_names, stage)
     plan = next_runs(status)
     if not plan:
@@ -75,7 +94,7 @@ def build_sensors(defs_ref: list) -> list[dg.SensorDefinition]:
     @dg.sensor(
         name="stage_checkpoint_sensor",
         minimum_interval_seconds=60,
-        jobs=ALL_JOBS,
+        jobs=[stage_base_job],
         description="Registers each new mid-training checkpoint (watched folder or `stages.checkpoints`) as a stage.",
     )
     def stage_checkpoint_sensor(context: dg.SensorEvaluationContext, settings: PipelineSettings, store: CheckpointStore):
@@ -105,7 +124,7 @@ def build_sensors(defs_ref: list) -> list[dg.SensorDefinition]:
     @dg.sensor(
         name="latest_stage_sensor",
         minimum_interval_seconds=60,
-        jobs=ALL_JOBS,
+        jobs=list(STAGE_LAYER_JOBS),
         description="Keeps the latest stage fresh: requests the next layer of missing or stale partitions.",
     )
     def latest_stage_sensor(context: dg.SensorEvaluationContext, settings: PipelineSettings):
@@ -118,7 +137,7 @@ def build_sensors(defs_ref: list) -> list[dg.SensorDefinition]:
     @dg.sensor(
         name="corpus_change_sensor",
         minimum_interval_seconds=300,
-        jobs=ALL_JOBS,
+        jobs=[corpora_job],
         description="Re-materializes a domain corpus when its source files change (paths, sizes, mtimes).",
     )
     def corpus_change_sensor(context: dg.SensorEvaluationContext, settings: PipelineSettings):

@@ -8,23 +8,29 @@ corpus → expert ← stage base; experts → candidates → evaluations → sur
 The plan for a stage is the *first* layer with work to do; the sensor then chains the next layer once
 those runs finish (a Dagster run cannot mix partitions definitions, so one run per layer and partition).
 
-Why private Dagster APIs, and only here: a partition's stale status (the "Stale" badge of the UI) is exposed
-only through ``CachingStaleStatusResolver`` and ``AssetGraphView`` in ``dagster._core``; the public API
-gives materializations and data versions but not the resolved status. Rather than recompute Dagster's rule
-ourselves (and disagree with the UI), this module — and no other — imports those internals, in
-``_resolver`` and ``_direct``. Replacing the chaining with a native asset backfill (issue 12) would remove
-them; a Dagster upgrade that moves them breaks only this module, and tests/test_stages.py says so at once.
+How a partition's own status is decided, on public APIs only: Dagster records on every materialization
+the asset's code version (``dagster/code_version``), its data version (``dagster/data_version``) and the
+data version of each input it read (``dagster/input_data_version/<key>``; for several upstream partitions,
+the sha256 of their data versions concatenated in partition-key order). A materialized partition is stale
+when its recorded code version differs from the asset's current one, or a recorded input data version
+differs from that input's current data version: the rule behind the UI's "Stale" badge, whose resolver
+(``CachingStaleStatusResolver``) Dagster does not expose. tests/test_native.py checks that this module and
+that resolver agree, partition by partition, on stand-in assets with the same partition mappings.
+
+Why hand-written at all: the two rules Dagster cannot express. (1) Staleness through partition mappings
+(above). (2) "Only the latest stage": declarative automation (``AutomationCondition``) has no condition for
+"the last dynamic partition", and ``any_deps_updated`` would rerun every older stage after a corpus edit.
+New stages, which need no staleness rule, are launched natively: ``stage_automation_sensor`` (see
+sensors.py) submits one asset backfill over all of a new stage's partitions.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from enum import Enum
 
 import dagster as dg
-from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView, TemporalContext
-from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
-from dagster._time import get_current_datetime
 
 from .jobs import OPTIMIZE_ASSETS
 from .partitions import STAGE_PARTITIONS_NAME, expert_partition_key
@@ -61,19 +67,87 @@ class StageStatus:
         return [k for k, s in self.all().items() if s is not Status.FRESH]
 
 
-def _resolver(instance: dg.DagsterInstance, defs: dg.Definitions) -> CachingStaleStatusResolver:
-    graph = defs.resolve_asset_graph()
-    view = AssetGraphView(
-        temporal_context=TemporalContext(effective_dt=get_current_datetime(), last_event_id=None),
-        instance=instance,
-        asset_graph=graph,
-    )
-    return CachingStaleStatusResolver(instance, graph, view)
+CODE_VERSION_TAG = "dagster/code_version"
+DATA_VERSION_TAG = "dagster/data_version"
+INPUT_DATA_VERSION_TAG = "dagster/input_data_version/"
 
 
-def _direct(resolver: CachingStaleStatusResolver, key: str, partition: str | None) -> Status:
-    status = resolver.get_status(dg.AssetKey(key), partition)
-    return {StaleStatus.FRESH: Status.FRESH, StaleStatus.STALE: Status.STALE}.get(status, Status.MISSING)
+class PublicStaleStatus:
+    """Missing / stale / fresh of single asset partitions, from the instance's materialization records.
+
+    Caches what it reads, so a whole stage costs one query per partition; make a new one per decision.
+    """
+
+    def __init__(self, instance: dg.DagsterInstance, defs: dg.Definitions) -> None:
+        self.instance, self.defs = instance, defs
+        self._tags: dict[tuple[str, str | None], dict[str, str] | None] = {}
+
+    def tags(self, key: dg.AssetKey, partition: str | None) -> dict[str, str] | None:
+        """Tags of the latest materialization of ``key[partition]`` (None: never materialized)."""
+        cache_key = (key.to_user_string(), partition)
+        if cache_key not in self._tags:
+            records = self.instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition] if partition is not None else None),
+                limit=1,
+            ).records
+            self._tags[cache_key] = dict(records[0].asset_materialization.tags or {}) if records else None
+        return self._tags[cache_key]
+
+    def upstream_partitions(self, up: dg.AssetKey, down: dg.AssetKey, partition: str | None) -> list[str | None]:
+        """The partitions of ``up`` that ``down[partition]`` reads, for the mappings this project uses:
+        unpartitioned, identical partitions, multi → one of its dimensions, one dimension → multi."""
+        up_def = self.defs.resolve_assets_def(up).partitions_def
+        down_def = self.defs.resolve_assets_def(down).partitions_def
+        if up_def is None:
+            return [None]
+        if up_def == down_def:
+            return [partition]
+        if isinstance(down_def, dg.MultiPartitionsDefinition):  # key "a|b": dimensions in name order
+            by_dimension = dict(zip((d.name for d in down_def.partitions_defs), str(partition).split("|")))
+            for dim in down_def.partitions_defs:
+                if dim.partitions_def == up_def:
+                    return [by_dimension[dim.name]]
+        if isinstance(up_def, dg.MultiPartitionsDefinition):
+            for dim in up_def.partitions_defs:
+                if dim.partitions_def == down_def:
+                    keys = up_def.get_partition_keys(dynamic_partitions_store=self.instance)
+                    return [str(k) for k in keys if k.keys_by_dimension[dim.name] == partition]
+        raise NotImplementedError(f"no partition mapping rule for {down.to_user_string()} <- {up.to_user_string()}")
+
+    def current_input_version(self, up: dg.AssetKey, partitions: list[str | None]) -> str | None:
+        """The data version Dagster records for an input read from ``partitions`` of ``up``: the upstream's own
+        when it is unpartitioned, else a hash over the materialized partitions (even a single one)."""
+        if partitions == [None]:
+            tags = self.tags(up, None)
+            return tags.get(DATA_VERSION_TAG) if tags else None
+        versions = [
+            (str(p), tags[DATA_VERSION_TAG])
+            for p in partitions
+            if (tags := self.tags(up, p)) is not None and DATA_VERSION_TAG in tags
+        ]
+        return hashlib.sha256("".join(v for _, v in sorted(versions)).encode()).hexdigest()
+
+    def status(self, key: dg.AssetKey, partition: str | None) -> "Status":
+        tags = self.tags(key, partition)
+        if tags is None:
+            return Status.MISSING
+        spec = next(s for s in self.defs.resolve_assets_def(key).specs if s.key == key)
+        if tags.get(CODE_VERSION_TAG) != spec.code_version:
+            return Status.STALE
+        for dep in spec.deps:
+            recorded = tags.get(INPUT_DATA_VERSION_TAG + dep.asset_key.to_user_string())
+            current = self.current_input_version(dep.asset_key, self.upstream_partitions(dep.asset_key, key, partition))
+            if recorded != current:
+                return Status.STALE
+        return Status.FRESH
+
+
+def _resolver(instance: dg.DagsterInstance, defs: dg.Definitions) -> PublicStaleStatus:
+    return PublicStaleStatus(instance, defs)
+
+
+def _direct(resolver: PublicStaleStatus, key: str, partition: str | None) -> Status:
+    return resolver.status(dg.AssetKey(key), partition)
 
 
 def _after(upstream: list[Status], own: Status) -> Status:

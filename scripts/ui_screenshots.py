@@ -1,7 +1,7 @@
 """Screenshots of asset pages in the Dagster UI (`dg dev`) after a finished smoke run, for the README.
 
     MERGEMIX_HOME=/tmp/x MERGEMIX_CONFIG=smoke .venv/bin/mergemix run
-    MERGEMIX_HOME=/tmp/x MERGEMIX_CONFIG=smoke .venv/bin/mergemix validate
+    MERGEMIX_HOME=/tmp/x MERGEMIX_CONFIG=smoke .venv/bin/mergemix validate   (for the proxy_fidelity pages)
     MERGEMIX_HOME=/tmp/x MERGEMIX_CONFIG=smoke .venv/bin/python scripts/ui_screenshots.py docs/screenshots
 
 Needs `pip install -e '.[screenshots]'` (Playwright) and a Chromium (`apt-get install -y chromium`; no
@@ -74,6 +74,18 @@ def main(out: Path) -> None:
                 page.wait_for_timeout(1000)
                 dialog.screenshot(path=str(out / f"{name}.png"))
                 print(out / f"{name}.png")
+            # an expert page (the UI opens the latest materialized partition) and its training loss curve
+            page.goto(f"{BASE}/assets/expert_checkpoint?partition=math%7Cs0", timeout=300_000)
+            page.get_by_text("Metadata", exact=True).first.wait_for(timeout=300_000)
+            page.wait_for_timeout(3000)
+            page.screenshot(path=str(out / "expert_checkpoint.png"), full_page=True)
+            print(out / "expert_checkpoint.png")
+            page.locator("tr", has_text="loss_curve").get_by_text("[Show Markdown]").click()
+            dialog = page.get_by_role("dialog")
+            dialog.locator("img").first.wait_for(timeout=60_000)
+            page.wait_for_timeout(1000)
+            dialog.screenshot(path=str(out / "expert_checkpoint_loss_curve.png"))
+            print(out / "expert_checkpoint_loss_curve.png")
             browser.close()
     finally:
         os.killpg(server.pid, signal.SIGTERM)  # dg dev, its webserver, daemon and code server

@@ -15,6 +15,7 @@ from ..resources.trainers import TrainJob, trainer_for, trainer_identity
 from . import layout
 from .base import recipe_from
 from .loading import base_checkpoint, read_pointer
+from .metadata import loss_curve, loss_history_key, number
 from .pools import AssetPools
 
 EXPERT_CODE_VERSION = "1"
@@ -75,15 +76,17 @@ def train_or_reuse_expert(
         with tempfile.TemporaryDirectory() as tmp:
             outcome = trainer_for(s.trainer, store).train(context, job, Path(tmp))
             store.put_dir(outcome.checkpoint, key)
+        if outcome.losses:
+            store.put_json(loss_history_key(key), {"losses": outcome.losses}, overwrite=True)
         database.record_training_run(
             stage, job.run_id, "expert", weights, recipe.seed, outcome.tokens,
             outcome.seconds, outcome.final_loss, store.uri(key),
         )
         metadata |= {
             "tokens_trained": dg.MetadataValue.int(outcome.tokens),
-            "final_loss": dg.MetadataValue.float(outcome.final_loss),
-            "train_seconds": dg.MetadataValue.float(outcome.seconds),
-            **outcome.metadata,
+            "final_loss": number(outcome.final_loss),
+            "train_seconds": number(outcome.seconds),
+            **{k: number(v) if isinstance(v, float) else v for k, v in outcome.metadata.items()},
         }
     fingerprint = checkpoint_fingerprint(store.get_dir(key))
     store.put_json(
@@ -92,6 +95,10 @@ def train_or_reuse_expert(
         overwrite=True,
     )
     metadata |= {"uri": dg.MetadataValue.path(store.uri(key)), "fingerprint": fingerprint}
+    if store.exists(loss_history_key(key)):  # also for a reused expert: the curve of the run that made it
+        metadata["loss_curve"] = loss_curve(
+            {domain: store.get_json(loss_history_key(key))["losses"]}, f"expert {domain}@{stage}: training loss"
+        )
     return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(fingerprint[:16]))
 
 

@@ -12,7 +12,7 @@ import base64
 import io
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import dagster as dg
 import numpy as np
@@ -98,4 +98,33 @@ def image(source: Path | str | Any, title: str = "plot") -> dg.MarkdownMetadataV
     return dg.MetadataValue.md(f"![{title}]({png_data_uri(png)})")
 
 
-__all__ = ["SIGNIFICANT_DIGITS", "rounded", "number", "table", "image", "png_data_uri"]
+def loss_history_key(checkpoint_key: str) -> str:
+    """Where a run's loss history is kept: next to its checkpoint, so a reused checkpoint keeps its curve."""
+    return f"{checkpoint_key}.loss_history.json"
+
+
+def loss_curve(curves: Mapping[str, Sequence[float]], title: str = "training loss") -> dg.MarkdownMetadataValue:
+    """One line per run of training loss against optimiser step (one point per recorded step), inline."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.0, 3.2))
+    for label, losses in curves.items():
+        ax.plot(range(1, len(losses) + 1), losses, lw=1.2, marker="." if len(losses) <= 50 else None, label=label)
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.set_title(title, fontsize=10)
+    if 1 < len(curves) <= 12:
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    try:
+        return image(fig, title)
+    finally:
+        plt.close(fig)
+
+
+__all__ = [
+    "SIGNIFICANT_DIGITS", "rounded", "number", "table", "image", "png_data_uri", "loss_history_key", "loss_curve",
+]

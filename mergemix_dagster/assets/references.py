@@ -28,6 +28,7 @@ from ..resources.trainers import TrainJob, trainer_for, trainer_identity
 from ..settings import Settings
 from . import layout
 from .base import recipe_from
+from .metadata import loss_history_key
 from .loading import base_checkpoint, configured_rows, corpus_documents, read_pointer
 from .proxies import build_evaluator, score_rows
 
@@ -114,6 +115,15 @@ class ReferenceTrainer:
             self.store.put_dir(outcome.checkpoint, key)
         return outcome.tokens, outcome.seconds, outcome.final_loss
 
+    def checkpoint_key(self, run_id: str) -> str:
+        return f"stages/{self.stage}/references/{run_id}"
+
+    def losses(self, run_id: str) -> list[float] | None:
+        """The per-step training loss of a finished run (None for runs trained by a command, or before
+        loss histories were kept)."""
+        key = loss_history_key(self.checkpoint_key(run_id))
+        return self.store.get_json(key)["losses"] if self.store.exists(key) else None
+
     def ensure(self, mixture: Mixture, seed: int, study: str) -> tuple[str, bool]:
         """Make sure the run (mixture, seed) is trained and scored; returns (run_id, did_work)."""
         run_id = self.run_id(mixture, seed)
@@ -121,7 +131,7 @@ class ReferenceTrainer:
             self._done = self._scored()
         if run_id in self._done:
             return run_id, False
-        key = f"stages/{self.stage}/references/{run_id}"
+        key = self.checkpoint_key(run_id)
         if self.store.exists(key):  # trained before an interruption, not yet scored
             self.log(f"reference {mixture.label()} seed {seed}: stored checkpoint found, scoring it")
             model, tokenizer = load_checkpoint(self.store.get_dir(key))
@@ -135,6 +145,7 @@ class ReferenceTrainer:
                 with tempfile.TemporaryDirectory() as tmp:
                     save_checkpoint(model, tokenizer, Path(tmp) / "ckpt")
                     self.store.put_dir(Path(tmp) / "ckpt", key)
+                self.store.put_json(loss_history_key(key), {"losses": report.losses}, overwrite=True)
                 tokens, seconds, final_loss = report.tokens, report.seconds, report.final_loss
             else:  # the team's trainer, as for the experts the proxies are merged from
                 tokens, seconds, final_loss = self._train_with_command(run_id, data_mixture, recipe, key)

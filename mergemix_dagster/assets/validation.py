@@ -37,7 +37,7 @@ from ..resources.settings import PipelineSettings
 from ..settings import Settings
 from . import layout
 from .candidates import candidate_fingerprint
-from .metadata import image, number, table
+from .metadata import image, loss_curve, number, table
 from .loading import base_checkpoint, configured_rows, expert_checkpoint_dir, read_pointer
 from .proxies import (
     IdentifiedScore, evaluation_fingerprints, lm_eval_results_path, proxy_scorer_spec, score_rows,
@@ -195,19 +195,22 @@ def build_validation_assets(parts: PipelinePartitions, pools: AssetPools = Asset
         design = store.get_json(design_key(stage))
         trainer = _trainer(context, s, store, database, stage)
         seed = trainer.seeds(1)[0]
-        ids, trained_now = [], 0
+        ids, trained_now, curves = [], 0, {}
         runs = [(study, pid, mixture) for study in ("fidelity", "dual") for pid, mixture in _mixtures(design, study)]
         with Progress(len(runs), "reference runs", log=context.log.info, unit="run") as progress:
             for study, pid, mixture in runs:
                 run_id, worked = trainer.ensure(mixture, seed, study)
                 ids.append(run_id)
                 trained_now += worked
+                if (losses := trainer.losses(run_id)) is not None:
+                    curves[f"{study} {pid}"] = losses
                 progress.advance(mixture=pid, trained_now=trained_now)
         return dg.MaterializeResult(
             metadata={
                 "reference_runs": dg.MetadataValue.int(len(ids)),
                 "trained_or_scored_now": dg.MetadataValue.int(trained_now),
                 "tokens_per_run": dg.MetadataValue.int(s.experts.tokens),
+                **({"loss_curves": loss_curve(curves, f"reference runs of {stage}: training loss")} if curves else {}),
             },
             data_version=dg.DataVersion(layout.content_version(ids)),
         )

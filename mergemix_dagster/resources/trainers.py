@@ -51,6 +51,7 @@ class TrainOutcome:
     seconds: float
     final_loss: float
     metadata: dict[str, Any] = field(default_factory=dict)
+    losses: list[float] = field(default_factory=list)  # one per optimiser step, when the trainer tells
 
 
 def trainer_identity(settings: TrainerSettings) -> dict | None:
@@ -110,6 +111,7 @@ class EmbeddedTrainer:
                 "first_loss": report.losses[0] if report.losses else float("nan"),
                 "tokens_per_second": report.tokens_per_second,
             },
+            losses=report.losses,
         )
 
 
