@@ -93,9 +93,13 @@ class PublicStaleStatus:
             self._tags[cache_key] = dict(records[0].asset_materialization.tags or {}) if records else None
         return self._tags[cache_key]
 
-    def upstream_partitions(self, up: dg.AssetKey, down: dg.AssetKey, partition: str | None) -> list[str | None]:
+    def upstream_partitions(
+        self, up: dg.AssetKey, down: dg.AssetKey, partition: str | None, mapping: dg.PartitionMapping | None = None
+    ) -> list[str | None]:
         """The partitions of ``up`` that ``down[partition]`` reads, for the mappings this project uses:
-        unpartitioned, identical partitions, multi → one of its dimensions, one dimension → multi."""
+        unpartitioned, identical partitions, multi → one of its dimensions, one dimension → multi; any other
+        explicit ``mapping`` (the sub-domain family's) through its public
+        ``get_upstream_mapped_partitions_result_for_partitions``."""
         up_def = self.defs.resolve_assets_def(up).partitions_def
         down_def = self.defs.resolve_assets_def(down).partitions_def
         if up_def is None:
@@ -112,6 +116,12 @@ class PublicStaleStatus:
                 if dim.partitions_def == down_def:
                     keys = up_def.get_partition_keys(dynamic_partitions_store=self.instance)
                     return [str(k) for k in keys if k.keys_by_dimension[dim.name] == partition]
+        if mapping is not None and down_def is not None:
+            result = mapping.get_upstream_mapped_partitions_result_for_partitions(
+                down_def.subset_with_partition_keys([str(partition)]), down_def, up_def,
+                dynamic_partitions_store=self.instance,
+            )
+            return sorted(str(k) for k in result.partitions_subset.get_partition_keys())
         raise NotImplementedError(f"no partition mapping rule for {down.to_user_string()} <- {up.to_user_string()}")
 
     def current_input_version(self, up: dg.AssetKey, partitions: list[str | None]) -> str | None:
@@ -136,7 +146,8 @@ class PublicStaleStatus:
             return Status.STALE
         for dep in spec.deps:
             recorded = tags.get(INPUT_DATA_VERSION_TAG + dep.asset_key.to_user_string())
-            current = self.current_input_version(dep.asset_key, self.upstream_partitions(dep.asset_key, key, partition))
+            current = self.current_input_version(
+                dep.asset_key, self.upstream_partitions(dep.asset_key, key, partition, dep.partition_mapping))
             if recorded != current:
                 return Status.STALE
         return Status.FRESH
