@@ -286,9 +286,14 @@ def test_results_json_is_lm_evals_own(tiny, evaluator, tmp_path):
         assert data["n-samples"][score.task]["effective"] == 12
 
 
-def test_repeated_lm_eval_warnings_print_once_and_are_counted(caplog):
-    """A model whose context is shorter than the prompts makes lm-eval warn on every request: one line."""
+def test_repeated_lm_eval_warnings_print_once_and_are_counted(caplog, monkeypatch):
+    """A model whose context is shorter than the prompts makes lm-eval warn on every request: one line per
+    process, however many evaluators (a fresh process is simulated by emptying the printed kinds)."""
     import logging
+
+    from mergemix_dagster.core import evaluate
+
+    monkeypatch.setattr(evaluate, "PRINTED_WARNING_KINDS", set())
 
     model, tokenizer = _tiny_model_and_tokenizer()
     model.config.max_position_embeddings = 24  # lm-eval truncates every prompt longer than this
@@ -296,6 +301,7 @@ def test_repeated_lm_eval_warnings_print_once_and_are_counted(caplog):
     with caplog.at_level(logging.WARNING):
         ev.evaluate(model, tokenizer)
         ev.evaluate(model, tokenizer)
+        Evaluator([TaskSpec("mm_facts", "knowledge")], limit=6).evaluate(model, tokenizer)  # a second evaluator
     truncating = [r for r in caplog.records if "Truncating" in r.getMessage()]
     assert len(truncating) == 1 and "counted, not printed" in truncating[0].getMessage()
     (line,) = [x for x in ev.warning_summary() if "Truncating" in x]

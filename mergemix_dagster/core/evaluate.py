@@ -84,8 +84,13 @@ def warning_kind(message: str) -> str:
     return re.sub(r"\d+", "#", message)
 
 
+#: Warning kinds already printed by this process: a run opens several evaluators (seed design, each round,
+#: the verification), and each printing its own first line was the flood in miniature.
+PRINTED_WARNING_KINDS: set[str] = set()
+
+
 class _RepeatedWarnings(logging.Filter):
-    """Lets the first lm-eval warning of each kind through, counts the repeats instead of printing them."""
+    """Lets the first lm-eval warning of each kind (per process) through, counts every one per evaluator."""
 
     def __init__(self, counts: Counter) -> None:
         super().__init__()
@@ -99,8 +104,9 @@ class _RepeatedWarnings(logging.Filter):
             return True
         kind = warning_kind(message)
         self.counts[kind] += 1
-        if self.counts[kind] > 1:
+        if kind in PRINTED_WARNING_KINDS:
             return False
+        PRINTED_WARNING_KINDS.add(kind)
         record.msg, record.args = f"{message} [repeats of this lm-eval warning are counted, not printed]", None
         return True
 
