@@ -45,7 +45,12 @@ def dagster_instance(settings: Settings) -> dg.DagsterInstance:
     if not config.exists():  # nothing here may phone home
         config.write_text("telemetry:\n  enabled: false\n")
     os.environ["DAGSTER_HOME"] = home
-    return dg.DagsterInstance.get()
+    from filelock import FileLock
+
+    # two processes opening a fresh instance at once both create its SQLite tables ("alembic_version already
+    # exists"): the first creates them under this lock, the second then finds them
+    with FileLock(str(Path(home) / ".mergemix-instance.lock")):
+        return dg.DagsterInstance.get()
 
 
 def register_stage(instance: dg.DagsterInstance, stage: str) -> bool:
