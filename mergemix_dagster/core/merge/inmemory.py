@@ -72,11 +72,15 @@ class InMemoryMerger:
                 prepared = self.method.prepare(
                     key, base_t, [expert_states[d][key].to(p.device) for d in self.domains], keys=self.domains
                 )
-                self._slots.append((p, key, base_t, prepared))
+                self._slots.append((p, key, *self._keep(base_t, prepared)))
         buffers = {n for n, _ in model.named_buffers()}
         unknown = sorted(set(base_state) - used - buffers)
         if unknown:
             raise CheckpointMismatchError(f"base state has parameter {unknown[0]!r} that the model does not have")
+
+    def _keep(self, base_t: Tensor, prepared: Any) -> tuple[Tensor, Any]:
+        """Where a parameter's base and prepared task vectors are kept: on the model's device (subclasses move them)."""
+        return base_t, prepared
 
     def weights_for(self, mixture: Mixture) -> list[float]:
         """α in this merger's (sorted) expert order; ``ConfigError`` if the domains differ."""

@@ -14,15 +14,12 @@ device on the same bytes.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from ..errors import CheckpointMismatchError
 from ..mixture import Mixture
-from .base import get_method
-from .checks import check_compatible
 from .inmemory import InMemoryMerger
 
 
@@ -44,54 +41,13 @@ class OffloadedMerger(InMemoryMerger):
     Same constructor and methods as ``InMemoryMerger``; the state dicts may be on CPU (the cheap case).
     """
 
-    def __init__(
-        self,
-        model: torch.nn.Module,
-        base_state: Mapping[str, Tensor],
-        expert_states: Mapping[str, Mapping[str, Tensor]],
-        method: str = "linear",
-        base_config: dict | None = None,
-        expert_configs: Mapping[str, dict] | None = None,
-        **options: Any,
-    ):
-        self.model = model
-        self.method = get_method(method, **options)
-        self.domains = tuple(sorted(expert_states))
+    def __init__(self, model: torch.nn.Module, *args: Any, **kwargs: Any):
         self.pinned = torch.cuda.is_available()
-        groups: dict[int, list[str]] = {}
-        params: dict[int, torch.nn.Parameter] = {}
-        for pname, p in model.named_parameters(remove_duplicate=False):
-            groups.setdefault(id(p), []).append(pname)
-            params[id(p)] = p
-        tied = {n for names in groups.values() if len(names) > 1 for n in names}
-        check_compatible(base_state, expert_states, base_config, expert_configs, tied_keys=tied)
-        self._slots = []
-        used: set[str] = set()
-        with torch.no_grad():
-            for pid, names in groups.items():
-                key = next(
-                    (n for n in names if n in base_state and all(n in s for s in expert_states.values())), None
-                )
-                if key is None:
-                    raise CheckpointMismatchError(
-                        f"model parameter {names[0]!r} is not in the base and expert state dicts"
-                    )
-                used.update(n for n in names if n in base_state)
-                p = params[pid]
-                if tuple(base_state[key].shape) != tuple(p.shape):
-                    raise CheckpointMismatchError(
-                        f"parameter {key!r}: the state dicts have shape {tuple(base_state[key].shape)}, "
-                        f"the model has {tuple(p.shape)}"
-                    )
-                base_t = base_state[key].to(device=p.device, copy=True)
-                prepared = self.method.prepare(
-                    key, base_t, [expert_states[d][key].to(p.device) for d in self.domains], keys=self.domains
-                )
-                self._slots.append((p, key, move(base_t, "cpu", self.pinned), move(prepared, "cpu", self.pinned)))
-        buffers = {n for n, _ in model.named_buffers()}
-        unknown = sorted(set(base_state) - used - buffers)
-        if unknown:
-            raise CheckpointMismatchError(f"base state has parameter {unknown[0]!r} that the model does not have")
+        super().__init__(model, *args, **kwargs)
+
+    def _keep(self, base_t: Tensor, prepared: Any) -> tuple[Tensor, Any]:
+        """Prepared on the model's device (same numbers as ``InMemoryMerger``), then kept in CPU memory."""
+        return move(base_t, "cpu", self.pinned), move(prepared, "cpu", self.pinned)
 
     @torch.no_grad()
     def apply(self, mixture: Mixture) -> None:
