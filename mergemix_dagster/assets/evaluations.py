@@ -6,7 +6,6 @@ resumes where it stopped and a finished one costs nothing.
 """
 
 
-from dataclasses import asdict
 
 import dagster as dg
 import pandas as pd
@@ -23,7 +22,7 @@ from . import layout
 from .loading import configured_rows
 from .metadata import number, table
 from .pools import AssetPools
-from .proxies import IdentifiedScore, evaluation_fingerprints, lm_eval_results_path, proxy_scorer_spec, score_rows
+from .proxies import evaluation_fingerprints, fingerprinted, lm_eval_results_path, proxy_scorer_spec, score_rows
 
 EVALUATIONS_CODE_VERSION = "2"  # 2: the base is scored with lm-eval's stderr (the noise of each target)
 BASE_CANDIDATE_ID = "base"
@@ -121,8 +120,7 @@ def build_evaluation_assets(parts: PipelinePartitions, pools: AssetPools = Asset
 
         def write(job: ProxyJob, scores: list, elapsed: float) -> None:
             """Rows of one scored model, written as soon as it is scored (a kill loses only those in flight)."""
-            scores = [IdentifiedScore(**asdict(sc), evaluation_fingerprint=fingerprints.get(sc.task, ""))
-                      for sc in scores]
+            scores = fingerprinted(scores, fingerprints)
             if job.alpha is None:
                 zero = {d: 0.0 for d in s.domain_names}
                 database.upsert_evaluations(score_rows(stage, BASE_CANDIDATE_ID, "base", zero, scores, base_fp))

@@ -56,10 +56,7 @@ class IdentifiedEvaluator(Evaluator):
         self.fingerprints = dict(fingerprints)
 
     def evaluate(self, model, tokenizer, **kwargs) -> list[BenchmarkScore]:
-        return [
-            IdentifiedScore(**asdict(sc), evaluation_fingerprint=self.fingerprints.get(sc.task, ""))
-            for sc in super().evaluate(model, tokenizer, **kwargs)
-        ]
+        return fingerprinted(super().evaluate(model, tokenizer, **kwargs), self.fingerprints)
 
 
 def build_evaluator(s: Settings, heldout: bool = False) -> Evaluator:
@@ -123,10 +120,18 @@ def evaluation_device(s: Settings) -> str:
     return s.evaluation.device or s.experts.device
 
 
-def proxy_scorer_spec(store: CheckpointStore, stage: str, s: Settings, heldout: bool = False) -> ScorerSpec:
-    """What a worker process needs to open the stage's scorer (checkpoints verified here, once)."""
+def proxy_scorer_spec(
+    store: CheckpointStore, stage: str, s: Settings, heldout: bool = False, expert_dirs: dict[str, Path] | None = None
+) -> ScorerSpec:
+    """What a worker process needs to open the stage's scorer (checkpoints verified here, once).
+
+    ``expert_dirs``: other experts to merge than the stage's domain experts (one domain's sub-domain experts);
+    their names label the α of the jobs.
+    """
     base_dir, _ = base_checkpoint(store, stage)
-    experts = {d: str(expert_checkpoint_dir(store, stage, d)[0]) for d in s.domain_names}
+    if expert_dirs is None:
+        expert_dirs = {d: expert_checkpoint_dir(store, stage, d)[0] for d in s.domain_names}
+    experts = {d: str(path) for d, path in expert_dirs.items()}
     chosen = list(s.evaluation.tasks) + (list(s.validation.heldout_tasks) if heldout else [])
     e = s.evaluation
     return ScorerSpec(
@@ -135,6 +140,11 @@ def proxy_scorer_spec(store: CheckpointStore, stage: str, s: Settings, heldout: 
         device=evaluation_device(s), task_vectors=e.task_vectors,
         threads=e.threads or (1 if e.workers > 1 else None),
     )
+
+
+def fingerprinted(scores: list[BenchmarkScore], fingerprints: dict[str, str]) -> list[IdentifiedScore]:
+    """Scores from a worker's plain ``Evaluator`` with the ``evaluation_fingerprint`` of their task."""
+    return [IdentifiedScore(**asdict(sc), evaluation_fingerprint=fingerprints.get(sc.task, "")) for sc in scores]
 
 
 def score_rows(

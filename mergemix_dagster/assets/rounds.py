@@ -6,7 +6,6 @@ candidate's rows are written as soon as it is scored. An interrupted round there
 proposals and scores only what is missing; a rerun with unchanged inputs scores nothing.
 """
 
-from dataclasses import asdict
 
 import dagster as dg
 import numpy as np
@@ -21,7 +20,7 @@ from . import layout
 from .candidates import candidate_fingerprint
 from .evaluations import finished_fingerprints
 from .pools import AssetPools
-from .proxies import IdentifiedScore, evaluation_fingerprints, lm_eval_results_path, proxy_scorer_spec, score_rows
+from .proxies import evaluation_fingerprints, fingerprinted, lm_eval_results_path, proxy_scorer_spec, score_rows
 from .searching import (
     available_tokens,
     constraints_from,
@@ -105,8 +104,7 @@ def build_round_assets(parts: PipelinePartitions, pools: AssetPools = AssetPools
                 """Rows of one scored proposal, written as it finishes (a kill loses only those in flight)."""
                 nonlocal scored_now
                 c = by_id[job.candidate_id]
-                scores = [IdentifiedScore(**asdict(sc), evaluation_fingerprint=fingerprints.get(sc.task, ""))
-                          for sc in scores]
+                scores = fingerprinted(scores, fingerprints)
                 database.upsert_evaluations(
                     score_rows(stage, c["candidate_id"], round_kind(r), c["alpha"], scores, c["fingerprint"])
                 )

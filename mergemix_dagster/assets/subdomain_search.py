@@ -14,12 +14,12 @@ from pathlib import Path
 import dagster as dg
 
 from ..core.designs import seed_design
+from ..core.evaluation_workers import ProxyJob, ScorerSpec, score_proxies
 from ..core.exports import token_plan_for
 from ..core.hierarchy import fine_objective, hierarchical_weights, natural_shares, prefer_measured
-from ..core.merge import InMemoryMerger
 from ..core.merge.streaming import merge_checkpoints
 from ..core.mixture import Mixture
-from ..core.model import checkpoint_fingerprint, load_checkpoint, load_model_state, resolve_device
+from ..core.model import checkpoint_fingerprint
 from ..core.objective import Objective, fit_score_scale
 from ..core.progress import Progress
 from ..core.scores import capability_means, capability_table
@@ -32,7 +32,7 @@ from . import layout
 from .candidates import candidate_fingerprint, count_domain_tokens
 from .evaluations import finished_fingerprints
 from .loading import base_checkpoint, checkpoint_dir, configured_rows, read_pointer
-from .proxies import ProxyScorer, build_evaluator, lm_eval_results_path, score_rows
+from .proxies import evaluation_fingerprints, fingerprinted, lm_eval_results_path, proxy_scorer_spec, score_rows
 from .searching import mixture_objective, table_objective
 
 HIERARCHY_CODE_VERSION = "1"
@@ -44,15 +44,10 @@ def _leaves(s: Settings, domain: str) -> list[str]:
     return [leaf_name(domain, sub.name) for sub in s.domain(domain).subdomains]
 
 
-def open_subdomain_scorer(store: CheckpointStore, stage: str, s: Settings, leaves: list[str]) -> ProxyScorer:
-    """The stage base and one domain's sub-domain experts, loaded once for in-memory merging."""
-    device = str(resolve_device(s.experts.device))
-    base_dir, _ = base_checkpoint(store, stage)
-    model, tokenizer = load_checkpoint(base_dir, device=device)
-    model.eval()
-    states = {leaf: load_model_state(subdomain_expert_dir(store, stage, leaf)[0]) for leaf in leaves}
-    merger = InMemoryMerger(model, load_model_state(base_dir), states, method=s.search.merge_method)
-    return ProxyScorer(tuple(leaves), model, tokenizer, merger, build_evaluator(s))
+def subdomain_scorer_spec(store: CheckpointStore, stage: str, s: Settings, leaves: list[str]) -> ScorerSpec:
+    """The stage's proxy scorer with one domain's sub-domain experts in place of the domain experts."""
+    return proxy_scorer_spec(store, stage, s,
+                             expert_dirs={leaf: subdomain_expert_dir(store, stage, leaf)[0] for leaf in leaves})
 
 
 def subdomain_expert_dir(store: CheckpointStore, stage: str, leaf: str) -> tuple[Path, str]:
@@ -80,14 +75,22 @@ def optimize_subdomains(context, s: Settings, store: CheckpointStore, database: 
     done = finished_fingerprints(database, stage, s)
     todo = [c for c in candidates if done.get(c["candidate_id"]) != c["fingerprint"]]
     context.log.info(f"{domain}: {len(candidates)} sub-domain candidates, {len(todo)} to score")
-    scorer = open_subdomain_scorer(store, stage, s, leaves) if todo else None
+    spec = subdomain_scorer_spec(store, stage, s, leaves) if todo else None
+    fingerprints = evaluation_fingerprints(s)
+    by_id = {c["candidate_id"]: c for c in todo}
     progress = Progress(len(todo), f"{domain} sub-domain candidates", log=context.log.info, unit="candidate")
-    for c in todo:
-        scores = scorer.score(Mixture.from_dict(c["alpha"], leaves),
-                              results_path=lm_eval_results_path(s, stage, c["candidate_id"]))
-        database.upsert_evaluations(score_rows(stage, c["candidate_id"], SUBDOMAIN_KIND, c["alpha"], scores,
-                                               c["fingerprint"]))
+
+    def write(job: ProxyJob, scores: list, elapsed: float) -> None:
+        """Rows of one scored candidate, written as it finishes (a kill loses only those in flight)."""
+        c = by_id[job.candidate_id]
+        database.upsert_evaluations(score_rows(stage, c["candidate_id"], SUBDOMAIN_KIND, c["alpha"],
+                                               fingerprinted(scores, fingerprints), c["fingerprint"]))
         progress.advance(candidate=c["candidate_id"])
+
+    if todo:
+        jobs = [ProxyJob(c["candidate_id"], c["alpha"], str(lm_eval_results_path(s, stage, c["candidate_id"])))
+                for c in todo]
+        score_proxies(spec, jobs, write, workers=min(s.evaluation.workers, len(jobs)))
     current = {c["candidate_id"]: c["fingerprint"] for c in candidates}
     rows = configured_rows(database.evaluations(stage), s)
     rows = rows[rows["candidate_id"].map(current) == rows["model_fingerprint"]]
@@ -107,9 +110,13 @@ def optimize_subdomains(context, s: Settings, store: CheckpointStore, database: 
     verify_id = fine_candidate_id(domain, "verify")
     verify_fp = candidate_fingerprint(recipe, result.mixture.as_dict())
     if done.get(verify_id) != verify_fp:
-        scorer = scorer or open_subdomain_scorer(store, stage, s, leaves)
-        database.upsert_evaluations(score_rows(stage, verify_id, SUBDOMAIN_VERIFY_KIND, result.mixture.as_dict(),
-                                               scorer.score(result.mixture), verify_fp))
+        spec = spec or subdomain_scorer_spec(store, stage, s, leaves)
+
+        def write_verify(job: ProxyJob, scores: list, elapsed: float) -> None:
+            database.upsert_evaluations(score_rows(stage, verify_id, SUBDOMAIN_VERIFY_KIND, job.alpha,
+                                                   fingerprinted(scores, fingerprints), verify_fp))
+
+        score_proxies(spec, [ProxyJob(verify_id, result.mixture.as_dict())], write_verify)
     verify_rows = configured_rows(database.evaluations(stage), s)
     verify_rows = verify_rows[(verify_rows["candidate_id"] == verify_id) & (verify_rows["model_fingerprint"] == verify_fp)]
     verified = capability_means(zip(verify_rows["capability"], verify_rows["value"]))

@@ -8,7 +8,6 @@ M full trainings. Definitions of every figure: ``core/validation.py`` and docs/r
 
 
 import json
-from dataclasses import asdict
 from pathlib import Path
 
 import dagster as dg
@@ -40,7 +39,7 @@ from .candidates import candidate_fingerprint
 from .metadata import image, loss_curve, number, table
 from .loading import base_checkpoint, configured_rows, expert_checkpoint_dir, read_pointer
 from .proxies import (
-    IdentifiedScore, evaluation_fingerprints, lm_eval_results_path, proxy_scorer_spec, score_rows,
+    evaluation_fingerprints, fingerprinted, lm_eval_results_path, proxy_scorer_spec, score_rows,
 )
 from .pools import AssetPools
 from .searching import (
@@ -157,8 +156,7 @@ def build_validation_assets(parts: PipelinePartitions, pools: AssetPools = Asset
             def write(job: ProxyJob, scores: list, elapsed: float) -> None:
                 """Rows of one scored proxy, written as it finishes (a kill loses only those in flight)."""
                 pid, mixture, fp = by_id[job.candidate_id]
-                scores = [IdentifiedScore(**asdict(sc), evaluation_fingerprint=fingerprints.get(sc.task, ""))
-                          for sc in scores]
+                scores = fingerprinted(scores, fingerprints)
                 seconds.append(elapsed)
                 database.upsert_evaluations(
                     score_rows(stage, job.candidate_id, PROXY_KIND, mixture.as_dict(), scores, fp)
