@@ -20,7 +20,6 @@ from dataclasses import dataclass
 import dagster as dg
 
 from ..core.corpora import corpus_fingerprint
-from ..core.exports import write_exports
 from ..core.subdomains import leaf_name
 from ..partitions import PipelinePartitions
 from ..resources import CheckpointStore, EvaluationDatabase
@@ -39,6 +38,7 @@ from .experts import EXPERT_CODE_VERSION, build_expert_assets, train_or_reuse_ex
 from .pools import pools_from
 from .hierarchy_study import run_hierarchy_study, study_key
 from .metadata import number
+from .mixture import publish_exports
 from .searching import degenerate, effective_domains
 from .subdomain_search import HIERARCHY_CODE_VERSION, combine_levels, optimize_subdomains
 
@@ -209,9 +209,7 @@ def build_hierarchy_assets(settings: Settings, parts: PipelinePartitions) -> lis
         s = settings.get()
         stage = context.partition_key
         payload, plan = combine_levels(s, store, database, stage)
-        exports = write_exports(payload, plan, s, s.home_path / "exports" / stage)
-        for path in exports.values():
-            store.put_file(path, f"stages/{stage}/exports/{path.name}", overwrite=True)
+        exports = publish_exports(payload, plan, s, store, stage)
         rows = []
         for name, w in payload["weights"].items():
             domain, _, sub = name.partition("/")

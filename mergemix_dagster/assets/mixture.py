@@ -49,6 +49,14 @@ def _r(x: float, digits: int = 4) -> float:
     return float(round(float(x), digits))
 
 
+def publish_exports(payload: dict, plan, s, store: CheckpointStore, stage: str) -> dict:
+    """The trainer exports of a stage's mixture, written under ``<home>/exports/<stage>/`` and into the store."""
+    exports = write_exports(payload, plan, s, s.home_path / "exports" / stage)
+    for path in exports.values():
+        store.put_file(path, f"stages/{stage}/exports/{path.name}", overwrite=True)
+    return exports
+
+
 def build_mixture_assets(parts: PipelinePartitions) -> list[dg.AssetsDefinition]:
     @dg.asset(
         partitions_def=parts.stage,
@@ -161,10 +169,7 @@ def build_mixture_assets(parts: PipelinePartitions) -> list[dg.AssetsDefinition]
         if plan is not None:
             payload["token_plan"] = plan.to_dict()
         uri = store.put_json(layout.mixture_key(stage), payload, overwrite=True)
-        export_dir = s.home_path / "exports" / stage
-        exports = write_exports(payload, plan, s, export_dir)
-        for fmt, path in exports.items():
-            store.put_file(path, f"stages/{stage}/exports/{path.name}", overwrite=True)
+        exports = publish_exports(payload, plan, s, store, stage)
         caps = list(table.capabilities)
         rows = [dg.TableRecord({"domain": d, "weight": _r(w), "lower": _r(lo), "upper": _r(hi)})
                 for d, w, lo, hi in zip(s.domain_names, chosen.weights, constraints.lower, constraints.upper)]
