@@ -39,8 +39,8 @@ DEFAULT_WORKDIR = REPO / "benchmarks" / ".scratch"
 def build(workdir: Path, args) -> tuple[Path, dict[str, Path]]:
     import torch
 
-    from mergemix_dagster.core.defaults import build_general_documents
-    from mergemix_dagster.core.model import TinyModelSpec, new_tiny_llama, save_checkpoint, train_tokenizer
+    from mergemix_dagster.core.data.defaults import build_general_documents
+    from mergemix_dagster.core.training.model import TinyModelSpec, new_tiny_llama, save_checkpoint, train_tokenizer
 
     spec = {"layers": args.layers, "hidden": args.hidden, "vocab": args.vocab, "heads": args.heads,
             "intermediate": args.intermediate, "experts": args.experts, "noise": args.noise,
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     from mergemix_dagster.core.merge import InMemoryMerger, merge_checkpoints
-    from mergemix_dagster.core.model import load_checkpoint, load_state_dict, read_config
+    from mergemix_dagster.core.training.model import load_checkpoint, load_state_dict, read_config
 
     workdir = args.workdir.resolve()
     base_dir, expert_dirs = build(workdir, args)
@@ -131,9 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     evaluator = None
     if not args.no_eval:
         try:
-            from mergemix_dagster.core.evaluate import DEFAULT_TASKS, Evaluator
+            from mergemix_dagster.core.evaluation.harness import DEFAULT_TASKS, Evaluator
         except ImportError as e:
-            print(f"evaluation skipped: mergemix_dagster.core.evaluate not importable ({e})")
+            print(f"evaluation skipped: mergemix_dagster.core.evaluation.harness not importable ({e})")
         else:
             t = time.perf_counter()
             evaluator = Evaluator(DEFAULT_TASKS, batch_size=args.batch_size, limit=args.eval_limit)

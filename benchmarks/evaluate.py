@@ -34,8 +34,8 @@ def run(workers: int, base_dir, expert_dirs, cands, batch, limit, threads=None) 
 
     Returns the rows (candidate index, task, metric, value), the wall time (loading included) and the
     evaluation seconds of each candidate."""
-    from mergemix_dagster.core.evaluate import DEFAULT_TASKS
-    from mergemix_dagster.core.evaluation_workers import ProxyJob, ScorerSpec, score_proxies
+    from mergemix_dagster.core.evaluation.harness import DEFAULT_TASKS
+    from mergemix_dagster.core.evaluation.workers import ProxyJob, ScorerSpec, score_proxies
 
     spec = ScorerSpec(str(base_dir), {n: str(d) for n, d in expert_dirs.items()}, DEFAULT_TASKS, batch_size=batch,
                       limit=limit, device="cpu", threads=threads or (1 if workers > 1 else None))
@@ -54,8 +54,8 @@ def run(workers: int, base_dir, expert_dirs, cands, batch, limit, threads=None) 
 def throughput(base_dir, batch, limit) -> dict:
     import torch
 
-    from mergemix_dagster.core.evaluate import DEFAULT_TASKS, Evaluator
-    from mergemix_dagster.core.model import load_checkpoint
+    from mergemix_dagster.core.evaluation.harness import DEFAULT_TASKS, Evaluator
+    from mergemix_dagster.core.training.model import load_checkpoint
 
     model, tokenizer = load_checkpoint(base_dir)
     evaluator = Evaluator(DEFAULT_TASKS, batch_size=batch, limit=limit)

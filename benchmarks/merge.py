@@ -139,7 +139,7 @@ def build_checkpoints(workdir: Path, params_m: float, experts: int, shard_size: 
     import torch
     from transformers import LlamaForCausalLM
 
-    from mergemix_dagster.core.model import save_checkpoint
+    from mergemix_dagster.core.training.model import save_checkpoint
 
     spec = {"params_m": params_m, "experts": experts, "shard_size": shard_size, "dtype": dtype, "noise": noise, "seed": seed}
     tag = f"{params_m:g}M-{dtype}-k{experts}-s{shard_size}"

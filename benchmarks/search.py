@@ -18,8 +18,8 @@ import time
 
 import numpy as np
 
-from mergemix_dagster.core.designs import sample_simplex
-from mergemix_dagster.core.search import maximize_on_simplex
+from mergemix_dagster.core.search.designs import sample_simplex
+from mergemix_dagster.core.search.simplex import maximize_on_simplex
 
 
 def optimum(kind: str, k: int, rng: np.random.Generator) -> np.ndarray:

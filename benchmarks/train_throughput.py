@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from mergemix_dagster.core.mixture import Mixture
-from mergemix_dagster.core.model import TinyModelSpec
-from mergemix_dagster.core.train import TrainRecipe, train
+from mergemix_dagster.core.training.model import TinyModelSpec
+from mergemix_dagster.core.training.loop import TrainRecipe, train
 
 
 class _Tok:
@@ -33,7 +33,7 @@ class _Tok:
 
 
 def build(layers: int, hidden: int, vocab: int, seq_len: int):
-    from mergemix_dagster.core.model import new_tiny_llama
+    from mergemix_dagster.core.training.model import new_tiny_llama
 
     spec = TinyModelSpec(
         vocab_size=vocab,

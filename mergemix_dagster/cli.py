@@ -14,19 +14,19 @@ import sys
 import warnings
 from pathlib import Path
 
-from .core.errors import MergeMixError
+from mergemix_dagster.core.errors import MergeMixError
 
 
 def _settings_and_defs(config: str):
-    from .definitions import build_definitions
-    from .settings import load_settings
+    from mergemix_dagster.definitions import build_definitions
+    from mergemix_dagster.core.settings import load_settings
 
     settings = load_settings(config or None)
     return settings, build_definitions(settings, config=config)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .pipeline import dagster_instance, run_stage
+    from mergemix_dagster.runner.stage import dagster_instance, run_stage
 
     settings, defs = _settings_and_defs(args.config)
     _preflight(settings)
@@ -39,7 +39,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"  {job:<16} {str(partition or '-'):<14} {seconds:7.1f} s", flush=True)
 
     if settings.search.hierarchy != "none":  # sub-domains: both levels, in the direction's order (docs/hierarchy.md)
-        from .hierarchy_pipeline import run_hierarchy as run_stage
+        from mergemix_dagster.runner.hierarchy import run_hierarchy as run_stage
     timings = run_stage(
         defs, settings, instance, stage, on_step=on_step, log_level=args.log_level,
         on_check_failed=lambda line: print(f"  warning: {line}", flush=True),
@@ -51,7 +51,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _print_checks(instance, stage: str) -> None:
-    from .checks import latest_check_results
+    from mergemix_dagster.runner.checks import latest_check_results
 
     results = latest_check_results(instance, stage)
     if not results:
@@ -63,7 +63,7 @@ def _print_checks(instance, stage: str) -> None:
 
 
 def _print_mixture(settings, stage: str, dagster_home: str = "") -> None:
-    from .resources import CheckpointStore, EvaluationDatabase
+    from mergemix_dagster.resources import CheckpointStore, EvaluationDatabase
 
     db = EvaluationDatabase(path=settings.database_path)
     rows = db.query("SELECT domain, weight, predicted_utility, verified_utility FROM chosen_mixture WHERE stage = ?", [stage])
@@ -90,10 +90,10 @@ def _print_mixture(settings, stage: str, dagster_home: str = "") -> None:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from .settings import load_settings
+    from mergemix_dagster.core.settings import load_settings
 
     settings = load_settings(args.config or None)
-    from .resources import EvaluationDatabase
+    from mergemix_dagster.resources import EvaluationDatabase
 
     db = EvaluationDatabase(path=settings.database_path)
     rows = db.query("SELECT stage, domain, weight, predicted_utility, verified_utility FROM chosen_mixture ORDER BY stage, domain")
@@ -101,7 +101,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(json.dumps(rows.to_dict("records"), indent=2, default=str))
         return 0
     print(rows.to_string(index=False) if not rows.empty else "no chosen mixtures yet")
-    from .assets.evaluations import expert_vs_base_markdown
+    from mergemix_dagster.assets.evaluations import expert_vs_base_markdown
 
     for stage in sorted(set(rows["stage"])) if not rows.empty else []:
         frame = db.evaluations(stage)
@@ -117,10 +117,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     import warnings
     from pathlib import Path
 
-    from .core.errors import OverRepetitionWarning
-    from .core.exports import FORMATS, chosen_weights, token_plan_for, write_exports
-    from .resources import CheckpointStore
-    from .settings import load_settings
+    from mergemix_dagster.core.errors import OverRepetitionWarning
+    from mergemix_dagster.core.training.exports import FORMATS, chosen_weights, token_plan_for, write_exports
+    from mergemix_dagster.resources import CheckpointStore
+    from mergemix_dagster.core.settings import load_settings
 
     settings = load_settings(args.config or None)
     store = CheckpointStore(root=settings.store_uri)
@@ -151,9 +151,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_stage_add(args: argparse.Namespace) -> int:
-    from .pipeline import dagster_instance, register_stage
-    from .resources import CheckpointStore
-    from .settings import load_settings
+    from mergemix_dagster.runner.stage import dagster_instance, register_stage
+    from mergemix_dagster.resources import CheckpointStore
+    from mergemix_dagster.core.settings import load_settings
 
     settings = load_settings(args.config or None)
     _check_new_stage(settings, args.name, args.checkpoint)
@@ -185,13 +185,13 @@ def cmd_midtrain(args: argparse.Namespace) -> int:
     """
     from pathlib import Path
 
-    from .assets.base import recipe_from
-    from .assets.loading import base_checkpoint, corpus_documents
-    from .core.corpora import tokenize_documents
-    from .core.mixture import Mixture
-    from .core.model import load_checkpoint, save_checkpoint
-    from .core.train import train
-    from .resources import CheckpointStore, EvaluationDatabase
+    from mergemix_dagster.core.training.loop import recipe_from
+    from mergemix_dagster.resources.artifacts import base_checkpoint, corpus_documents
+    from mergemix_dagster.core.data.corpora import tokenize_documents
+    from mergemix_dagster.core.mixture import Mixture
+    from mergemix_dagster.core.training.model import load_checkpoint, save_checkpoint
+    from mergemix_dagster.core.training.loop import train
+    from mergemix_dagster.resources import CheckpointStore, EvaluationDatabase
 
     settings, _ = _settings_and_defs(args.config)
     store = CheckpointStore(root=settings.store_uri)
@@ -224,7 +224,7 @@ def cmd_midtrain(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from .pipeline import dagster_instance, run_validation
+    from mergemix_dagster.runner.stage import dagster_instance, run_validation
 
     settings, defs = _settings_and_defs(args.config)
     stage = args.stage or settings.initial_stage
@@ -245,7 +245,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from .pipeline import dagster_instance, run_report
+    from mergemix_dagster.runner.stage import dagster_instance, run_report
 
     settings, defs = _settings_and_defs(args.config)
     run_report(defs, dagster_instance(settings))
@@ -260,7 +260,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     import warnings
     from pathlib import Path
 
-    from .core.fit import SwarmWarning, fit_swarm, parse_bounds
+    from mergemix_dagster.core.search.fit import SwarmWarning, fit_swarm, parse_bounds
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", SwarmWarning)
@@ -312,10 +312,10 @@ def _subcommand(sub, name: str, common, help: str, examples: str, **kwargs) -> a
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .assets.report import stage_report
-    from .core.report import render_markdown
-    from .pipeline import dagster_instance
-    from .settings import load_settings
+    from mergemix_dagster.runner.report import stage_report
+    from mergemix_dagster.core.report import render_markdown
+    from mergemix_dagster.runner.stage import dagster_instance
+    from mergemix_dagster.core.settings import load_settings
 
     settings = load_settings(args.config or None)
     stage = args.stage or settings.initial_stage
@@ -363,7 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--json", action="store_true", help="print JSON")
     show.set_defaults(func=cmd_show)
 
-    from .core.exports import FORMATS as EXPORT_FORMATS
+    from mergemix_dagster.core.training.exports import FORMATS as EXPORT_FORMATS
 
     export = _subcommand(
         sub, "export", common, "write a finished stage's mixture for trainers (HF, Megatron, OLMo, JSON)",
@@ -508,7 +508,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _preflight(settings) -> None:
     """``mergemix check`` before a run: the first problem stops it before anything trains."""
-    from .core.check import check_settings
+    from mergemix_dagster.core.preflight import check_settings
 
     report = check_settings(settings, _registered_stages(settings))
     for warning in report.warnings:
@@ -520,7 +520,7 @@ def _registered_stages(settings) -> dict[str, str]:
     """stage -> checkpoint of every stage registered in the store (``stage add``, the sensor)."""
     from pathlib import Path
 
-    from .resources import CheckpointStore
+    from mergemix_dagster.resources import CheckpointStore
 
     store = CheckpointStore(root=settings.store_uri)
     if not store.is_s3 and not Path(settings.store_uri).is_dir():
@@ -530,7 +530,8 @@ def _registered_stages(settings) -> dict[str, str]:
 
 
 def _check_new_stage(settings, name: str, checkpoint: str) -> None:
-    from .core.check import check_base, check_checkpoint, check_stage_name
+    from mergemix_dagster.core.preflight import check_base, check_checkpoint
+    from mergemix_dagster.core.settings import check_stage_name
 
     check_stage_name(name)
     if checkpoint:
@@ -545,8 +546,8 @@ def _check_new_stage(settings, name: str, checkpoint: str) -> None:
 
 def cmd_check(args: argparse.Namespace) -> int:
     """Every config problem at once, each a named error and one line; exit 2 when there is any."""
-    from .core.check import check_settings
-    from .settings import load_settings
+    from mergemix_dagster.core.preflight import check_settings
+    from mergemix_dagster.core.settings import load_settings
 
     settings = load_settings(args.config or None)
     report = check_settings(settings, _registered_stages(settings))
@@ -563,8 +564,8 @@ def _verify_stored_checkpoints(settings) -> list[MergeMixError]:
     """Every current base and expert checkpoint against its full recorded hash (reads every byte)."""
     import os
 
-    from .assets.loading import checkpoint_dir
-    from .resources import CheckpointStore
+    from mergemix_dagster.resources.artifacts import checkpoint_dir
+    from mergemix_dagster.resources import CheckpointStore
 
     store = CheckpointStore(root=settings.store_uri)
     os.environ["MERGEMIX_VERIFY"] = "full"
@@ -584,7 +585,7 @@ def named_error(exc: BaseException) -> MergeMixError | None:
     """The project's named error behind ``exc``: itself, one in its cause chain, or a known outside
     failure mapped to one (S3 unreachable or no credentials, a corrupt or locked DuckDB file, a home
     that is a file)."""
-    from .core.errors import CorruptDatabaseError, StoreError
+    from mergemix_dagster.core.errors import CorruptDatabaseError, StoreError
 
     seen = exc
     while seen is not None:
@@ -628,3 +629,38 @@ def _write_trace(exc: BaseException) -> str:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def hierarchy_main(argv: list[str] | None = None) -> int:
+    """``--config hierarchy [--stage s0] [--study]``
+    (what ``make hierarchy`` runs): both levels of a stage, then optionally the trained study."""
+    from mergemix_dagster.runner.hierarchy import run_hierarchy, run_study
+    from mergemix_dagster.runner.stage import home_lock
+    from mergemix_dagster.steps.hierarchy_study import study_key
+    from mergemix_dagster.definitions import build_definitions
+    from mergemix_dagster.runner.stage import dagster_instance
+    from mergemix_dagster.resources import CheckpointStore
+    from mergemix_dagster.core.settings import load_settings
+
+    parser = argparse.ArgumentParser(description=hierarchy_main.__doc__)
+    parser.add_argument("--config", default="", help="settings YAML or bundled name (default: $MERGEMIX_CONFIG)")
+    parser.add_argument("--stage", default=None)
+    parser.add_argument("--study", action="store_true", help="also train and compare the three arms (6 reference runs; ~15 min of the ~1 h on 2 CPU cores)")
+    parser.add_argument("--log-level", default="WARNING")
+    args = parser.parse_args(argv)
+    settings = load_settings(args.config or None)
+    defs = build_definitions(settings, config=args.config)
+    instance = dagster_instance(settings)
+    stage = args.stage or settings.initial_stage
+    with home_lock(settings):
+        run_hierarchy(defs, settings, instance, stage, log_level=args.log_level,
+                      on_step=lambda job, part, sec: print(f"  {job:<22} {str(part or '-'):<18} {sec:7.1f} s", flush=True))
+        store = CheckpointStore(root=settings.store_uri)
+        mixture = store.get_json(f"stages/{stage}/mixture.json")
+        print(f"\n{settings.search.hierarchy} mixture of stage {stage!r} (coarse × fine):")
+        for name, w in mixture["weights"].items():
+            print(f"  {name:<18} {w:.3f}")
+        if args.study:
+            run_study(defs, instance, stage, log_level=args.log_level)
+            print("\n" + store.get_json(study_key(stage))["markdown"])
+    return 0

@@ -14,19 +14,19 @@ import dagster as dg
 # (CLI, UI, each run worker) tells a user nothing they can act on.
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 
-from .assets import build_assets  # noqa: E402
-from .assets.hierarchy import with_hierarchy  # noqa: E402
-from .assets.pools import pools_from  # noqa: E402
-from .automation import stage_automation_sensor, with_stage_automation  # noqa: E402
-from .core.hub import set_offline  # noqa: E402
-from .jobs import ALL_JOBS  # noqa: E402
-from .partitions import build_partitions  # noqa: E402
-from .resources import CheckpointStore, EvaluationDatabase  # noqa: E402
-from .resources.settings import PipelineSettings  # noqa: E402
-from .schedules import build_schedules  # noqa: E402
-from .sensors import build_sensors  # noqa: E402
-from .settings import Settings, load_settings  # noqa: E402
-from .versions import with_settings_versions  # noqa: E402
+from mergemix_dagster.assets import build_assets  # noqa: E402
+from mergemix_dagster.assets.hierarchy import with_hierarchy  # noqa: E402
+from mergemix_dagster.resources.pools import pools_from  # noqa: E402
+from mergemix_dagster.defs.automation import stage_automation_sensor, with_stage_automation  # noqa: E402
+from mergemix_dagster.core.training.hub import set_offline  # noqa: E402
+from mergemix_dagster.defs.jobs import ALL_JOBS  # noqa: E402
+from mergemix_dagster.assets.partitions import build_partitions  # noqa: E402
+from mergemix_dagster.resources import CheckpointStore, EvaluationDatabase  # noqa: E402
+from mergemix_dagster.resources.settings import PipelineSettings  # noqa: E402
+from mergemix_dagster.defs.schedules import build_schedules  # noqa: E402
+from mergemix_dagster.defs.sensors import build_sensors  # noqa: E402
+from mergemix_dagster.core.settings import Settings, load_settings  # noqa: E402
+from mergemix_dagster.assets.versions import with_settings_versions  # noqa: E402
 
 
 def build_definitions(settings: Settings | None = None, config: str = "") -> dg.Definitions:

@@ -17,9 +17,9 @@ import yaml
 from olmo_core.data.source_mixture import SourceMixtureConfig, SourceMixtureDatasetConfig, SourceMixtureList
 from olmo_core.exceptions import OLMoConfigurationError
 
-from mergemix_dagster.core.exports import write_exports
-from mergemix_dagster.core.token_plan import plan_tokens
-from mergemix_dagster.settings import Settings
+from mergemix_dagster.core.training.exports import write_exports
+from mergemix_dagster.core.data.token_plan import plan_tokens
+from mergemix_dagster.core.settings import Settings
 
 AVAILABLE = {"math": 200_000, "code/repos": 1_000_000, "code/competitions": 50_000}
 TARGET = 1_000_000

@@ -22,10 +22,10 @@ echo "gpu_check: $NPROC GPU(s), $STEPS steps per expert, work dir $WORK"
 $PY - "$WORK" <<'PYEOF'
 import sys
 from pathlib import Path
-from mergemix_dagster.core.corpora import write_corpus
-from mergemix_dagster.core.defaults import build_domain_documents, build_general_documents
-from mergemix_dagster.core.mixture_file import write_mixture_file
-from mergemix_dagster.core.model import TinyModelSpec, new_tiny_llama, save_checkpoint, train_tokenizer
+from mergemix_dagster.core.data.corpora import write_corpus
+from mergemix_dagster.core.data.defaults import build_domain_documents, build_general_documents
+from mergemix_dagster.core.training.mixture_file import write_mixture_file
+from mergemix_dagster.core.training.model import TinyModelSpec, new_tiny_llama, save_checkpoint, train_tokenizer
 
 work = Path(sys.argv[1])
 docs = {d: build_domain_documents(d, max_chars=3_000_000) for d in ("math", "code")}
@@ -48,7 +48,7 @@ PYEOF
 
 TOKENS=$((STEPS * 32 * 1024))
 for d in math code; do
-  $PY -m torch.distributed.run --standalone --nproc_per_node "$NPROC" -m mergemix_dagster.core.train_ddp \
+  $PY -m torch.distributed.run --standalone --nproc_per_node "$NPROC" -m mergemix_dagster.core.training.ddp \
     --init "$WORK/base" --mixture "$WORK/$d.json" --tokens "$TOKENS" --out "$WORK/expert-$d" --save-every 100
 done
 
@@ -56,10 +56,10 @@ $PY - "$WORK" "$NPROC" "$PEAK_TFLOPS" <<'PYEOF'
 import json, sys, time
 from pathlib import Path
 import torch, torch.nn.functional as F
-from mergemix_dagster.core.corpora import read_corpus, tokenize_documents
+from mergemix_dagster.core.data.corpora import read_corpus, tokenize_documents
 from mergemix_dagster.core.merge.inmemory import InMemoryMerger
 from mergemix_dagster.core.mixture import Mixture
-from mergemix_dagster.core.model import load_checkpoint, load_state_dict
+from mergemix_dagster.core.training.model import load_checkpoint, load_state_dict
 
 work, nproc, peak = Path(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
 model, tok = load_checkpoint(work / "base", device="cuda")

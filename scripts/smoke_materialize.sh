@@ -12,7 +12,7 @@ export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 mkdir -p "$DAGSTER_HOME" "$MERGEMIX_HOME"
 [ -f "$DAGSTER_HOME/dagster.yaml" ] || printf 'telemetry:\n  enabled: false\n' > "$DAGSTER_HOME/dagster.yaml"
 STAGE=s0
-DOMAINS=$($BIN/python -c "from mergemix_dagster.settings import load_settings; print(' '.join(load_settings().domain_names))")
+DOMAINS=$($BIN/python -c "from mergemix_dagster.core.settings import load_settings; print(' '.join(load_settings().domain_names))")
 materialize() { echo "+ dagster asset materialize $*"; $BIN/dagster asset materialize -m mergemix_dagster.definitions "$@" >"$MERGEMIX_HOME/last_materialize.log" 2>&1 || { tail -60 "$MERGEMIX_HOME/last_materialize.log"; exit 1; }; }
 
 $BIN/mergemix stage add "$STAGE"

@@ -31,9 +31,9 @@ def pipeline_config(session_dir) -> Path:
 
     This exercises the real loading path and lets tests edit one domain's corpus.
     """
-    from mergemix_dagster.core.corpora import write_corpus
-    from mergemix_dagster.core.defaults import build_domain_documents
-    from mergemix_dagster.settings import resolve_config_path
+    from mergemix_dagster.core.data.corpora import write_corpus
+    from mergemix_dagster.core.data.defaults import build_domain_documents
+    from mergemix_dagster.core.settings import resolve_config_path
 
     raw = yaml.safe_load(resolve_config_path("smoke").read_text())
     data_dir = Path(session_dir) / "user-data"
@@ -54,8 +54,8 @@ def pipeline_config(session_dir) -> Path:
 def smoke_run(session_dir, pipeline_config):
     """Stage s0 of the whole graph, materialized once for the session on a real Dagster instance."""
     from mergemix_dagster.definitions import build_definitions
-    from mergemix_dagster.pipeline import run_stage
-    from mergemix_dagster.settings import load_settings
+    from mergemix_dagster.runner.stage import run_stage
+    from mergemix_dagster.core.settings import load_settings
 
     settings = load_settings(str(pipeline_config))
     defs = build_definitions(settings, config=str(pipeline_config))

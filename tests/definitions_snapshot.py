@@ -77,13 +77,13 @@ def _definitions(defs) -> dict:
 
 def _cache_keys(settings) -> dict:
     """Inputs of content-addressed keys that can be computed without running anything."""
-    from mergemix_dagster.assets import layout
-    from mergemix_dagster.assets.candidates import candidate_fingerprint
+    from mergemix_dagster.resources import layout
+    from mergemix_dagster.resources.layout import candidate_fingerprint
     from mergemix_dagster.assets.corpora import general_source_fingerprint, source_fingerprint, subdomain_source_fingerprint
-    from mergemix_dagster.assets.proxies import evaluation_fingerprints
-    from mergemix_dagster.assets.base import recipe_from
+    from mergemix_dagster.core.evaluation.fingerprints import evaluation_fingerprints
+    from mergemix_dagster.core.training.loop import recipe_from
     from mergemix_dagster.resources.trainers import trainer_identity
-    from mergemix_dagster.versions import evaluation_identity
+    from mergemix_dagster.assets.versions import evaluation_identity
     from dataclasses import asdict
 
     return {
@@ -106,10 +106,10 @@ def _cache_keys(settings) -> dict:
 
 def _store_keys() -> dict:
     """Where each artifact lives: a home written before the move must be found after it."""
-    from mergemix_dagster.assets import layout
-    from mergemix_dagster.assets.hierarchy_study import study_key
-    from mergemix_dagster.assets.metadata import loss_history_key
-    from mergemix_dagster.assets.searching import round_key
+    from mergemix_dagster.resources import layout
+    from mergemix_dagster.steps.hierarchy_study import study_key
+    from mergemix_dagster.steps.metadata import loss_history_key
+    from mergemix_dagster.steps.search_inputs import round_key
     from mergemix_dagster.assets.validation import design_key, result_key
     from mergemix_dagster.assets.base import TOKENIZER_POINTER
 
@@ -141,7 +141,7 @@ def _store_keys() -> dict:
 
 def collect() -> dict:
     from mergemix_dagster.definitions import build_definitions
-    from mergemix_dagster.settings import load_settings
+    from mergemix_dagster.core.settings import load_settings
 
     out: dict = {"store_keys": _store_keys(), "configs": {}}
     for name in CONFIGS:

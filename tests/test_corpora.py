@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mergemix_dagster.core.corpora import (
+from mergemix_dagster.core.data.corpora import (
     corpus_fingerprint,
     load_documents,
     read_corpus,
@@ -20,7 +20,7 @@ from mergemix_dagster.core.corpora import (
     validate_documents,
     write_corpus,
 )
-from mergemix_dagster.core.defaults import EMBEDDED_DOMAINS, build_domain_documents, build_general_documents
+from mergemix_dagster.core.data.defaults import EMBEDDED_DOMAINS, build_domain_documents, build_general_documents
 from mergemix_dagster.core.errors import ConfigError, CorpusError, EmptyCorpusError, MalformedCorpusError
 
 REPO = Path(__file__).resolve().parents[1]

@@ -7,15 +7,15 @@ import itertools
 import numpy as np
 import pytest
 
-from mergemix_dagster.core.designs import coarse_grid, sample_simplex, seed_design
+from mergemix_dagster.core.search.designs import coarse_grid, sample_simplex, seed_design
 from mergemix_dagster.core.errors import ConfigError
 from mergemix_dagster.core.mixture import Mixture
-from mergemix_dagster.core.constraints import build_constraints
+from mergemix_dagster.core.search.constraints import build_constraints
 from mergemix_dagster.core.errors import InfeasibleConstraintsError, InfeasibleObjectiveError
-from mergemix_dagster.core.objective import (
+from mergemix_dagster.core.search.objective import (
     Objective, ScoreScale, fit_score_scale, objective_values, resolve_targets,
 )
-from mergemix_dagster.core.search import maximize_on_simplex, search_mixture
+from mergemix_dagster.core.search.simplex import maximize_on_simplex, search_mixture
 
 DOMAINS = ("math", "code", "sft", "general")
 
@@ -301,7 +301,7 @@ def test_search_reaches_a_concentrated_optimum_at_any_k(k):
 def test_search_settings_with_unknown_names_fail_at_load():
     from pydantic import ValidationError
 
-    from mergemix_dagster.settings import Settings
+    from mergemix_dagster.core.settings import Settings
 
     base = {"domains": [{"name": "math"}, {"name": "code"}]}
     Settings(**base, search={"max_weight": {"math": 0.5}, "objective": {"floors": {"math": 0.3}}})

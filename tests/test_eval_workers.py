@@ -15,15 +15,15 @@ import yaml
 
 from mergemix_dagster.assets.evaluations import build_evaluation_assets
 from mergemix_dagster.core.errors import ConfigError
-from mergemix_dagster.core.evaluation_workers import ScorerSpec, worker_devices
+from mergemix_dagster.core.evaluation.workers import ScorerSpec, worker_devices
 from mergemix_dagster.core.merge import InMemoryMerger
 from mergemix_dagster.core.merge.offloaded import OffloadedMerger
 from mergemix_dagster.core.mixture import Mixture
-from mergemix_dagster.core.model import TinyModelSpec, new_tiny_llama, train_tokenizer
-from mergemix_dagster.partitions import build_partitions
+from mergemix_dagster.core.training.model import TinyModelSpec, new_tiny_llama, train_tokenizer
+from mergemix_dagster.assets.partitions import build_partitions
 from mergemix_dagster.resources import CheckpointStore, EvaluationDatabase
 from mergemix_dagster.resources.settings import PipelineSettings
-from mergemix_dagster.settings import load_settings
+from mergemix_dagster.core.settings import load_settings
 
 KEY = ["candidate_id", "task", "metric"]
 
@@ -75,8 +75,8 @@ def test_worker_devices():
 
 def test_a_worker_failure_reaches_the_caller_by_name(tmp_path):
     from mergemix_dagster.core.errors import StoreError
-    from mergemix_dagster.core.evaluate import DEFAULT_TASKS
-    from mergemix_dagster.core.evaluation_workers import ProxyJob, score_proxies
+    from mergemix_dagster.core.evaluation.harness import DEFAULT_TASKS
+    from mergemix_dagster.core.evaluation.workers import ProxyJob, score_proxies
 
     spec = ScorerSpec(str(tmp_path), {"math": str(tmp_path)}, DEFAULT_TASKS, device="cpu")  # no checkpoint there
     scored = []
@@ -152,7 +152,7 @@ def test_two_workers_write_the_rows_of_one_and_resume(smoke_run, pipeline_config
 
 def test_definitions_carry_the_configured_pools(pipeline_config, tmp_path):
     from mergemix_dagster.definitions import build_definitions
-    from mergemix_dagster.versions import SETTINGS_READ_BY
+    from mergemix_dagster.assets.versions import SETTINGS_READ_BY
 
     raw = yaml.safe_load(Path(pipeline_config).read_text())
     raw["trainer"] = {"pool": "team_gpus"}

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from mergemix_dagster.core.errors import MissingTaskError
-from mergemix_dagster.core.evaluate import (
+from mergemix_dagster.core.evaluation.harness import (
     DEFAULT_TASKS,
     HELDOUT_TASKS,
     BenchmarkScore,
@@ -24,7 +24,7 @@ def _tiny_model_and_tokenizer(vocab_size: int = 512, seed: int = 0):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-    from mergemix_dagster.core.defaults import build_general_documents
+    from mergemix_dagster.core.data.defaults import build_general_documents
 
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -200,7 +200,7 @@ socket.socket.connect_ex = refuse
 socket.create_connection = refuse
 socket.getaddrinfo = refuse
 
-from mergemix_dagster.core.evaluate import Evaluator, TaskSpec
+from mergemix_dagster.core.evaluation.harness import Evaluator, TaskSpec
 assert "HF_HUB_OFFLINE" not in os.environ  # importing forces nothing: offline mode is a setting
 ev = Evaluator([TaskSpec("mm_facts", "knowledge")], limit=2, offline=True)
 assert os.environ["HF_HUB_OFFLINE"] == "1" and os.environ["HF_DATASETS_OFFLINE"] == "1"
@@ -252,7 +252,7 @@ def test_offline_mode_follows_the_setting_when_the_definitions_load(tmp_path):
 
     import yaml
 
-    from mergemix_dagster.settings import resolve_config_path
+    from mergemix_dagster.core.settings import resolve_config_path
 
     online = yaml.safe_load(resolve_config_path("smoke").read_text())
     online["model"]["offline"] = False
@@ -291,7 +291,7 @@ def test_repeated_lm_eval_warnings_print_once_and_are_counted(caplog, monkeypatc
     process, however many evaluators (a fresh process is simulated by emptying the printed kinds)."""
     import logging
 
-    from mergemix_dagster.core import evaluate
+    from mergemix_dagster.core.evaluation import harness as evaluate
 
     monkeypatch.setattr(evaluate, "PRINTED_WARNING_KINDS", set())
 

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from mergemix_dagster.core.errors import ExportError
-from mergemix_dagster.core.exports import (
+from mergemix_dagster.core.training.exports import (
     FILE_NAMES,
     FORMATS,
     megatron_blend,
@@ -22,8 +22,8 @@ from mergemix_dagster.core.exports import (
     token_plan_for,
     write_exports,
 )
-from mergemix_dagster.core.token_plan import TokenPlan, plan_tokens
-from mergemix_dagster.settings import Settings
+from mergemix_dagster.core.data.token_plan import TokenPlan, plan_tokens
+from mergemix_dagster.core.settings import Settings
 
 # three sources with very different document lengths (words), so per-document probabilities matter
 WORDS_PER_DOC = {"math": 10, "code/repos": 60, "code/competitions": 20}

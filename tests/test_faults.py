@@ -24,8 +24,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from mergemix_dagster.core.check import check_settings, check_stage_name, check_tokenizer
-from mergemix_dagster.core.corpora import read_documents
+from mergemix_dagster.core.preflight import check_settings, check_tokenizer
+from mergemix_dagster.core.settings import check_stage_name
+from mergemix_dagster.core.data.corpora import read_documents
 from mergemix_dagster.core.errors import (
     CheckpointChangedError,
     ConfigError,
@@ -39,7 +40,7 @@ from mergemix_dagster.core.errors import (
     StoreError,
     TruncatedCheckpointError,
 )
-from mergemix_dagster.settings import Settings, load_settings
+from mergemix_dagster.core.settings import Settings, load_settings
 
 BIN = Path(sys.executable).parent
 WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma tau".split()
@@ -59,7 +60,7 @@ def make_base(folder: Path, arch: str, tokenizer: bool = True) -> Path:
     import torch
     import transformers as tf
 
-    from mergemix_dagster.core.model import train_tokenizer
+    from mergemix_dagster.core.training.model import train_tokenizer
 
     tok = train_tokenizer(_texts("math", 200) + _texts("words", 200), vocab_size=300)
     common = dict(vocab_size=300, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
@@ -141,7 +142,7 @@ def make_user_config(root: Path, arch: str, base: Path | None = None) -> Path:
 
 def run_pipeline(config: Path, instance, stage: str = "s0") -> dict[str, float]:
     from mergemix_dagster.definitions import build_definitions
-    from mergemix_dagster.pipeline import run_stage
+    from mergemix_dagster.runner.stage import run_stage
     from mergemix_dagster.resources.settings import _load
 
     _load.cache_clear()  # the settings resource caches a config by path; these tests edit the file in place
@@ -372,7 +373,7 @@ def test_a_locked_database_keeps_the_training_run_row(tmp_path):
 
 SLEEPY_RUN = """
 import sys, time, dagster as dg
-from mergemix_dagster.pipeline import OWNER_TAG, STAGE_TAG, owner_tag
+from mergemix_dagster.runner.stage import OWNER_TAG, STAGE_TAG, owner_tag
 
 @dg.asset
 def slow():
@@ -386,7 +387,7 @@ with dg.DagsterInstance.get() as instance:
 
 
 def test_a_killed_run_is_marked_failed_so_automation_resumes(tmp_path):
-    from mergemix_dagster.pipeline import fail_abandoned_runs
+    from mergemix_dagster.runner.stage import fail_abandoned_runs
 
     env = os.environ | {"DAGSTER_HOME": str(tmp_path)}
     (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
@@ -535,7 +536,7 @@ def _expert_dir(root: Path, domain: str) -> Path:
 
 
 def test_a_replaced_or_truncated_expert_is_refused_by_name_and_retrained(user_pipeline):
-    from mergemix_dagster.assets.proxies import open_proxy_scorer
+    from mergemix_dagster.steps.proxy_scoring import open_proxy_scorer
     from mergemix_dagster.resources import CheckpointStore
 
     root, config, instance, _ = user_pipeline
@@ -562,7 +563,7 @@ def test_an_expert_holding_nan_is_refused_by_name(user_pipeline, tmp_path):
     import torch
     from safetensors.torch import load_file, save_file
 
-    from mergemix_dagster.assets.proxies import open_proxy_scorer
+    from mergemix_dagster.steps.proxy_scoring import open_proxy_scorer
     from mergemix_dagster.resources import CheckpointStore
 
     root, config, _, _ = user_pipeline

@@ -10,7 +10,7 @@ import pytest
 
 from mergemix_dagster.cli import main
 from mergemix_dagster.core.errors import ConfigError, SimplexError
-from mergemix_dagster.core.fit import SwarmWarning, fit_swarm, parse_objective, read_mixtures
+from mergemix_dagster.core.search.fit import SwarmWarning, fit_swarm, parse_objective, read_mixtures
 
 K = 17
 DOMAINS = [f"dom{i:02d}" for i in range(K)]

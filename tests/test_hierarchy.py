@@ -14,9 +14,9 @@ import dagster as dg
 import pytest
 import yaml
 
-from mergemix_dagster.core.corpora import read_corpus, write_corpus
-from mergemix_dagster.core.defaults import build_domain_documents
-from mergemix_dagster.core.defaults.arithmetic import NAMES
+from mergemix_dagster.core.data.corpora import read_corpus, write_corpus
+from mergemix_dagster.core.data.defaults import build_domain_documents
+from mergemix_dagster.core.data.defaults.arithmetic import NAMES
 
 LEAVES = ("math/facts", "math/words", "code/a", "code/b")
 STAGE_ASSETS = {"merge_candidates", "candidate_evaluations", "capability_surrogates", "search_rounds", "chosen_mixture"}
@@ -87,8 +87,8 @@ def _config(root: Path, hierarchy: str) -> Path:
 
 def _run(tmp_path_factory, hierarchy: str):
     from mergemix_dagster.definitions import build_definitions
-    from mergemix_dagster.hierarchy_pipeline import run_hierarchy
-    from mergemix_dagster.settings import load_settings
+    from mergemix_dagster.runner.hierarchy import run_hierarchy
+    from mergemix_dagster.core.settings import load_settings
 
     root = tmp_path_factory.mktemp(hierarchy)
     config = _config(root, hierarchy)
@@ -118,7 +118,7 @@ def _store(settings):
 
 
 def _check_final_mixture(settings) -> dict:
-    from mergemix_dagster.core.subdomains import flatten_weights
+    from mergemix_dagster.core.data.subdomains import flatten_weights
 
     mixture = _store(settings).get_json("stages/s0/mixture.json")
     assert set(mixture["weights"]) == set(LEAVES)
@@ -168,7 +168,7 @@ def test_bottom_up_consolidates_before_the_coarse_search(bottom_up):
 
 
 def test_rerun_of_a_fresh_hierarchy_materializes_nothing(top_down):
-    from mergemix_dagster.hierarchy_pipeline import run_hierarchy
+    from mergemix_dagster.runner.hierarchy import run_hierarchy
 
     settings, defs, instance, _ = top_down
     before = _last_storage_id(instance)
@@ -179,7 +179,7 @@ def test_rerun_of_a_fresh_hierarchy_materializes_nothing(top_down):
 def test_a_coarse_rerun_is_followed_by_coarse_times_fine_again(top_down):
     """``chosen_mixture`` rewrites mixture.json with coarse weights; even when it chose the same weights (so
     Dagster sees nothing stale), the next run writes the flat mixture back."""
-    from mergemix_dagster.hierarchy_pipeline import run_hierarchy
+    from mergemix_dagster.runner.hierarchy import run_hierarchy
 
     settings, defs, instance, _ = top_down
     job = defs.resolve_job_def("optimize_job")
@@ -194,7 +194,7 @@ def test_a_coarse_rerun_is_followed_by_coarse_times_fine_again(top_down):
 
 
 def test_changed_subdomain_data_reruns_only_that_domain(top_down):
-    from mergemix_dagster.hierarchy_pipeline import run_hierarchy
+    from mergemix_dagster.runner.hierarchy import run_hierarchy
 
     settings, defs, instance, _ = top_down
     path = Path(settings.domain("code").subdomains[0].paths[0])
@@ -217,8 +217,8 @@ def test_changed_subdomain_data_reruns_only_that_domain(top_down):
 
 def test_study_trains_each_arm_at_each_seed_once(bottom_up):
     """The Table-3 study at toy scale: 3 arms × 2 seeds trained through the validation reference runs."""
-    from mergemix_dagster.assets.hierarchy_study import study_key
-    from mergemix_dagster.hierarchy_pipeline import run_study
+    from mergemix_dagster.steps.hierarchy_study import study_key
+    from mergemix_dagster.runner.hierarchy import run_study
     from mergemix_dagster.resources import EvaluationDatabase
 
     settings, defs, instance, _ = bottom_up

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from mergemix_dagster.core.errors import ConfigError
-from mergemix_dagster.core.hierarchy import (
+from mergemix_dagster.core.search.hierarchy import (
     fine_objective,
     hierarchical_weights,
     natural_shares,
@@ -17,8 +17,8 @@ from mergemix_dagster.core.hierarchy import (
     uniform_fine,
 )
 from mergemix_dagster.core.mixture import Mixture
-from mergemix_dagster.core.objective import Objective, fit_score_scale, objective_values
-from mergemix_dagster.settings import Settings, load_settings
+from mergemix_dagster.core.search.objective import Objective, fit_score_scale, objective_values
+from mergemix_dagster.core.settings import Settings, load_settings
 
 
 def _keys_and_versions(defs) -> dict[str, str | None]:
@@ -32,9 +32,9 @@ def test_flat_config_has_the_same_assets_jobs_and_code_versions(config):
 
     from mergemix_dagster.assets import build_assets
     from mergemix_dagster.definitions import build_definitions
-    from mergemix_dagster.jobs import ALL_JOBS
-    from mergemix_dagster.partitions import build_partitions
-    from mergemix_dagster.versions import with_settings_versions
+    from mergemix_dagster.defs.jobs import ALL_JOBS
+    from mergemix_dagster.assets.partitions import build_partitions
+    from mergemix_dagster.assets.versions import with_settings_versions
 
     s = load_settings(config)
     assert "hierarchy" not in s.search.model_dump()  # the search settings hash (cache keys) is unchanged
@@ -134,7 +134,7 @@ def test_hierarchical_weights_are_coarse_times_fine():
 
 def test_split_domain_corpus_is_its_subdomains_at_natural_proportions(tmp_path):
     from mergemix_dagster.assets.corpora import read_domain_documents, source_fingerprint
-    from mergemix_dagster.core.corpora import write_corpus
+    from mergemix_dagster.core.data.corpora import write_corpus
     from mergemix_dagster.resources import CheckpointStore
 
     write_corpus(["fact " * 40] * 30, tmp_path / "f.jsonl.gz")  # 6000 characters
@@ -152,8 +152,8 @@ def test_split_domain_corpus_is_its_subdomains_at_natural_proportions(tmp_path):
 
 
 def test_embedded_subdomains_are_disjoint_kinds_of_their_domain():
-    from mergemix_dagster.core.defaults.arithmetic import NAMES
-    from mergemix_dagster.core.defaults.subdomains import EMBEDDED_SUBDOMAINS, build_subdomain_documents, code_area
+    from mergemix_dagster.core.data.defaults.arithmetic import NAMES
+    from mergemix_dagster.core.data.defaults.subdomains import EMBEDDED_SUBDOMAINS, build_subdomain_documents, code_area
 
     assert len(EMBEDDED_SUBDOMAINS) >= 8
     blocks = {k: [b for d in build_subdomain_documents(f"math/{k}", 20_000) for b in d.split("\n\n")]
@@ -170,8 +170,8 @@ def test_embedded_subdomains_are_disjoint_kinds_of_their_domain():
 
 def test_subdomain_weights_set_the_default_intra_domain_mix(tmp_path):
     from mergemix_dagster.assets.corpora import read_domain_documents
-    from mergemix_dagster.core.corpora import write_corpus
-    from mergemix_dagster.core.hierarchy import weighted_caps
+    from mergemix_dagster.core.data.corpora import write_corpus
+    from mergemix_dagster.core.search.hierarchy import weighted_caps
     from mergemix_dagster.resources import CheckpointStore
 
     assert weighted_caps([6000, 2000], [1, 1], 7000) == [2000, 2000]  # the smaller part decides, used whole

@@ -14,9 +14,9 @@ from mergemix_dagster.core.merge import (
     merge_checkpoints,
     merge_state_dicts,
 )
-from mergemix_dagster.core.merge.dare import keep_mask
+from mergemix_dagster.core.merge.methods.dare import keep_mask
 from mergemix_dagster.core.mixture import Mixture
-from mergemix_dagster.core.model import (
+from mergemix_dagster.core.training.model import (
     TinyModelSpec,
     load_checkpoint,
     load_state_dict,
@@ -422,7 +422,8 @@ def test_streaming_accepts_finite_inputs_whose_sums_overflow(tmp_path):
 
 @pytest.mark.parametrize("method,options", [("ties", {"density": 0.3}), ("dare", {"drop_rate": 0.4, "seed": 5})])
 def test_chunked_combine_equals_one_piece(states, monkeypatch, method, options):
-    from mergemix_dagster.core.merge import dare, ties
+    from mergemix_dagster.core.merge.methods import dare
+    from mergemix_dagster.core.merge.methods import ties
 
     base, experts = states
     whole = merge_state_dicts(base, experts, MIX, method=method, **options)

@@ -8,7 +8,7 @@ import torch
 
 from mergemix_dagster.core.errors import ConfigError, CorpusError
 from mergemix_dagster.core.mixture import Mixture
-from mergemix_dagster.core.model import (
+from mergemix_dagster.core.training.model import (
     TinyModelSpec,
     checkpoint_fingerprint,
     load_checkpoint,
@@ -18,7 +18,7 @@ from mergemix_dagster.core.model import (
     save_checkpoint,
     train_tokenizer,
 )
-from mergemix_dagster.core.train import TrainRecipe, get_batch, progress_interval, sample_domains, train
+from mergemix_dagster.core.training.loop import TrainRecipe, get_batch, progress_interval, sample_domains, train
 
 TEXTS = [
     "The quick brown fox jumps over the lazy dog. " * 3,

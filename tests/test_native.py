@@ -9,10 +9,10 @@ import os
 
 import pytest
 
-from mergemix_dagster.automation import AUTOMATION_SENSOR, STAGE_ASSETS
+from mergemix_dagster.defs.automation import AUTOMATION_SENSOR, STAGE_ASSETS
 from mergemix_dagster.core.errors import ConfigError
-from mergemix_dagster.schedules import LAYER_OFFSET_MINUTES, staggered_cron
-from mergemix_dagster.staleness import StageStatus, Status, next_runs
+from mergemix_dagster.defs.schedules import LAYER_OFFSET_MINUTES, staggered_cron
+from mergemix_dagster.runner.staleness import StageStatus, Status, next_runs
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,7 @@ def home(tmp_path_factory):
 @pytest.fixture(scope="module")
 def defs(home):
     from mergemix_dagster.definitions import build_definitions
-    from mergemix_dagster.settings import load_settings
+    from mergemix_dagster.core.settings import load_settings
 
     return build_definitions(load_settings("smoke"), config="smoke")
 
@@ -84,7 +84,7 @@ def _stand_in_assets(evals_code_version: str = "1"):
     experts (mapped by dimension), stage-partitioned downstream."""
     import dagster as dg
 
-    from mergemix_dagster.partitions import SAME_DOMAIN, SAME_STAGE, stage_partitions
+    from mergemix_dagster.assets.partitions import SAME_DOMAIN, SAME_STAGE, stage_partitions
 
     domain = dg.StaticPartitionsDefinition(DOMAINS)
     multi = dg.MultiPartitionsDefinition({"domain": domain, "stage": stage_partitions})
@@ -128,7 +128,7 @@ def _stand_in_assets(evals_code_version: str = "1"):
 
 
 def _partitions(instance, stages):
-    from mergemix_dagster.partitions import expert_partition_key
+    from mergemix_dagster.assets.partitions import expert_partition_key
 
     out = [("general_corpus", None), ("base_tokenizer", None)] + [("domain_corpus", d) for d in DOMAINS]
     for stage in stages:
@@ -139,7 +139,7 @@ def _partitions(instance, stages):
 
 def _propagated(direct: dict, stages) -> dict:
     """A not-fresh upstream makes a materialized partition stale (the rule ``staleness._after`` applies)."""
-    from mergemix_dagster.partitions import expert_partition_key
+    from mergemix_dagster.assets.partitions import expert_partition_key
 
     out = dict(direct)
 
@@ -165,7 +165,7 @@ def _both(defs, instance, stages):
     from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
     from dagster._time import get_current_datetime
 
-    from mergemix_dagster.staleness import PublicStaleStatus
+    from mergemix_dagster.runner.staleness import PublicStaleStatus
 
     graph = defs.resolve_asset_graph()
     view = AssetGraphView(temporal_context=TemporalContext(effective_dt=get_current_datetime(), last_event_id=None),
@@ -182,7 +182,7 @@ def _both(defs, instance, stages):
 def _materialize(assets, instance, names, partition=None):
     import dagster as dg
 
-    from mergemix_dagster.partitions import expert_partition_key
+    from mergemix_dagster.assets.partitions import expert_partition_key
 
     if partition and "|" in partition:
         partition = expert_partition_key(*partition.split("|"))
@@ -266,8 +266,8 @@ def test_a_new_stage_is_requested_whole_in_one_tick_as_one_backfill(defs):
     (here the experts) is submitted as one asset backfill instead of runs."""
     import dagster as dg
 
-    from mergemix_dagster.partitions import STAGE_PARTITIONS_NAME
-    from mergemix_dagster.settings import load_settings
+    from mergemix_dagster.assets.partitions import STAGE_PARTITIONS_NAME
+    from mergemix_dagster.core.settings import load_settings
 
     domains = load_settings("smoke").domain_names
     sensor = defs.resolve_sensor_def(AUTOMATION_SENSOR)
@@ -300,8 +300,8 @@ def test_a_new_stage_is_requested_whole_in_one_tick_as_one_backfill(defs):
 def test_chained_sensor_holds_off_while_a_backfill_run_of_the_stage_is_in_flight(defs):
     import dagster as dg
 
-    from mergemix_dagster.sensors import backfill_in_flight, stage_run_requests
-    from mergemix_dagster.settings import load_settings
+    from mergemix_dagster.defs.sensors import backfill_in_flight, stage_run_requests
+    from mergemix_dagster.core.settings import load_settings
 
     job = defs.resolve_job_def("experts_job")
     tags = {"dagster/backfill": "abcdefgh", "dagster/partition": "math|s1", "dagster/partition/domain": "math",

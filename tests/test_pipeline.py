@@ -6,7 +6,7 @@ import math
 
 import dagster as dg
 
-from mergemix_dagster.partitions import expert_partition_key
+from mergemix_dagster.assets.partitions import expert_partition_key
 from mergemix_dagster.resources import EvaluationDatabase
 
 
@@ -68,8 +68,8 @@ def test_rerun_reuses_finished_work_and_never_duplicates_rows(smoke_run):
 def test_rows_of_a_metric_no_longer_configured_are_ignored():
     import pandas as pd
 
-    from mergemix_dagster.assets.loading import configured_rows
-    from mergemix_dagster.settings import Settings
+    from mergemix_dagster.resources.artifacts import configured_rows
+    from mergemix_dagster.core.settings import Settings
 
     s = Settings(domains=[{"name": "math"}, {"name": "code"}])  # bundled tasks, metric gold_prob
     rows = pd.DataFrame(
@@ -81,7 +81,7 @@ def test_rows_of_a_metric_no_longer_configured_are_ignored():
 
 def test_a_settings_edit_makes_stale_only_the_assets_that_read_it(smoke_run, pipeline_config):
     from mergemix_dagster.definitions import build_definitions
-    from mergemix_dagster.staleness import Status, stage_status
+    from mergemix_dagster.runner.staleness import Status, stage_status
 
     settings, defs, instance, _ = smoke_run
     assert stage_status(instance, defs, settings.domain_names, "s0").fresh

@@ -14,10 +14,10 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from mergemix_dagster.core.corpora import read_corpus, write_corpus
-from mergemix_dagster.partitions import expert_partition_key
-from mergemix_dagster.sensors import stage_run_requests
-from mergemix_dagster.staleness import Status, latest_stage, stage_status
+from mergemix_dagster.core.data.corpora import read_corpus, write_corpus
+from mergemix_dagster.assets.partitions import expert_partition_key
+from mergemix_dagster.defs.sensors import stage_run_requests
+from mergemix_dagster.runner.staleness import Status, latest_stage, stage_status
 
 STAGE_ASSETS = ("stage_base", "merge_candidates", "candidate_evaluations", "capability_surrogates", "search_rounds",
                 "chosen_mixture")
@@ -74,7 +74,7 @@ def test_fresh_stage_requests_nothing(staged):
 
 def test_sensor_registers_a_new_checkpoint_once(staged):
     settings, defs, instance, _ = staged
-    from mergemix_dagster.assets.loading import expert_checkpoint_dir
+    from mergemix_dagster.resources.artifacts import expert_checkpoint_dir
     from mergemix_dagster.resources import CheckpointStore
 
     store = CheckpointStore(root=settings.store_uri)
@@ -122,7 +122,7 @@ def test_schedule_targets_only_missing_or_stale_partitions_of_latest_stage(stage
     settings, defs, instance, _ = staged
     assert _schedule_requests(defs, instance) == []  # everything fresh
     # A third stage with its base and one expert already made: only the other experts are missing.
-    from mergemix_dagster.pipeline import register_stage
+    from mergemix_dagster.runner.stage import register_stage
     from mergemix_dagster.resources import CheckpointStore
 
     store = CheckpointStore(root=settings.store_uri)

@@ -6,8 +6,8 @@ import pytest
 import yaml
 
 from mergemix_dagster.core.errors import ConfigError, SimplexError
-from mergemix_dagster.core.subdomains import coarse_weights, fine_weights, flatten_weights, split_leaf
-from mergemix_dagster.settings import load_settings
+from mergemix_dagster.core.data.subdomains import coarse_weights, fine_weights, flatten_weights, split_leaf
+from mergemix_dagster.core.settings import load_settings
 
 HIERARCHICAL = """
 domains:

@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pytest
 
-from mergemix_dagster.core.designs import seed_design
+from mergemix_dagster.core.search.designs import seed_design
 from mergemix_dagster.core.errors import MergeMixError, SimplexError
-from mergemix_dagster.core.objective import Objective, fit_score_scale
-from mergemix_dagster.core.search import search_mixture
-from mergemix_dagster.core.surrogate import CapabilitySurrogates
+from mergemix_dagster.core.search.objective import Objective, fit_score_scale
+from mergemix_dagster.core.search.simplex import search_mixture
+from mergemix_dagster.core.search.surrogate import CapabilitySurrogates
 
 DOMAINS = ("math", "code", "sft", "general")
 CENTER = np.array([0.45, 0.3, 0.15, 0.1])

@@ -8,7 +8,7 @@ import warnings
 import pytest
 
 from mergemix_dagster.core.errors import OverRepetitionWarning, SimplexError, TokenPlanError
-from mergemix_dagster.core.token_plan import TokenPlan, apportion, plan_tokens
+from mergemix_dagster.core.data.token_plan import TokenPlan, apportion, plan_tokens
 
 AVAILABLE = {"math": 10_000_000_000, "code/repos": 40_000_000_000, "code/competitions": 1_000_000_000}
 

@@ -18,11 +18,11 @@ import psutil
 import pytest
 import torch
 
-from mergemix_dagster.core.corpora import write_corpus
-from mergemix_dagster.core.mixture_file import read_mixture_file, write_mixture_file
-from mergemix_dagster.core.model import TinyModelSpec, load_checkpoint, load_state_dict, new_tiny_llama, save_checkpoint, train_tokenizer
-from mergemix_dagster.core.train import STATE_FILE, TrainRecipe, train
-from mergemix_dagster.core.train_ddp import token_streams
+from mergemix_dagster.core.data.corpora import write_corpus
+from mergemix_dagster.core.training.mixture_file import read_mixture_file, write_mixture_file
+from mergemix_dagster.core.training.model import TinyModelSpec, load_checkpoint, load_state_dict, new_tiny_llama, save_checkpoint, train_tokenizer
+from mergemix_dagster.core.training.loop import STATE_FILE, TrainRecipe, train
+from mergemix_dagster.core.training.ddp import token_streams
 
 SPEC = TinyModelSpec(vocab_size=320, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64,
                      max_position_embeddings=32)
@@ -50,7 +50,7 @@ def job(tmp_path_factory):
 
 def torchrun(nproc: int, base: Path, mixture: Path, out: Path, tokens: int, *extra: str, wait: bool = True):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "mergemix_dagster.core.train_ddp", "--init", str(base), "--mixture", str(mixture),
+           "-m", "mergemix_dagster.core.training.ddp", "--init", str(base), "--mixture", str(mixture),
            "--out", str(out), "--tokens", str(tokens), *extra]
     env = os.environ | {"OMP_NUM_THREADS": "1"}
     if not wait:

@@ -14,19 +14,19 @@ import pytest
 import torch
 import yaml
 
-from mergemix_dagster.assets import layout
+from mergemix_dagster.resources import layout
 from mergemix_dagster.assets.experts import build_expert_assets
-from mergemix_dagster.core.corpora import corpus_fingerprint, write_corpus
+from mergemix_dagster.core.data.corpora import corpus_fingerprint, write_corpus
 from mergemix_dagster.core.errors import ConfigError, TrainerOutputError
-from mergemix_dagster.core.model import (
+from mergemix_dagster.core.training.model import (
     TinyModelSpec, checkpoint_fingerprint, load_state_dict, new_tiny_llama, save_checkpoint, train_tokenizer,
 )
-from mergemix_dagster.core.trained_checkpoint import add_base_tokenizer, validate_trained_checkpoint
-from mergemix_dagster.partitions import build_partitions
+from mergemix_dagster.core.training.trained_checkpoint import add_base_tokenizer, validate_trained_checkpoint
+from mergemix_dagster.assets.partitions import build_partitions
 from mergemix_dagster.resources import CheckpointStore, EvaluationDatabase
 from mergemix_dagster.resources.settings import PipelineSettings
 from mergemix_dagster.resources.trainers import render_command
-from mergemix_dagster.settings import TrainerSettings, load_settings
+from mergemix_dagster.core.settings import TrainerSettings, load_settings
 
 TEAM_TRAINER = Path(__file__).with_name("team_trainer.py")
 SPEC = TinyModelSpec(vocab_size=320, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64,
@@ -172,7 +172,7 @@ def test_kubernetes_pod_spec_from_settings():
     from dagster_k8s.pipes import build_pod_body
 
     from mergemix_dagster.resources.cluster_trainers import k8s_pod_spec
-    from mergemix_dagster.settings import KubernetesTrainerSettings
+    from mergemix_dagster.core.settings import KubernetesTrainerSettings
 
     k = KubernetesTrainerSettings(image="team/trainer:1", gpus=8, memory="900Gi", node_selector={"pool": "h100"},
                                   tolerations=[{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}],
@@ -191,7 +191,7 @@ def test_ecs_run_task_request_is_valid_for_the_ecs_api():
     from botocore.validate import ParamValidator
 
     from mergemix_dagster.resources.cluster_trainers import ecs_run_task_params
-    from mergemix_dagster.settings import EcsTrainerSettings
+    from mergemix_dagster.core.settings import EcsTrainerSettings
 
     e = EcsTrainerSettings(cluster="gpu", task_definition="trainer:3", subnets=["subnet-1"], security_groups=["sg-1"],
                            gpus=4)
@@ -204,7 +204,7 @@ def test_ecs_run_task_request_is_valid_for_the_ecs_api():
 
 
 def test_cluster_trainers_need_an_s3_store(stored, tmp_path):
-    from mergemix_dagster.core.train import TrainRecipe
+    from mergemix_dagster.core.training.loop import TrainRecipe
     from mergemix_dagster.resources.trainers import TrainJob, trainer_for
 
     _, store, base = stored

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mergemix_dagster.assets.metadata import image, number, rounded, table
+from mergemix_dagster.steps.metadata import image, number, rounded, table
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -72,7 +72,7 @@ def _latest(instance, key: str, partition: str | None = "s0"):
 
 @pytest.fixture(scope="module")
 def validated(smoke_run):
-    from mergemix_dagster.pipeline import run_report, run_validation
+    from mergemix_dagster.runner.stage import run_report, run_validation
 
     settings, defs, instance, _ = smoke_run
     run_validation(defs, settings, instance, "s0")  # reuses the runs when test_validation did it already
@@ -93,7 +93,7 @@ def test_expert_page_carries_the_expert_vs_base_table_and_its_check(smoke_run):
 
     spec = next(iter(defs.resolve_assets_def("candidate_evaluations").check_specs))
     assert spec.name == "experts_beat_base" and "own domain's capability" in spec.description and spec.blocking
-    from mergemix_dagster.checks import latest_check_results
+    from mergemix_dagster.runner.checks import latest_check_results
 
     results = {r.check: r for r in latest_check_results(instance, "s0")}
     check = results["experts_beat_base"]
@@ -127,8 +127,8 @@ def test_checks_block_stops_the_stage_before_the_mixture(smoke_run, pipeline_con
     import yaml
 
     from mergemix_dagster.definitions import build_definitions
-    from mergemix_dagster.pipeline import register_stage
-    from mergemix_dagster.settings import load_settings
+    from mergemix_dagster.runner.stage import register_stage
+    from mergemix_dagster.core.settings import load_settings
 
     raw = yaml.safe_load(pipeline_config.read_text())
     raw["checks"] = {"block": True}

@@ -6,10 +6,10 @@ import base64
 
 import dagster as dg
 
-from mergemix_dagster.assets.base import recipe_from
-from mergemix_dagster.assets.layout import expert_pointer
-from mergemix_dagster.assets.metadata import loss_curve, loss_history_key
-from mergemix_dagster.partitions import STAGE_PARTITIONS_NAME, expert_partition_key
+from mergemix_dagster.core.training.loop import recipe_from
+from mergemix_dagster.resources.layout import expert_pointer
+from mergemix_dagster.steps.metadata import loss_curve, loss_history_key
+from mergemix_dagster.assets.partitions import STAGE_PARTITIONS_NAME, expert_partition_key
 from mergemix_dagster.resources import CheckpointStore
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -58,8 +58,8 @@ def test_a_reused_expert_still_shows_its_curve(smoke_run):
 
 
 def test_reference_models_page_shows_every_reference_runs_curve(smoke_run):
-    from mergemix_dagster.assets.references import ReferenceTrainer
-    from mergemix_dagster.pipeline import run_validation
+    from mergemix_dagster.steps.reference_runs import ReferenceTrainer
+    from mergemix_dagster.runner.stage import run_validation
     from mergemix_dagster.resources import EvaluationDatabase
 
     settings, defs, instance, _ = smoke_run

@@ -9,7 +9,7 @@ import dagster as dg
 import numpy as np
 import pytest
 
-from mergemix_dagster.pipeline import run_validation
+from mergemix_dagster.runner.stage import run_validation
 from mergemix_dagster.resources import EvaluationDatabase
 
 

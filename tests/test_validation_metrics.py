@@ -10,7 +10,7 @@ import torch
 
 from mergemix_dagster.core.errors import CheckpointMismatchError, ConfigError, MergeMixError
 from mergemix_dagster.core.mixture import Mixture
-from mergemix_dagster.core.validation import (
+from mergemix_dagster.core.evaluation.fidelity import (
     SearchCost,
     cost_markdown,
     dual_capability_mixtures,

@@ -4,18 +4,18 @@ evaluations → surrogates → mixture; the validation study of a stage on the s
 
 import dagster as dg
 
-from ..partitions import PipelinePartitions
-from .base import build_base_assets
-from .candidates import build_candidate_assets
-from .corpora import build_corpus_assets
-from .evaluations import build_evaluation_assets
-from .experts import build_expert_assets
-from .mixture import build_mixture_assets
-from .pools import AssetPools
-from .report import build_report_assets
-from .rounds import build_round_assets
-from .surrogates import build_surrogate_assets
-from .validation import build_validation_assets
+from mergemix_dagster.assets.partitions import PipelinePartitions
+from mergemix_dagster.assets.base import build_base_assets
+from mergemix_dagster.assets.candidates import build_candidate_assets
+from mergemix_dagster.assets.corpora import build_corpus_assets
+from mergemix_dagster.assets.evaluations import build_evaluation_assets
+from mergemix_dagster.assets.experts import build_expert_assets
+from mergemix_dagster.assets.mixture import build_mixture_assets
+from mergemix_dagster.resources.pools import AssetPools
+from mergemix_dagster.assets.comparison import build_report_assets
+from mergemix_dagster.assets.rounds import build_round_assets
+from mergemix_dagster.assets.surrogates import build_surrogate_assets
+from mergemix_dagster.assets.validation import build_validation_assets
 
 
 def build_assets(parts: PipelinePartitions, pools: AssetPools = AssetPools()) -> list[dg.AssetsDefinition]:

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import dagster as dg
 
-from ..core.corpora import tokenize_documents
-from ..core.mixture import Mixture
-from ..core.check import check_tokenizer
-from ..core.model import (
+from mergemix_dagster.core.data.corpora import tokenize_documents
+from mergemix_dagster.core.mixture import Mixture
+from mergemix_dagster.core.preflight import check_tokenizer
+from mergemix_dagster.core.training.model import (
     TinyModelSpec,
     checkpoint_fingerprint,
     checkpoint_manifest,
@@ -20,13 +20,14 @@ from ..core.model import (
     save_checkpoint,
     train_tokenizer,
 )
-from ..core.train import TrainRecipe, train
-from ..partitions import PipelinePartitions
-from ..resources import CheckpointStore
-from ..resources.settings import PipelineSettings
-from ..settings import Settings
-from . import layout
-from .loading import checkpoint_identity, corpus_documents, read_pointer
+from mergemix_dagster.core.training.loop import train
+from mergemix_dagster.assets.partitions import PipelinePartitions
+from mergemix_dagster.resources import CheckpointStore
+from mergemix_dagster.resources.settings import PipelineSettings
+from mergemix_dagster.core.settings import Settings
+from mergemix_dagster.resources import layout
+from mergemix_dagster.resources.artifacts import checkpoint_identity, corpus_documents, read_pointer
+from mergemix_dagster.core.training.loop import recipe_from
 
 BASE_CODE_VERSION = "1"
 TOKENIZER_POINTER = f"{layout.TOKENIZER}/current.json"
@@ -53,12 +54,6 @@ def tiny_spec(settings: Settings, vocab_size: int) -> TinyModelSpec:
         intermediate_size=m.intermediate_size,
         max_position_embeddings=m.max_position_embeddings,
     )
-
-
-def recipe_from(settings_recipe) -> TrainRecipe:
-    fields = settings_recipe.model_dump()
-    fields.pop("general_fraction", None)
-    return TrainRecipe(**fields)
 
 
 def _pretrain_embedded_base(context, s: Settings, store: CheckpointStore, out_dir: Path) -> dict:

@@ -8,33 +8,18 @@ enough to rebuild any candidate exactly (``mergemix merge`` writes one to disk o
 
 import dagster as dg
 
-from ..core.corpora import tokenize_documents
-from ..core.designs import seed_design
-from ..core.mixture import Mixture
-from ..partitions import SAME_STAGE, PipelinePartitions
-from ..resources import CheckpointStore
-from ..resources.settings import PipelineSettings
-from . import layout
-from .loading import base_checkpoint, corpus_documents, read_pointer
-from .searching import prior_mixture
+from mergemix_dagster.core.search.designs import seed_design
+from mergemix_dagster.core.mixture import Mixture
+from mergemix_dagster.assets.partitions import SAME_STAGE, PipelinePartitions
+from mergemix_dagster.resources import CheckpointStore
+from mergemix_dagster.resources.settings import PipelineSettings
+from mergemix_dagster.resources import layout
+from mergemix_dagster.resources.artifacts import read_pointer
+from mergemix_dagster.steps.search_inputs import prior_mixture
+from mergemix_dagster.resources.layout import candidate_fingerprint
+from mergemix_dagster.steps.search_inputs import count_domain_tokens
 
 CANDIDATES_CODE_VERSION = "2"
-
-
-def count_domain_tokens(store: CheckpointStore, stage: str, domains) -> dict[str, int]:
-    """Tokens of each domain corpus under the stage base's tokenizer (EOS between documents included):
-    the ``N_d`` of the token-availability bound and of the natural-token prior."""
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(str(base_checkpoint(store, stage)[0]))
-    return {d: int(len(tokenize_documents(corpus_documents(store, d)[0], tokenizer))) for d in domains}
-
-
-def candidate_fingerprint(recipe: dict, weights: dict[str, float]) -> str:
-    """Identity of one merged model: its α and everything it is merged from."""
-    return layout.content_version(
-        {"base": recipe["base"], "experts": recipe["experts"], "method": recipe["method"], "alpha": weights}
-    )
 
 
 def build_candidate_assets(parts: PipelinePartitions) -> list[dg.AssetsDefinition]:

@@ -7,16 +7,16 @@ from pathlib import Path
 
 import dagster as dg
 
-from ..core.corpora import corpus_fingerprint, expand_paths, is_glob, read_documents, validate_documents, write_corpus
-from ..core.defaults import EMBEDDED_DOMAINS, build_domain_documents, build_general_documents
-from ..core.defaults.subdomains import EMBEDDED_SUBDOMAINS, EMBEDDED_SUBDOMAINS_VERSION, build_subdomain_documents
-from ..partitions import PipelinePartitions
-from ..resources import CheckpointStore
-from ..resources.settings import PipelineSettings
-from ..core.hierarchy import proportional_caps, weighted_caps
-from ..core.subdomains import leaf_name
-from ..settings import DomainSettings, SubdomainSettings
-from . import layout
+from mergemix_dagster.core.data.corpora import corpus_fingerprint, expand_paths, is_glob, read_documents, validate_documents, write_corpus
+from mergemix_dagster.core.data.defaults import EMBEDDED_DOMAINS, build_domain_documents, build_general_documents
+from mergemix_dagster.core.data.defaults.subdomains import EMBEDDED_SUBDOMAINS, EMBEDDED_SUBDOMAINS_VERSION, build_subdomain_documents
+from mergemix_dagster.assets.partitions import PipelinePartitions
+from mergemix_dagster.resources import CheckpointStore
+from mergemix_dagster.resources.settings import PipelineSettings
+from mergemix_dagster.core.search.hierarchy import proportional_caps, weighted_caps
+from mergemix_dagster.core.data.subdomains import leaf_name
+from mergemix_dagster.core.settings import DomainSettings, SubdomainSettings
+from mergemix_dagster.resources import layout
 
 CORPUS_CODE_VERSION = "1"
 
@@ -99,7 +99,7 @@ def read_subdomain_documents(
     max_chars = sub.max_chars or cfg.max_chars
     if not sub.paths:
         if name not in EMBEDDED_SUBDOMAINS:
-            from ..core.errors import ConfigError
+            from mergemix_dagster.core.errors import ConfigError
 
             raise ConfigError(f"sub-domain {name!r} has no `paths` and no embedded default exists for it "
                               f"(embedded sub-domains: {sorted(EMBEDDED_SUBDOMAINS)})")
@@ -128,7 +128,7 @@ def read_domain_documents(cfg: DomainSettings, store: CheckpointStore, seed: int
         return read_split_domain_documents(cfg, store, seed)
     if not cfg.paths:
         if cfg.name not in EMBEDDED_DOMAINS:
-            from ..core.errors import ConfigError
+            from mergemix_dagster.core.errors import ConfigError
 
             raise ConfigError(
                 f"domain {cfg.name!r} has no `paths` and no embedded default exists for it "

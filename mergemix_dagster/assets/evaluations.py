@@ -6,23 +6,24 @@ resumes where it stopped and a finished one costs nothing.
 """
 
 
-
 import dagster as dg
 import pandas as pd
 
-from ..core.evaluation_workers import ProxyJob, score_proxies
-from ..core.mixture import Mixture
-from ..core.progress import Progress
-from ..core.scores import capability_means
-from ..partitions import PipelinePartitions
-from ..resources import CheckpointStore, EvaluationDatabase
-from ..resources.settings import PipelineSettings
-from ..settings import Settings
-from . import layout
-from .loading import configured_rows
-from .metadata import number, table
-from .pools import AssetPools
-from .proxies import evaluation_fingerprints, fingerprinted, lm_eval_results_path, proxy_scorer_spec, score_rows
+from mergemix_dagster.core.evaluation.workers import ProxyJob, score_proxies
+from mergemix_dagster.core.mixture import Mixture
+from mergemix_dagster.core.progress import Progress
+from mergemix_dagster.core.evaluation.scores import capability_means
+from mergemix_dagster.assets.partitions import PipelinePartitions
+from mergemix_dagster.resources import CheckpointStore, EvaluationDatabase
+from mergemix_dagster.resources.settings import PipelineSettings
+from mergemix_dagster.core.settings import Settings
+from mergemix_dagster.resources import layout
+from mergemix_dagster.resources.artifacts import configured_rows
+from mergemix_dagster.steps.metadata import number, table
+from mergemix_dagster.resources.pools import AssetPools
+from mergemix_dagster.steps.proxy_scoring import fingerprinted, lm_eval_results_path, proxy_scorer_spec, score_rows
+from mergemix_dagster.core.evaluation.fingerprints import evaluation_fingerprints
+from mergemix_dagster.steps.proxy_scoring import finished_fingerprints
 
 EVALUATIONS_CODE_VERSION = "2"  # 2: the base is scored with lm-eval's stderr (the noise of each target)
 BASE_CANDIDATE_ID = "base"
@@ -32,16 +33,6 @@ EXPERTS_BEAT_BASE_DESCRIPTION = (
     "not, its task vector adds little of that capability and merges along it are weak proxies. WARN by default; "
     "with `checks.block: true` ERROR, and the surrogates and the chosen mixture of the run are not materialized."
 )
-
-
-def finished_fingerprints(db: EvaluationDatabase, stage: str, s: Settings) -> dict[str, str]:
-    """candidate_id -> model fingerprint, for candidates with every configured task and metric scored."""
-    rows = configured_rows(db.evaluations(stage), s)
-    n_metrics = len(s.evaluation.tasks)
-    if rows.empty:
-        return {}
-    counts = rows.groupby(["candidate_id", "model_fingerprint"]).size()
-    return {cid: fp for (cid, fp), n in counts.items() if n >= n_metrics}
 
 
 def expert_vs_base_frame(s: Settings, frame: pd.DataFrame) -> pd.DataFrame:

@@ -7,16 +7,16 @@ from pathlib import Path
 
 import dagster as dg
 
-from ..core.model import checkpoint_fingerprint
-from ..partitions import SAME_DOMAIN, SAME_STAGE, PipelinePartitions
-from ..resources import CheckpointStore, EvaluationDatabase
-from ..resources.settings import PipelineSettings
-from ..resources.trainers import TrainJob, trainer_for, trainer_identity
-from . import layout
-from .base import recipe_from
-from .loading import base_checkpoint, read_pointer
-from .metadata import loss_curve, loss_history_key, number
-from .pools import AssetPools
+from mergemix_dagster.core.training.model import checkpoint_fingerprint
+from mergemix_dagster.assets.partitions import SAME_DOMAIN, SAME_STAGE, PipelinePartitions
+from mergemix_dagster.resources import CheckpointStore, EvaluationDatabase
+from mergemix_dagster.resources.settings import PipelineSettings
+from mergemix_dagster.resources.trainers import TrainJob, trainer_for, trainer_identity
+from mergemix_dagster.resources import layout
+from mergemix_dagster.core.training.loop import recipe_from
+from mergemix_dagster.resources.artifacts import base_checkpoint, read_pointer
+from mergemix_dagster.steps.metadata import loss_curve, loss_history_key, number
+from mergemix_dagster.resources.pools import AssetPools
 
 EXPERT_CODE_VERSION = "1"
 #: Dagster concurrency pool of training assets by default (``trainer.pool``; assets/pools.py)
@@ -133,7 +133,7 @@ def build_expert_assets(
         keys = context.partition_key.keys_by_dimension
         domain, stage = keys["domain"], keys["stage"]
         if s.search.hierarchy == "bottom_up" and domain in s.split_domains:
-            from .subdomain_search import consolidate_domain
+            from mergemix_dagster.steps.subdomain_search import consolidate_domain
 
             return consolidate_domain(context, s, store, domain, stage)
         return train_or_reuse_expert(context, s, store, database, domain, stage)

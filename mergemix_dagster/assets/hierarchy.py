@@ -19,28 +19,28 @@ from dataclasses import dataclass
 
 import dagster as dg
 
-from ..core.corpora import corpus_fingerprint
-from ..core.subdomains import leaf_name
-from ..partitions import PipelinePartitions
-from ..resources import CheckpointStore, EvaluationDatabase
-from ..resources.settings import PipelineSettings
-from ..settings import Settings
-from ..versions import evaluation_identity
-from . import layout
-from .corpora import (
+from mergemix_dagster.core.data.corpora import corpus_fingerprint
+from mergemix_dagster.core.data.subdomains import leaf_name
+from mergemix_dagster.assets.partitions import PipelinePartitions
+from mergemix_dagster.resources import CheckpointStore, EvaluationDatabase
+from mergemix_dagster.resources.settings import PipelineSettings
+from mergemix_dagster.core.settings import Settings
+from mergemix_dagster.assets.versions import evaluation_identity
+from mergemix_dagster.resources import layout
+from mergemix_dagster.assets.corpora import (
     CORPUS_CODE_VERSION,
     _corpus_metadata,
     _write_corpus,
     read_subdomain_documents,
     subdomain_source_fingerprint,
 )
-from .experts import EXPERT_CODE_VERSION, build_expert_assets, train_or_reuse_expert
-from .pools import pools_from
-from .hierarchy_study import run_hierarchy_study, study_key
-from .metadata import number
-from .mixture import publish_exports
-from .searching import degenerate, effective_domains
-from .subdomain_search import HIERARCHY_CODE_VERSION, combine_levels, optimize_subdomains
+from mergemix_dagster.assets.experts import EXPERT_CODE_VERSION, build_expert_assets, train_or_reuse_expert
+from mergemix_dagster.resources.pools import pools_from
+from mergemix_dagster.steps.hierarchy_study import run_hierarchy_study, study_key
+from mergemix_dagster.steps.metadata import number
+from mergemix_dagster.assets.mixture import publish_exports
+from mergemix_dagster.steps.search_inputs import degenerate, effective_domains
+from mergemix_dagster.steps.subdomain_search import HIERARCHY_CODE_VERSION, combine_levels, optimize_subdomains
 
 FINE_DEGENERATE_CHECK = "subdomain_mixture_not_degenerate"
 

@@ -15,18 +15,18 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 
-from ..core.exports import token_plan_for, write_exports
-from ..core.mixture import Mixture
-from ..core.scores import capability_means
-from ..core.search import search_mixture
-from ..partitions import PipelinePartitions
-from ..resources import CheckpointStore, EvaluationDatabase
-from ..resources.settings import PipelineSettings
-from . import layout
-from .candidates import candidate_fingerprint
-from .proxies import open_proxy_scorer, score_rows
-from .rounds import round_history
-from .searching import (
+from mergemix_dagster.core.training.exports import token_plan_for, write_exports
+from mergemix_dagster.core.mixture import Mixture
+from mergemix_dagster.core.evaluation.scores import capability_means
+from mergemix_dagster.core.search.simplex import search_mixture
+from mergemix_dagster.assets.partitions import PipelinePartitions
+from mergemix_dagster.resources import CheckpointStore, EvaluationDatabase
+from mergemix_dagster.resources.settings import PipelineSettings
+from mergemix_dagster.resources import layout
+from mergemix_dagster.resources.layout import candidate_fingerprint
+from mergemix_dagster.steps.proxy_scoring import open_proxy_scorer, score_rows
+from mergemix_dagster.assets.rounds import round_history
+from mergemix_dagster.steps.search_inputs import (
     available_tokens,
     base_scores,
     constraints_from,

@@ -10,18 +10,19 @@ proposals and scores only what is missing; a rerun with unchanged inputs scores 
 import dagster as dg
 import numpy as np
 
-from ..core.evaluation_workers import ProxyJob, score_proxies
-from ..core.progress import Progress
-from ..core.rounds import best_measured, propose_round
-from ..partitions import PipelinePartitions
-from ..resources import CheckpointStore, EvaluationDatabase
-from ..resources.settings import PipelineSettings
-from . import layout
-from .candidates import candidate_fingerprint
-from .evaluations import finished_fingerprints
-from .pools import AssetPools
-from .proxies import evaluation_fingerprints, fingerprinted, lm_eval_results_path, proxy_scorer_spec, score_rows
-from .searching import (
+from mergemix_dagster.core.evaluation.workers import ProxyJob, score_proxies
+from mergemix_dagster.core.progress import Progress
+from mergemix_dagster.core.search.rounds import best_measured, propose_round
+from mergemix_dagster.assets.partitions import PipelinePartitions
+from mergemix_dagster.resources import CheckpointStore, EvaluationDatabase
+from mergemix_dagster.resources.settings import PipelineSettings
+from mergemix_dagster.resources import layout
+from mergemix_dagster.resources.layout import candidate_fingerprint
+from mergemix_dagster.steps.proxy_scoring import finished_fingerprints
+from mergemix_dagster.resources.pools import AssetPools
+from mergemix_dagster.steps.proxy_scoring import fingerprinted, lm_eval_results_path, proxy_scorer_spec, score_rows
+from mergemix_dagster.core.evaluation.fingerprints import evaluation_fingerprints
+from mergemix_dagster.steps.search_inputs import (
     available_tokens,
     constraints_from,
     fit_surrogates,

@@ -7,13 +7,13 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 
-from ..core.surrogate import CapabilitySurrogates
-from ..partitions import PipelinePartitions
-from ..resources import CheckpointStore, EvaluationDatabase
-from ..resources.settings import PipelineSettings
-from ..settings import Settings
-from . import layout
-from .searching import measured_table
+from mergemix_dagster.core.search.surrogate import CapabilitySurrogates
+from mergemix_dagster.assets.partitions import PipelinePartitions
+from mergemix_dagster.resources import CheckpointStore, EvaluationDatabase
+from mergemix_dagster.resources.settings import PipelineSettings
+from mergemix_dagster.core.settings import Settings
+from mergemix_dagster.resources import layout
+from mergemix_dagster.steps.search_inputs import measured_table
 
 SURROGATES_CODE_VERSION = "1"
 SURROGATE_CV_CHECK = "surrogate_cv_quality"

@@ -14,13 +14,13 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from ..core.evaluation_workers import ProxyJob, score_proxies
-from ..core.mixture import Mixture
-from ..core.model import load_state_dict
-from ..core.progress import Progress
-from ..core.search import search_mixture
-from ..core.surrogate import CapabilitySurrogates
-from ..core.validation import (
+from mergemix_dagster.core.evaluation.workers import ProxyJob, score_proxies
+from mergemix_dagster.core.mixture import Mixture
+from mergemix_dagster.core.training.model import load_state_dict
+from mergemix_dagster.core.progress import Progress
+from mergemix_dagster.core.search.simplex import search_mixture
+from mergemix_dagster.core.search.surrogate import CapabilitySurrogates
+from mergemix_dagster.core.evaluation.fidelity import (
     SearchCost,
     cost_markdown,
     dual_capability_mixtures,
@@ -29,20 +29,19 @@ from ..core.validation import (
     task_vector_diagnostics as diagnose_task_vectors,
     validation_mixtures,
 )
-from ..partitions import SAME_STAGE, PipelinePartitions
-from ..plots import dual_capability_plot, rank_rank_plot
-from ..resources import CheckpointStore, EvaluationDatabase
-from ..resources.settings import PipelineSettings
-from ..settings import Settings
-from . import layout
-from .candidates import candidate_fingerprint
-from .metadata import image, loss_curve, number, table
-from .loading import base_checkpoint, configured_rows, expert_checkpoint_dir, read_pointer
-from .proxies import (
-    evaluation_fingerprints, fingerprinted, lm_eval_results_path, proxy_scorer_spec, score_rows,
-)
-from .pools import AssetPools
-from .searching import (
+from mergemix_dagster.assets.partitions import SAME_STAGE, PipelinePartitions
+from mergemix_dagster.core.plots import dual_capability_plot, rank_rank_plot
+from mergemix_dagster.resources import CheckpointStore, EvaluationDatabase
+from mergemix_dagster.resources.settings import PipelineSettings
+from mergemix_dagster.core.settings import Settings
+from mergemix_dagster.resources import layout
+from mergemix_dagster.resources.layout import candidate_fingerprint
+from mergemix_dagster.steps.metadata import image, loss_curve, number, table
+from mergemix_dagster.resources.artifacts import base_checkpoint, configured_rows, expert_checkpoint_dir, read_pointer
+from mergemix_dagster.steps.proxy_scoring import fingerprinted, lm_eval_results_path, proxy_scorer_spec, score_rows
+from mergemix_dagster.core.evaluation.fingerprints import evaluation_fingerprints
+from mergemix_dagster.resources.pools import AssetPools
+from mergemix_dagster.steps.search_inputs import (
     available_tokens,
     constraints_from,
     measured_table,
@@ -51,7 +50,7 @@ from .searching import (
     seed_scale,
     table_objective,
 )
-from .references import (
+from mergemix_dagster.steps.reference_runs import (
     PROXY_KIND,
     REFERENCE_KIND,
     ReferenceTrainer,

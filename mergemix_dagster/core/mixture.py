@@ -8,7 +8,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from .errors import SimplexError
+from mergemix_dagster.core.errors import SimplexError
 
 SIMPLEX_TOLERANCE = 1e-6
 

@@ -1,6 +1,6 @@
 """Dagster resources: the checkpoint store (local directory or S3) and the DuckDB evaluation database."""
 
-from .checkpoint_store import CheckpointStore
-from .database import EvaluationDatabase
+from mergemix_dagster.resources.store import CheckpointStore
+from mergemix_dagster.resources.database import EvaluationDatabase
 
 __all__ = ["CheckpointStore", "EvaluationDatabase"]

@@ -17,10 +17,10 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..core.errors import ConfigError, TrainerCommandError
-from ..core.mixture_file import write_mixture_file
-from ..settings import EcsTrainerSettings, KubernetesTrainerSettings, TrainerSettings
-from .trainers import TrainJob, TrainOutcome, _metadata_values, accept, placeholders, render_command
+from mergemix_dagster.core.errors import ConfigError, TrainerCommandError
+from mergemix_dagster.core.training.mixture_file import write_mixture_file
+from mergemix_dagster.core.settings import EcsTrainerSettings, KubernetesTrainerSettings, TrainerSettings
+from mergemix_dagster.resources.trainers import TrainJob, TrainOutcome, _metadata_values, accept, placeholders, render_command
 
 
 def k8s_pod_spec(k: KubernetesTrainerSettings) -> dict:

@@ -40,8 +40,8 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from ..core.errors import CorruptDatabaseError, DatabaseLockedError, MergeMixError
-from ..core.mixture import Mixture
+from mergemix_dagster.core.errors import CorruptDatabaseError, DatabaseLockedError, MergeMixError
+from mergemix_dagster.core.mixture import Mixture
 
 EVALUATION_COLUMNS = [
     "stage",

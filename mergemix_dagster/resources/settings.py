@@ -6,7 +6,7 @@ from functools import lru_cache
 
 import dagster as dg
 
-from ..settings import Settings, load_settings
+from mergemix_dagster.core.settings import Settings, load_settings
 
 
 @lru_cache(maxsize=8)

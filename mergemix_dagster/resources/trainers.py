@@ -21,14 +21,14 @@ from typing import Any
 
 import dagster as dg
 
-from ..core.corpora import read_corpus, tokenize_documents
-from ..core.errors import ConfigError, TrainerCommandError
-from ..core.mixture import Mixture
-from ..core.mixture_file import write_mixture_file
-from ..core.model import load_checkpoint, save_checkpoint
-from ..core.train import TrainProgress, TrainRecipe, train
-from ..core.trained_checkpoint import add_base_tokenizer, validate_trained_checkpoint
-from ..settings import TrainerSettings
+from mergemix_dagster.core.data.corpora import read_corpus, tokenize_documents
+from mergemix_dagster.core.errors import ConfigError, TrainerCommandError
+from mergemix_dagster.core.mixture import Mixture
+from mergemix_dagster.core.training.mixture_file import write_mixture_file
+from mergemix_dagster.core.training.model import load_checkpoint, save_checkpoint
+from mergemix_dagster.core.training.loop import TrainProgress, TrainRecipe, train
+from mergemix_dagster.core.training.trained_checkpoint import add_base_tokenizer, validate_trained_checkpoint
+from mergemix_dagster.core.settings import TrainerSettings
 
 
 @dataclass(frozen=True)
@@ -158,6 +158,6 @@ def trainer_for(settings: TrainerSettings, store=None):
         return EmbeddedTrainer()
     if settings.kind == "command":
         return CommandTrainer(settings)
-    from .cluster_trainers import EcsTrainer, KubernetesTrainer
+    from mergemix_dagster.resources.cluster_trainers import EcsTrainer, KubernetesTrainer
 
     return (KubernetesTrainer if settings.kind == "kubernetes" else EcsTrainer)(settings, store)

@@ -19,11 +19,11 @@ from typing import Any, Mapping
 
 from torch import Tensor
 
-from ..mixture import Mixture
-from .base import MergeMethod, MergeMethodBase, canonical_domains, get_method, known_methods, register
-from .checks import check_compatible
-from .inmemory import InMemoryMerger
-from .streaming import merge_checkpoints
+from mergemix_dagster.core.mixture import Mixture
+from mergemix_dagster.core.merge.registry import MergeMethod, MergeMethodBase, canonical_domains, get_method, known_methods, register
+from mergemix_dagster.core.merge.compatibility import check_compatible
+from mergemix_dagster.core.merge.inmemory import InMemoryMerger
+from mergemix_dagster.core.merge.streaming import merge_checkpoints
 
 __all__ = [
     "InMemoryMerger",

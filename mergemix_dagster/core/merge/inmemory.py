@@ -20,10 +20,10 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor
 
-from ..errors import CheckpointMismatchError
-from ..mixture import Mixture
-from .base import canonical_domains, get_method
-from .checks import check_compatible
+from mergemix_dagster.core.errors import CheckpointMismatchError
+from mergemix_dagster.core.mixture import Mixture
+from mergemix_dagster.core.merge.registry import canonical_domains, get_method
+from mergemix_dagster.core.merge.compatibility import check_compatible
 
 
 class InMemoryMerger:

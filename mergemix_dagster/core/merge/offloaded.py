@@ -19,8 +19,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..mixture import Mixture
-from .inmemory import InMemoryMerger
+from mergemix_dagster.core.mixture import Mixture
+from mergemix_dagster.core.merge.inmemory import InMemoryMerger
 
 
 def move(value: Any, device: torch.device | str, pin: bool = False) -> Any:

@@ -60,11 +60,11 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
-from ..errors import CheckpointMismatchError, ConfigError
-from ..mixture import Mixture
-from ..model import CheckpointExistsError, atomic_directory
-from .base import MergeMethod, canonical_domains, compute_dtype, get_method
-from .checks import TIED_KEYS, check_configs, check_finite_tensor, check_structure, tied_config
+from mergemix_dagster.core.errors import CheckpointMismatchError, ConfigError
+from mergemix_dagster.core.mixture import Mixture
+from mergemix_dagster.core.training.model import CheckpointExistsError, atomic_directory
+from mergemix_dagster.core.merge.registry import MergeMethod, canonical_domains, compute_dtype, get_method
+from mergemix_dagster.core.merge.compatibility import TIED_KEYS, check_configs, check_finite_tensor, check_structure, tied_config
 
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 

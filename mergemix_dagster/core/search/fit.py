@@ -1,0 +1,253 @@
+"""Fit and search on a swarm a team already trained (RegMix / Olmix style), with the pipeline's own code.
+
+Inputs are two CSV files sharing their first column as the run id: the mixtures (every other column a domain
+weight) and the scores (every other column a metric). One LightGBM regressor per metric in the objective, the
+same search, constraints and choices as the pipeline, and the same output: ``mixture.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from mergemix_dagster.core.search.constraints import build_constraints
+from mergemix_dagster.core.errors import ConfigError, SimplexError
+from mergemix_dagster.core.search.objective import Objective, fit_score_scale, resolve_targets
+from mergemix_dagster.core.search.simplex import search_mixture
+from mergemix_dagster.core.search.surrogate import CapabilitySurrogates
+
+RENORMALIZE_TOLERANCE = 1e-2  # rows rounded to 3 decimals sum to 0.996–1.003: renormalize, with a warning
+_TERM = re.compile(r"^\s*(?:(?P<w>[0-9.eE+-]+)\s*\*\s*)?(?P<col>[^*]+?)\s*$")
+
+
+class SwarmWarning(UserWarning):
+    """Rows of a swarm were close to, but not exactly on, the simplex and were renormalized."""
+
+
+@dataclass(frozen=True)
+class ParsedObjective:
+    weights: dict[str, float]
+    directions: dict[str, str]
+
+    def objective(self, **extra) -> Objective:
+        return Objective(weights=self.weights, directions=self.directions, **extra)
+
+
+def parse_objective(text: str) -> ParsedObjective:
+    """``maximize:COL``, ``minimize:COL``, ``minimize:0.7*a+0.3*b``, or several terms joined by commas
+    (``maximize:acc,minimize:0.5*loss``). Weights default to 1 and are normalized later."""
+    weights: dict[str, float] = {}
+    directions: dict[str, str] = {}
+    for part in [p for p in text.split(",") if p.strip()]:
+        if ":" not in part:
+            raise ConfigError(f"objective term {part!r} must look like 'maximize:COLUMN' or 'minimize:COLUMN'")
+        direction, expr = part.split(":", 1)
+        direction = direction.strip().lower()
+        if direction not in ("maximize", "minimize"):
+            raise ConfigError(f"objective direction {direction!r} must be 'maximize' or 'minimize'")
+        for item in expr.split("+"):
+            m = _TERM.match(item)
+            if not m or not m.group("col").strip():
+                raise ConfigError(f"cannot read objective term {item!r} in {text!r}")
+            col = m.group("col").strip()
+            try:
+                w = float(m.group("w")) if m.group("w") else 1.0
+            except ValueError as exc:
+                raise ConfigError(f"objective weight in {item!r} is not a number") from exc
+            if not (math.isfinite(w) and w > 0):
+                raise ConfigError(f"objective weight of {col!r} must be > 0, got {w}")
+            weights[col] = weights.get(col, 0.0) + w
+            directions[col] = direction
+    if not weights:
+        raise ConfigError(f"empty objective {text!r}")
+    return ParsedObjective(weights, directions)
+
+
+def parse_bounds(items: Sequence[str], what: str) -> dict[str, float]:
+    """``["math=0.5", "code=0.1"]`` -> ``{"math": 0.5, "code": 0.1}``."""
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(f"{what} {item!r} must look like DOMAIN=WEIGHT")
+        d, v = item.split("=", 1)
+        try:
+            out[d.strip()] = float(v)
+        except ValueError as exc:
+            raise ConfigError(f"{what} {item!r}: {v!r} is not a number") from exc
+    return out
+
+
+def read_mixtures(path: Path, domains: Sequence[str] | None = None) -> pd.DataFrame:
+    """The mixtures CSV, indexed by run id; rows within 1e-2 of the simplex renormalized (with a warning)."""
+    frame = _read_csv(path, "mixtures")
+    if domains is not None:
+        missing = sorted(set(domains) - set(frame.columns))
+        if missing:
+            raise ConfigError(f"{path}: no column for domains {missing}")
+        frame = frame[list(domains)]
+    values = frame.to_numpy(dtype=float)
+    if not np.isfinite(values).all():
+        row = frame.index[int(np.where(~np.isfinite(values).all(axis=1))[0][0])]
+        raise SimplexError(f"{path}: run {row!r} has a missing or non-finite weight")
+    if (values < 0).any():
+        row = frame.index[int(np.where((values < 0).any(axis=1))[0][0])]
+        raise SimplexError(f"{path}: run {row!r} has a negative weight")
+    sums = values.sum(axis=1)
+    far = np.abs(sums - 1.0) > RENORMALIZE_TOLERANCE
+    if far.any():
+        i = int(np.where(far)[0][0])
+        raise SimplexError(
+            f"{path}: run {frame.index[i]!r} weights sum to {sums[i]:.6f}; rows more than "
+            f"{RENORMALIZE_TOLERANCE:g} off 1 are not mixtures ({int(far.sum())} such rows)"
+        )
+    off = np.abs(sums - 1.0) > 1e-9
+    if off.any():
+        warnings.warn(
+            f"{path}: renormalized {int(off.sum())} rows whose weights summed to "
+            f"{sums[off].min():.4f}–{sums[off].max():.4f} (within {RENORMALIZE_TOLERANCE:g} of 1)",
+            SwarmWarning, stacklevel=2,
+        )
+    return pd.DataFrame(values / sums[:, None], index=frame.index, columns=frame.columns)
+
+
+def _read_csv(path: Path, what: str) -> pd.DataFrame:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what} CSV {path} does not exist")
+    try:
+        frame = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{what} CSV {path} cannot be read: {exc}") from exc
+    if frame.shape[1] < 2:
+        raise ConfigError(f"{what} CSV {path} needs a run-id column and at least one more column")
+    frame = frame.set_index(frame.columns[0])
+    frame.index = frame.index.astype(str)
+    if frame.index.duplicated().any():
+        raise ConfigError(f"{what} CSV {path}: duplicate run ids {sorted(set(frame.index[frame.index.duplicated()]))[:5]}")
+    return frame
+
+
+@dataclass
+class FitResult:
+    payload: dict
+    surrogates: CapabilitySurrogates
+    files: dict[str, Path] = field(default_factory=dict)
+
+
+def fit_swarm(
+    mixtures_csv: Path,
+    scores_csv: Path,
+    objective_text: str,
+    out_dir: Path,
+    predict_csv: Path | None = None,
+    n_samples: int = 100_000,
+    seed: int = 0,
+    choice: str = "top_k_mean",
+    top_k: int = 100,
+    ensemble: int = 8,
+    min_weight: dict[str, float] | None = None,
+    max_weight: dict[str, float] | None = None,
+    pinned: dict[str, float] | None = None,
+    kl_weight: float = 0.0,
+    prior: dict[str, float] | None = None,
+    cv_folds: int = 5,
+    noise: dict[str, float] | None = None,
+    min_spread_in_noise: float = 1.0,
+) -> FitResult:
+    """Fit one regressor per objective metric on the swarm, search, write ``mixture.json`` (and predictions).
+
+    ``noise``: a standard error per metric (e.g. the std of a run repeated over seeds); metrics the swarm
+    moves by less than ``min_spread_in_noise`` of it are reported and left out of the objective, as in the
+    pipeline (docs/search.md).
+    """
+    mixtures = read_mixtures(mixtures_csv)
+    domains = tuple(mixtures.columns)
+    scores = _read_csv(scores_csv, "scores")
+    parsed = parse_objective(objective_text)
+    unknown = sorted(set(parsed.weights) - set(scores.columns))
+    if unknown:
+        raise ConfigError(f"objective names columns {unknown} that {scores_csv} lacks; it has {list(scores.columns)}")
+    common = mixtures.index.intersection(scores.index)
+    if len(common) < 2:
+        raise ConfigError(f"only {len(common)} run ids appear in both {mixtures_csv} and {scores_csv}")
+    dropped = len(mixtures) - len(common)
+    metrics = list(parsed.weights)
+    Y = scores.loc[common, metrics].apply(pd.to_numeric, errors="coerce")
+    bad = Y.isna().any(axis=1)
+    if bad.any():
+        raise ConfigError(f"{scores_csv}: runs {list(Y.index[bad])[:5]} have missing or non-numeric {metrics} values")
+    X = mixtures.loc[common].to_numpy(dtype=float)
+    targets = {m: Y[m].to_numpy(dtype=float) for m in metrics}
+    surrogates = CapabilitySurrogates.fit(domains, X, targets, seed=seed, cv_folds=cv_folds, ensemble=ensemble)
+    if prior is None and kl_weight > 0:
+        mean = X.mean(axis=0)
+        prior = dict(zip(domains, (mean / mean.sum()).tolist()))
+    unknown_noise = sorted(set(noise or {}) - set(metrics))
+    if unknown_noise:
+        raise ConfigError(f"--noise names metrics {unknown_noise} that are not in the objective {metrics}")
+    resolution = resolve_targets(targets, dict(noise or {}), min_spread_in_noise) if noise else {}
+    excluded = {m: r.reason for m, r in resolution.items() if not r.resolved}
+    objective = parsed.objective(kl_weight=kl_weight, prior=prior if kl_weight > 0 else None, excluded=excluded)
+    constraints = build_constraints(domains, min_weight=min_weight, max_weight=max_weight, pinned=pinned)
+    scale = fit_score_scale(targets)
+    result = search_mixture(surrogates, objective, scale, n_samples=n_samples, seed=seed, choice=choice,
+                            top_k=top_k, constraints=constraints, include=_mixtures(domains, X))
+    unconstrained = (search_mixture(surrogates, objective, scale, n_samples=n_samples, seed=seed, choice=choice,
+                                    top_k=top_k) if constraints.active else None)
+    observed = X.copy()
+    best_run = common[int(np.argmax(_values(targets, objective, scale, observed, domains)))]
+    payload = {
+        "weights": result.mixture.as_dict(),
+        "predicted": result.predicted,
+        "predicted_interval": {k: list(v) for k, v in result.intervals.items()},
+        "predicted_objective": result.predicted_objective,
+        "objective": objective_text,
+        "not_optimized": excluded,
+        "choice": choice,
+        "argmax": result.argmax.as_dict(),
+        "top_k_mean": result.top_k_mean.as_dict(),
+        "constraints": constraints.describe(),
+        "unconstrained": None if unconstrained is None else unconstrained.mixture.as_dict(),
+        "surrogate_cv": {m: {"r2": _num(q.r2), "spearman": _num(q.spearman)} for m, q in surrogates.quality.items()},
+        "runs_used": int(len(common)),
+        "runs_without_scores": int(dropped),
+        "best_observed_run": best_run,
+        "n_samples": result.n_samples,
+    }
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = {"mixture": out_dir / "mixture.json"}
+    files["mixture"].write_text(json.dumps(payload, indent=2))
+    surrogates.save(out_dir / "surrogates")
+    if predict_csv is not None:
+        other = read_mixtures(predict_csv, domains)
+        pred = surrogates.predict(other.to_numpy(dtype=float))
+        frame = pd.DataFrame({m: pred[m] for m in metrics}, index=other.index)
+        frame.index.name = _read_csv(predict_csv, "mixtures").index.name or "run"
+        files["predictions"] = out_dir / "predictions.csv"
+        frame.to_csv(files["predictions"])
+    return FitResult(payload, surrogates, files)
+
+
+def _mixtures(domains, X):
+    from mergemix_dagster.core.mixture import Mixture
+
+    return [Mixture.from_array(domains, row) for row in X]
+
+
+def _values(targets, objective, scale, X, domains) -> np.ndarray:
+    from mergemix_dagster.core.search.objective import objective_values
+
+    return objective_values(targets, objective, scale, X, domains)
+
+
+def _num(v: float):
+    return None if not math.isfinite(v) else float(v)

@@ -1,0 +1,79 @@
+"""Reading upstream artifacts through their pointers (shared by the asset modules).
+
+Checkpoints are verified as they are read: a cut safetensors file, or a file whose size or sampled bytes
+differ from the signatures recorded when it was written, is refused by name. ``MERGEMIX_VERIFY=full`` also
+compares the full content hash (reads every byte).
+"""
+
+
+import os
+from pathlib import Path
+
+from mergemix_dagster.core.data.corpora import read_corpus
+from mergemix_dagster.core.errors import StoreError
+from mergemix_dagster.core.training.model import verify_checkpoint
+from mergemix_dagster.resources import CheckpointStore
+from mergemix_dagster.resources import layout
+
+
+def configured_rows(rows, s, heldout: bool = False):
+    """Only the rows of the configured (task, metric) pairs, scored under the current evaluation settings.
+
+    Rows of a metric the settings no longer use (say ``acc`` after switching to ``gold_prob``), or scored
+    with another ``limit`` or other task files (their ``evaluation_fingerprint`` differs), must neither
+    count as done nor be averaged in: they are rescored.
+    """
+    tasks = list(s.evaluation.tasks) + (list(s.validation.heldout_tasks) if heldout else [])
+    pairs = {(t.name, t.metric) for t in tasks}
+    keep = [(t, m) in pairs for t, m in zip(rows["task"], rows["metric"])]
+    if "evaluation_fingerprint" in rows.columns and len(rows):
+        from mergemix_dagster.core.evaluation.fingerprints import evaluation_fingerprints
+
+        current = evaluation_fingerprints(s, heldout)
+        keep = [k and current.get(t) == fp for k, t, fp in zip(keep, rows["task"], rows["evaluation_fingerprint"])]
+    return rows[keep]
+
+
+def read_pointer(store: CheckpointStore, pointer_key: str, what: str) -> dict:
+    if not store.exists(pointer_key):
+        raise StoreError(f"{what} is not materialized yet: no {store.uri(pointer_key)}")
+    return store.get_json(pointer_key)
+
+
+def corpus_documents(store: CheckpointStore, domain: str) -> tuple[list[str], str]:
+    """(documents, fingerprint) of the current corpus of ``domain`` (or ``general``)."""
+    pointer = read_pointer(store, layout.corpus_pointer(domain), f"corpus of domain {domain!r}")
+    return read_corpus(store.get_file(pointer["key"])), pointer["fingerprint"]
+
+
+def full_verification() -> bool:
+    return os.environ.get("MERGEMIX_VERIFY", "").lower() == "full"
+
+
+def checkpoint_identity(pointer: dict) -> str:
+    """What downstream keys use: the weights' fingerprint, and the tokenizer's when it was recorded apart
+    (an outside base), so a changed tokenizer retrains the experts instead of reusing them."""
+    if pointer.get("tokenizer"):
+        return layout.content_version({"weights": pointer["fingerprint"], "tokenizer": pointer["tokenizer"]}, 64)
+    return pointer["fingerprint"]
+
+
+def checkpoint_dir(store: CheckpointStore, pointer_key: str, what: str) -> tuple[Path, str]:
+    """(local directory, identity) of the checkpoint a pointer names (a store key or an outside path),
+    verified against what was recorded when it was written."""
+    pointer = read_pointer(store, pointer_key, what)
+    full = pointer["fingerprint"] if full_verification() else None
+    if "key" in pointer:
+        return store.verify_dir(pointer["key"], what, full_fingerprint=full), checkpoint_identity(pointer)
+    local = Path(store.fetch_external(pointer["path"]))
+    if local.is_dir():
+        verify_checkpoint(local, what, manifest=pointer.get("manifest"), fingerprint=full)
+    return local, checkpoint_identity(pointer)
+
+
+def base_checkpoint(store: CheckpointStore, stage: str) -> tuple[Path, str]:
+    return checkpoint_dir(store, layout.base_pointer(stage), f"base checkpoint of stage {stage!r}")
+
+
+def expert_checkpoint_dir(store: CheckpointStore, stage: str, domain: str) -> tuple[Path, str]:
+    return checkpoint_dir(store, layout.expert_pointer(stage, domain), f"expert {domain!r} of stage {stage!r}")

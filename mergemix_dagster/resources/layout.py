@@ -1,0 +1,85 @@
+"""Where each artifact lives in the checkpoint store, and the pointers that name the current version.
+
+Artifacts are written once under a key that contains the hash of their inputs
+(``stages/s0/experts/math/<version>/``), so finished work is never overwritten; a small
+``current.json`` pointer per slot names the version downstream assets use.
+"""
+
+
+import hashlib
+import json
+from typing import Any
+
+GENERAL_CORPUS = "corpora/general.jsonl.gz"
+TOKENIZER = "tokenizer"
+
+
+def corpus_key(domain: str, fingerprint: str) -> str:
+    return f"corpora/{domain}/{fingerprint[:16]}.jsonl.gz"
+
+
+def corpus_pointer(domain: str) -> str:
+    return f"corpora/{domain}/current.json"
+
+
+def base_key(stage: str, version: str) -> str:
+    return f"stages/{stage}/base/{version}"
+
+
+def base_pointer(stage: str) -> str:
+    return f"stages/{stage}/base/current.json"
+
+
+def stage_registration(stage: str) -> str:
+    return f"stages/{stage}/registration.json"
+
+
+def expert_key(stage: str, domain: str, version: str) -> str:
+    return f"stages/{stage}/experts/{domain}/{version}"
+
+
+def expert_pointer(stage: str, domain: str) -> str:
+    return f"stages/{stage}/experts/{domain}/current.json"
+
+
+def subdomain_expert_key(stage: str, leaf: str, version: str) -> str:
+    """A sub-domain expert (``leaf`` is ``code/repos``): apart from the domain experts, so no key is shared."""
+    return f"stages/{stage}/subdomain_experts/{leaf}/{version}"
+
+
+def subdomain_expert_pointer(stage: str, leaf: str) -> str:
+    return f"stages/{stage}/subdomain_experts/{leaf}/current.json"
+
+
+def subdomain_mixture_key(stage: str, domain: str) -> str:
+    """The weights inside one split domain, chosen by its own search."""
+    return f"stages/{stage}/subdomains/{domain}/mixture.json"
+
+
+def candidates_key(stage: str) -> str:
+    return f"stages/{stage}/candidates.json"
+
+
+def surrogates_key(stage: str, version: str) -> str:
+    return f"stages/{stage}/surrogates/{version}"
+
+
+def surrogates_pointer(stage: str) -> str:
+    return f"stages/{stage}/surrogates/current.json"
+
+
+def mixture_key(stage: str) -> str:
+    return f"stages/{stage}/mixture.json"
+
+
+def content_version(payload: Any, length: int = 16) -> str:
+    """A short stable hash of JSON-serializable inputs: the identity of an artifact."""
+    blob = json.dumps(payload, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:length]
+
+
+def candidate_fingerprint(recipe: dict, weights: dict[str, float]) -> str:
+    """Identity of one merged model: its α and everything it is merged from."""
+    return content_version(
+        {"base": recipe["base"], "experts": recipe["experts"], "method": recipe["method"], "alpha": weights}
+    )

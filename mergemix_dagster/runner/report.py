@@ -1,0 +1,72 @@
+"""``mergemix report``: one stage's chosen mixture, trade-offs, plots, asset checks and cost, gathered from
+the store, DuckDB and the instance's check records into a ``core.report.StageReport``."""
+
+from __future__ import annotations
+
+import json
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+
+from mergemix_dagster.core.evaluation.scores import capability_means
+from mergemix_dagster.resources import EvaluationDatabase
+
+
+def stage_report(s, instance: dg.DagsterInstance, stage: str):
+    """Gather a stage's chosen mixture, trade-offs, plots, asset checks and cost into a ``StageReport``."""
+    from mergemix_dagster.runner.checks import latest_check_results
+    from mergemix_dagster.core.errors import MergeMixError
+    from mergemix_dagster.core.report import StageReport
+    from mergemix_dagster.core.plots import tradeoff_plot
+    from mergemix_dagster.resources.artifacts import configured_rows
+
+    database = EvaluationDatabase(path=s.database_path)
+    chosen = database.query(
+        "SELECT domain, weight, predicted_utility, verified_utility, details FROM chosen_mixture WHERE stage = ?", [stage]
+    )
+    if chosen.empty:
+        raise MergeMixError(f"stage {stage!r} has no chosen mixture yet: run `mergemix run --stage {stage}` first")
+    details = json.loads(chosen["details"].iloc[0] or "{}")
+    utility = {
+        "predicted_utility": float(chosen["predicted_utility"].iloc[0]),
+        "verified_utility": float(chosen["verified_utility"].iloc[0]),
+        "chosen_from": details.get("chosen_from", ""),
+        "utility": str(details.get("utility", "")),
+    }
+    evals = configured_rows(database.evaluations(stage), s)
+    evals = evals[evals["kind"].isin(["seed", "base", "verify"])]
+    scores, kinds = {}, {}
+    for cid, group in evals.groupby("candidate_id"):
+        kind = group["kind"].iloc[0]
+        alpha = dict(group["alpha"].iloc[0])
+        vertex = next((d for d, w in alpha.items() if abs(w - 1) < 1e-9), None)
+        label = {"base": "base", "verify": "search optimum"}.get(kind) or (f"expert {vertex}" if vertex else cid)
+        kinds[label] = "expert" if vertex and kind == "seed" else kind
+        scores[label] = capability_means(zip(group["capability"], group["value"]))
+    caps = list(s.capabilities)
+    shown = [m for m, k in kinds.items() if k != "seed"]
+    tradeoffs = pd.DataFrame([{"model": m, **{c: scores[m].get(c) for c in caps},
+                               "mean": float(np.mean([scores[m][c] for c in caps if c in scores[m]]))} for m in shown])
+    out = s.home_path / "reports" / stage
+    pair = [s.domain(d).capability for d in s.dual_pair if s.domain(d).capability in caps] or caps
+    x_cap, y_cap = (pair + caps)[:2] if len(set(pair)) >= 2 else caps[:2]
+    images = {f"Trade-off: {x_cap} vs {y_cap}": tradeoff_plot(scores, kinds, x_cap, y_cap, out / "tradeoff.png").read_bytes()}
+    for title, path in (
+        ("Rank fidelity (validation)", s.home_path / "validation" / stage / "rank_fidelity.png"),
+        ("Dual-capability curve (validation)", s.home_path / "validation" / stage / "dual_capability.png"),
+        ("Chosen mixture per stage", s.home_path / "stage_comparison.png"),
+    ):
+        if path.exists():
+            images[title] = path.read_bytes()
+    runs = database.training_runs(stage)
+    cost = (runs.groupby("study").agg(runs=("run_id", "count"), tokens=("tokens", "sum"), seconds=("seconds", "sum"))
+            .reset_index() if not runs.empty else pd.DataFrame())
+    evaluated = evals.groupby("kind")["candidate_id"].nunique().to_dict()
+    notes = [f"Models scored with lm-eval on this stage's search: {evaluated}.",
+             f"Scores and candidates: DuckDB tables `evaluations`, `chosen_mixture`, `training_runs` in {s.database_path}."]
+    if (s.home_path / "lm_eval" / stage).is_dir():
+        notes.append(f"lm-eval's results JSON of each scored model: {s.home_path / 'lm_eval' / stage}.")
+    checks = [(c.asset, c.check, c.passed, c.severity, c.description) for c in latest_check_results(instance, stage)]
+    mixture = chosen[["domain", "weight"]].reset_index(drop=True)
+    return StageReport(stage, mixture, utility, tradeoffs, checks, cost, images, notes)
