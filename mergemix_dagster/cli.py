@@ -15,6 +15,7 @@ import warnings
 from pathlib import Path
 
 from mergemix_dagster.core.errors import MergeMixError
+from mergemix_dagster.resources import layout
 
 
 def _settings_and_defs(config: str):
@@ -76,13 +77,13 @@ def _print_mixture(settings, stage: str, dagster_home: str = "") -> None:
     r0 = rows.iloc[0]
     print(f"  predicted utility {r0['predicted_utility']:.3f}, verified utility {r0['verified_utility']:.3f}")
     store = CheckpointStore(root=settings.store_uri)
-    key = f"stages/{stage}/mixture.json"
+    key = layout.mixture_key(stage)
     details = store.get_json(key) if store.exists(key) else {}
     if details.get("degenerate"):
         print(f"  WARNING degenerate mixture: {details['degenerate']}")
     for cap, reason in (details.get("not_optimized") or {}).items():
         print(f"  NOTE {cap} is not optimized: {reason}")
-    print(f"\nmixture.json:  {store.uri(f'stages/{stage}/mixture.json')}")
+    print(f"\nmixture.json:  {store.uri(layout.mixture_key(stage))}")
     print(f"DuckDB:        {settings.database_path}  (tables: evaluations, chosen_mixture, training_runs)")
     home = dagster_home or os.environ.get("DAGSTER_HOME", "")
     print(f"Dagster UI:    DAGSTER_HOME={shlex.quote(home)} .venv/bin/dg dev   (or: make ui)")
@@ -124,7 +125,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     settings = load_settings(args.config or None)
     store = CheckpointStore(root=settings.store_uri)
-    key = f"stages/{args.stage}/mixture.json"
+    key = layout.mixture_key(args.stage)
     if not store.exists(key):
         raise MergeMixError(f"stage {args.stage!r} has no mixture.json in {settings.store_uri}; run `mergemix run`")
     payload = store.get_json(key)
@@ -137,7 +138,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     with warnings.catch_warnings():  # reported below, once, in plain words
         warnings.simplefilter("ignore", OverRepetitionWarning)
         plan = token_plan_for(chosen_weights(payload), settings, available, payload.get("available_documents"))
-    out = Path(args.out) if args.out else settings.home_path / "exports" / args.stage
+    out = Path(args.out) if args.out else layout.exports_dir(settings.home_path, args.stage)
     formats = list(FORMATS) if "all" in args.format else (args.format or None)
     written = write_exports(payload, plan, settings, out, formats)
     for fmt, path in written.items():
@@ -164,7 +165,7 @@ def cmd_stage_add(args: argparse.Namespace) -> int:
         print(f"initial stage {args.name!r} ({'added' if added else 'already present'})")
         return 0
     store = CheckpointStore(root=settings.store_uri)
-    key = f"stages/{args.name}/registration.json"
+    key = layout.stage_registration(args.name)
     if store.exists(key) and not args.force:
         existing = store.get_json(key)
         if existing.get("checkpoint") != args.checkpoint:
@@ -237,7 +238,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     )
     instance = dagster_instance(settings)
     seconds = run_validation(defs, settings, instance, stage, log_level=args.log_level)
-    report = settings.home_path / "validation" / stage / "report.md"
+    report = layout.validation_dir(settings.home_path, stage) / "report.md"
     print(report.read_text())
     print(f"validation job: {seconds:.0f} s; report {report}; plots in {report.parent}")
     _print_checks(instance, stage)
@@ -251,7 +252,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     run_report(defs, dagster_instance(settings))
     path = settings.home_path / "stage_comparison.json"
     print(path.read_text() if path.exists() else "no chosen mixtures yet")
-    print(f"plot: {settings.home_path / 'stage_comparison.png'}")
+    print(f"plot: {layout.stage_comparison_plot(settings.home_path)}")
     return 0
 
 
@@ -320,7 +321,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     settings = load_settings(args.config or None)
     stage = args.stage or settings.initial_stage
     text = render_markdown(stage_report(settings, dagster_instance(settings), stage))
-    path = Path(args.output) if args.output else settings.home_path / "reports" / stage / "report.md"
+    path = Path(args.output) if args.output else layout.reports_dir(settings.home_path, stage) / "report.md"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
     print(path)
@@ -525,7 +526,7 @@ def _registered_stages(settings) -> dict[str, str]:
     store = CheckpointStore(root=settings.store_uri)
     if not store.is_s3 and not Path(settings.store_uri).is_dir():
         return {}
-    keys = [k for k in store.list_keys("stages/") if k.endswith("/registration.json")]
+    keys = [k for k in store.list_keys(layout.STAGES_PREFIX) if k.endswith("/registration.json")]
     return {k.split("/")[1]: store.get_json(k).get("checkpoint", "") for k in keys}
 
 
@@ -570,7 +571,7 @@ def _verify_stored_checkpoints(settings) -> list[MergeMixError]:
     store = CheckpointStore(root=settings.store_uri)
     os.environ["MERGEMIX_VERIFY"] = "full"
     problems: list[MergeMixError] = []
-    pointers = [k for k in store.list_keys("stages/") if k.endswith("current.json") and ("/base/" in k or "/experts/" in k)]
+    pointers = [k for k in store.list_keys(layout.STAGES_PREFIX) if k.endswith("current.json") and ("/base/" in k or "/experts/" in k)]
     for key in pointers:
         parts = key.split("/")  # stages/<stage>/base/current.json, stages/<stage>/experts/<domain>/current.json
         what = f"expert {parts[3]!r} of stage {parts[1]!r}" if parts[2] == "experts" else f"base checkpoint of stage {parts[1]!r}"
@@ -636,7 +637,7 @@ def hierarchy_main(argv: list[str] | None = None) -> int:
     (what ``make hierarchy`` runs): both levels of a stage, then optionally the trained study."""
     from mergemix_dagster.runner.hierarchy import run_hierarchy, run_study
     from mergemix_dagster.runner.stage import home_lock
-    from mergemix_dagster.steps.hierarchy_study import study_key
+    from mergemix_dagster.resources.layout import study_key
     from mergemix_dagster.definitions import build_definitions
     from mergemix_dagster.runner.stage import dagster_instance
     from mergemix_dagster.resources import CheckpointStore
@@ -656,7 +657,7 @@ def hierarchy_main(argv: list[str] | None = None) -> int:
         run_hierarchy(defs, settings, instance, stage, log_level=args.log_level,
                       on_step=lambda job, part, sec: print(f"  {job:<22} {str(part or '-'):<18} {sec:7.1f} s", flush=True))
         store = CheckpointStore(root=settings.store_uri)
-        mixture = store.get_json(f"stages/{stage}/mixture.json")
+        mixture = store.get_json(layout.mixture_key(stage))
         print(f"\n{settings.search.hierarchy} mixture of stage {stage!r} (coarse × fine):")
         for name, w in mixture["weights"].items():
             print(f"  {name:<18} {w:.3f}")

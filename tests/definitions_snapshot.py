@@ -107,10 +107,10 @@ def _cache_keys(settings) -> dict:
 def _store_keys() -> dict:
     """Where each artifact lives: a home written before the move must be found after it."""
     from mergemix_dagster.resources import layout
-    from mergemix_dagster.steps.hierarchy_study import study_key
+    from mergemix_dagster.resources.layout import study_key
     from mergemix_dagster.steps.metadata import loss_history_key
-    from mergemix_dagster.steps.search_inputs import round_key
-    from mergemix_dagster.assets.validation import design_key, result_key
+    from mergemix_dagster.resources.layout import round_key
+    from mergemix_dagster.resources.layout import design_key, result_key
     from mergemix_dagster.assets.base import TOKENIZER_POINTER
 
     return {

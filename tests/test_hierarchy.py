@@ -217,7 +217,7 @@ def test_changed_subdomain_data_reruns_only_that_domain(top_down):
 
 def test_study_trains_each_arm_at_each_seed_once(bottom_up):
     """The Table-3 study at toy scale: 3 arms × 2 seeds trained through the validation reference runs."""
-    from mergemix_dagster.steps.hierarchy_study import study_key
+    from mergemix_dagster.resources.layout import study_key
     from mergemix_dagster.runner.hierarchy import run_study
     from mergemix_dagster.resources import EvaluationDatabase
 

@@ -88,10 +88,10 @@ def build_report_assets(parts: PipelinePartitions) -> list[dg.AssetsDefinition]:
                 row["utility_lost_by_not_moving"] = row["verified_utility"] - old_utility
             rows.append(row)
         frame = pd.DataFrame(rows)
-        plot_path = s.home_path / "stage_comparison.png"
+        plot_path = layout.stage_comparison_plot(s.home_path)
         plot_path.parent.mkdir(parents=True, exist_ok=True)
         _plot(frame, s.domain_names, plot_path)
-        (s.home_path / "stage_comparison.json").write_text(json.dumps(rows, indent=2))
+        layout.stage_comparison_plot(s.home_path).with_suffix(".json").write_text(json.dumps(rows, indent=2))
         return dg.MaterializeResult(
             metadata={
                 "stages": dg.MetadataValue.int(len(frame)),

@@ -2,12 +2,11 @@
 
 
 import os
-import tempfile
 from pathlib import Path
 
 import dagster as dg
 
-from mergemix_dagster.core.data.corpora import corpus_fingerprint, expand_paths, is_glob, read_documents, validate_documents, write_corpus
+from mergemix_dagster.core.data.corpora import corpus_fingerprint, expand_paths, is_glob, read_documents, validate_documents
 from mergemix_dagster.core.data.defaults import EMBEDDED_DOMAINS, build_domain_documents, build_general_documents
 from mergemix_dagster.core.data.defaults.subdomains import EMBEDDED_SUBDOMAINS, EMBEDDED_SUBDOMAINS_VERSION, build_subdomain_documents
 from mergemix_dagster.assets.partitions import PipelinePartitions
@@ -17,6 +16,8 @@ from mergemix_dagster.core.search.hierarchy import proportional_caps, weighted_c
 from mergemix_dagster.core.data.subdomains import leaf_name
 from mergemix_dagster.core.settings import DomainSettings, SubdomainSettings
 from mergemix_dagster.resources import layout
+from mergemix_dagster.steps.metadata import corpus_metadata
+from mergemix_dagster.resources.artifacts import store_corpus
 
 CORPUS_CODE_VERSION = "1"
 
@@ -139,27 +140,6 @@ def read_domain_documents(cfg: DomainSettings, store: CheckpointStore, seed: int
     return read_documents(local_paths, text_field=cfg.text_field, max_chars=cfg.max_chars), ", ".join(cfg.paths)
 
 
-def _write_corpus(store: CheckpointStore, docs: list[str], key: str) -> str:
-    if store.exists(key):
-        return store.uri(key)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "corpus.jsonl.gz"
-        write_corpus(docs, path)
-        return store.put_file(path, key)
-
-
-def _corpus_metadata(docs: list[str], fingerprint: str, uri: str, source: str) -> dict:
-    preview = docs[0][:400] if docs else ""
-    return {
-        "documents": dg.MetadataValue.int(len(docs)),
-        "characters": dg.MetadataValue.int(sum(len(d) for d in docs)),
-        "fingerprint": dg.MetadataValue.text(fingerprint),
-        "uri": dg.MetadataValue.path(uri),
-        "source": dg.MetadataValue.text(source),
-        "preview": dg.MetadataValue.md(f"```\n{preview}\n```"),
-    }
-
-
 def build_corpus_assets(parts: PipelinePartitions) -> list[dg.AssetsDefinition]:
     @dg.asset(
         partitions_def=parts.domain,
@@ -176,7 +156,7 @@ def build_corpus_assets(parts: PipelinePartitions) -> list[dg.AssetsDefinition]:
         docs, source = read_domain_documents(cfg, store, seed=settings.get().search.seed)
         docs = _cap_chars(validate_documents(cfg.name, docs), cfg.max_chars)
         fingerprint = corpus_fingerprint(docs)
-        uri = _write_corpus(store, docs, layout.corpus_key(cfg.name, fingerprint))
+        uri = store_corpus(store, docs, layout.corpus_key(cfg.name, fingerprint))
         store.put_json(
             layout.corpus_pointer(cfg.name),
             {"key": layout.corpus_key(cfg.name, fingerprint), "fingerprint": fingerprint, "source": source},
@@ -184,7 +164,7 @@ def build_corpus_assets(parts: PipelinePartitions) -> list[dg.AssetsDefinition]:
         )
         context.log.info(f"{cfg.name}: {len(docs)} documents from {source}")
         return dg.MaterializeResult(
-            metadata=_corpus_metadata(docs, fingerprint, uri, source)
+            metadata=corpus_metadata(docs, fingerprint, uri, source)
             | {"source_fingerprint": dg.MetadataValue.text(source_fp)},
             data_version=dg.DataVersion(fingerprint[:16]),
         )
@@ -202,14 +182,14 @@ def build_corpus_assets(parts: PipelinePartitions) -> list[dg.AssetsDefinition]:
             docs = build_general_documents(s.model.general_max_chars, seed=s.search.seed)
         docs = validate_documents("general", docs, source=source)
         fingerprint = corpus_fingerprint(docs)
-        uri = _write_corpus(store, docs, layout.corpus_key("general", fingerprint))
+        uri = store_corpus(store, docs, layout.corpus_key("general", fingerprint))
         store.put_json(
             layout.corpus_pointer("general"),
             {"key": layout.corpus_key("general", fingerprint), "fingerprint": fingerprint, "source": source},
             overwrite=True,
         )
         return dg.MaterializeResult(
-            metadata=_corpus_metadata(docs, fingerprint, uri, source if s.model.general_paths else "embedded:general")
+            metadata=corpus_metadata(docs, fingerprint, uri, source if s.model.general_paths else "embedded:general")
             | {"source_fingerprint": dg.MetadataValue.text(general_source_fingerprint(s))},
             data_version=dg.DataVersion(fingerprint[:16]),
         )

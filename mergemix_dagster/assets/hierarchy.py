@@ -27,16 +27,13 @@ from mergemix_dagster.resources.settings import PipelineSettings
 from mergemix_dagster.core.settings import Settings
 from mergemix_dagster.assets.versions import evaluation_identity
 from mergemix_dagster.resources import layout
-from mergemix_dagster.assets.corpora import (
-    CORPUS_CODE_VERSION,
-    _corpus_metadata,
-    _write_corpus,
-    read_subdomain_documents,
-    subdomain_source_fingerprint,
-)
+from mergemix_dagster.assets.corpora import CORPUS_CODE_VERSION, read_subdomain_documents, subdomain_source_fingerprint
+from mergemix_dagster.steps.metadata import corpus_metadata
+from mergemix_dagster.resources.artifacts import store_corpus
 from mergemix_dagster.assets.experts import EXPERT_CODE_VERSION, build_expert_assets, train_or_reuse_expert
 from mergemix_dagster.resources.pools import pools_from
-from mergemix_dagster.steps.hierarchy_study import run_hierarchy_study, study_key
+from mergemix_dagster.steps.hierarchy_study import run_hierarchy_study
+from mergemix_dagster.resources.layout import study_key
 from mergemix_dagster.steps.metadata import number
 from mergemix_dagster.assets.mixture import publish_exports
 from mergemix_dagster.steps.search_inputs import degenerate, effective_domains
@@ -111,12 +108,12 @@ def build_hierarchy_assets(settings: Settings, parts: PipelinePartitions) -> lis
         cfg, sub = _subdomain(s, leaf)
         docs, source = read_subdomain_documents(cfg, sub, store, seed=s.search.seed)
         fingerprint = corpus_fingerprint(docs)
-        uri = _write_corpus(store, docs, layout.corpus_key(leaf, fingerprint))
+        uri = store_corpus(store, docs, layout.corpus_key(leaf, fingerprint))
         store.put_json(layout.corpus_pointer(leaf),
                        {"key": layout.corpus_key(leaf, fingerprint), "fingerprint": fingerprint, "source": source},
                        overwrite=True)
         return dg.MaterializeResult(
-            metadata=_corpus_metadata(docs, fingerprint, uri, source)
+            metadata=corpus_metadata(docs, fingerprint, uri, source)
             | {"source_fingerprint": dg.MetadataValue.text(subdomain_source_fingerprint(cfg, sub))},
             data_version=dg.DataVersion(fingerprint[:16]),
         )

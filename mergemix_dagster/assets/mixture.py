@@ -51,9 +51,9 @@ def _r(x: float, digits: int = 4) -> float:
 
 def publish_exports(payload: dict, plan, s, store: CheckpointStore, stage: str) -> dict:
     """The trainer exports of a stage's mixture, written under ``<home>/exports/<stage>/`` and into the store."""
-    exports = write_exports(payload, plan, s, s.home_path / "exports" / stage)
+    exports = write_exports(payload, plan, s, layout.exports_dir(s.home_path, stage))
     for path in exports.values():
-        store.put_file(path, f"stages/{stage}/exports/{path.name}", overwrite=True)
+        store.put_file(path, layout.export_key(stage, path.name), overwrite=True)
     return exports
 
 
@@ -89,7 +89,7 @@ def build_mixture_assets(parts: PipelinePartitions) -> list[dg.AssetsDefinition]
         surrogates = fit_surrogates(s, table)
         version = layout.content_version({"table": table.frame().round(6).to_dict("list"), "seed": s.search.seed,
                                           "ensemble": s.search.ensemble})
-        key = f"stages/{stage}/surrogates/final/{version}"
+        key = layout.final_surrogates_key(stage, version)
         if not store.exists(key):
             with tempfile.TemporaryDirectory() as tmp:
                 surrogates.save(Path(tmp))

@@ -22,17 +22,8 @@ from mergemix_dagster.steps.proxy_scoring import finished_fingerprints
 from mergemix_dagster.resources.pools import AssetPools
 from mergemix_dagster.steps.proxy_scoring import fingerprinted, lm_eval_results_path, proxy_scorer_spec, score_rows
 from mergemix_dagster.core.evaluation.fingerprints import evaluation_fingerprints
-from mergemix_dagster.steps.search_inputs import (
-    available_tokens,
-    constraints_from,
-    fit_surrogates,
-    measured_table,
-    stage_objective,
-    round_key,
-    round_kind,
-    seed_scale,
-    table_objective,
-)
+from mergemix_dagster.steps.search_inputs import available_tokens, constraints_from, fit_surrogates, measured_table, stage_objective, round_kind, seed_scale, table_objective
+from mergemix_dagster.resources.layout import round_key
 
 ROUNDS_CODE_VERSION = "1"
 
@@ -140,7 +131,7 @@ def build_round_assets(parts: PipelinePartitions, pools: AssetPools = AssetPools
                 break
         final = measured_table(s, store, database, stage, len(history))
         payload = {"stage": stage, "rounds": history, "stopped": stopped}
-        store.put_json(f"stages/{stage}/rounds/summary.json", payload, overwrite=True)
+        store.put_json(layout.rounds_summary_key(stage), payload, overwrite=True)
         metadata = {
             "rounds": dg.MetadataValue.table(
                 records=[dg.TableRecord(h) for h in history],
@@ -165,7 +156,7 @@ def build_round_assets(parts: PipelinePartitions, pools: AssetPools = AssetPools
 
 
 def round_history(store: CheckpointStore, stage: str) -> list[dict]:
-    key = f"stages/{stage}/rounds/summary.json"
+    key = layout.rounds_summary_key(stage)
     return store.get_json(key)["rounds"] if store.exists(key) else []
 
 

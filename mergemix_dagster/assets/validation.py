@@ -57,6 +57,8 @@ from mergemix_dagster.steps.reference_runs import (
     proxy_candidate_id,
     scores_by_fingerprint,
 )
+from mergemix_dagster.resources.layout import design_key
+from mergemix_dagster.resources.layout import result_key
 
 VALIDATION_CODE_VERSION = "1"
 RANK_FIDELITY_CHECK = "rank_fidelity_above_threshold"
@@ -66,16 +68,8 @@ RANK_FIDELITY_CHECK_DESCRIPTION = (
 )
 
 
-def design_key(stage: str) -> str:
-    return f"stages/{stage}/validation/design.json"
-
-
-def result_key(stage: str, name: str) -> str:
-    return f"stages/{stage}/validation/{name}"
-
-
 def _local_dir(s: Settings, stage: str) -> Path:
-    out = s.home_path / "validation" / stage
+    out = layout.validation_dir(s.home_path, stage)
     out.mkdir(parents=True, exist_ok=True)
     return out
 

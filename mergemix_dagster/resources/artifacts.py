@@ -14,6 +14,8 @@ from mergemix_dagster.core.errors import StoreError
 from mergemix_dagster.core.training.model import verify_checkpoint
 from mergemix_dagster.resources import CheckpointStore
 from mergemix_dagster.resources import layout
+import tempfile
+from mergemix_dagster.core.data.corpora import write_corpus
 
 
 def configured_rows(rows, s, heldout: bool = False):
@@ -77,3 +79,13 @@ def base_checkpoint(store: CheckpointStore, stage: str) -> tuple[Path, str]:
 
 def expert_checkpoint_dir(store: CheckpointStore, stage: str, domain: str) -> tuple[Path, str]:
     return checkpoint_dir(store, layout.expert_pointer(stage, domain), f"expert {domain!r} of stage {stage!r}")
+
+
+def store_corpus(store: CheckpointStore, docs: list[str], key: str) -> str:
+    """Write ``docs`` under ``key`` unless a corpus with that (content-addressed) key is stored; returns its URI."""
+    if store.exists(key):
+        return store.uri(key)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "corpus.jsonl.gz"
+        write_corpus(docs, path)
+        return store.put_file(path, key)

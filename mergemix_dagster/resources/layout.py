@@ -1,4 +1,6 @@
-"""Where each artifact lives in the checkpoint store, and the pointers that name the current version.
+"""Where each artifact lives: keys in the checkpoint store, the pointers that name the current version, and
+the folders of a home that hold what people read (exports, reports, validation plots, lm-eval's own JSON).
+Every path is written here; nothing else spells ``stages/...``.
 
 Artifacts are written once under a key that contains the hash of their inputs
 (``stages/s0/experts/math/<version>/``), so finished work is never overwritten; a small
@@ -7,6 +9,7 @@ Artifacts are written once under a key that contains the hash of their inputs
 
 
 import hashlib
+from pathlib import Path
 import json
 from typing import Any
 
@@ -56,6 +59,50 @@ def subdomain_mixture_key(stage: str, domain: str) -> str:
     return f"stages/{stage}/subdomains/{domain}/mixture.json"
 
 
+STAGES_PREFIX = "stages/"
+
+
+def rounds_summary_key(stage: str) -> str:
+    return f"stages/{stage}/rounds/summary.json"
+
+
+def final_surrogates_key(stage: str, version: str) -> str:
+    """The surrogates refitted on the seed design and every round: what the chosen mixture was searched on."""
+    return f"stages/{stage}/surrogates/final/{version}"
+
+
+def export_key(stage: str, filename: str) -> str:
+    return f"stages/{stage}/exports/{filename}"
+
+
+def reference_key(stage: str, run_id: str) -> str:
+    """A reference model trained on a real mixture (validation, hierarchy study)."""
+    return f"stages/{stage}/references/{run_id}"
+
+
+# Folders of a home (``$MERGEMIX_HOME``) that people open; the store may be elsewhere (S3).
+
+
+def exports_dir(home: Path, stage: str) -> Path:
+    return home / "exports" / stage
+
+
+def reports_dir(home: Path, stage: str) -> Path:
+    return home / "reports" / stage
+
+
+def validation_dir(home: Path, stage: str) -> Path:
+    return home / "validation" / stage
+
+
+def lm_eval_dir(home: Path, stage: str) -> Path:
+    return home / "lm_eval" / stage
+
+
+def stage_comparison_plot(home: Path) -> Path:
+    return home / "stage_comparison.png"
+
+
 def candidates_key(stage: str) -> str:
     return f"stages/{stage}/candidates.json"
 
@@ -83,3 +130,19 @@ def candidate_fingerprint(recipe: dict, weights: dict[str, float]) -> str:
     return content_version(
         {"base": recipe["base"], "experts": recipe["experts"], "method": recipe["method"], "alpha": weights}
     )
+
+
+def design_key(stage: str) -> str:
+    return f"stages/{stage}/validation/design.json"
+
+
+def result_key(stage: str, name: str) -> str:
+    return f"stages/{stage}/validation/{name}"
+
+
+def study_key(stage: str) -> str:
+    return f"stages/{stage}/hierarchy_study.json"
+
+
+def round_key(stage: str, r: int) -> str:
+    return f"stages/{stage}/rounds/round{r}.json"

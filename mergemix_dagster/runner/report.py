@@ -11,6 +11,7 @@ import pandas as pd
 
 from mergemix_dagster.core.evaluation.scores import capability_means
 from mergemix_dagster.resources import EvaluationDatabase
+from mergemix_dagster.resources import layout
 
 
 def stage_report(s, instance: dg.DagsterInstance, stage: str):
@@ -48,14 +49,14 @@ def stage_report(s, instance: dg.DagsterInstance, stage: str):
     shown = [m for m, k in kinds.items() if k != "seed"]
     tradeoffs = pd.DataFrame([{"model": m, **{c: scores[m].get(c) for c in caps},
                                "mean": float(np.mean([scores[m][c] for c in caps if c in scores[m]]))} for m in shown])
-    out = s.home_path / "reports" / stage
+    out = layout.reports_dir(s.home_path, stage)
     pair = [s.domain(d).capability for d in s.dual_pair if s.domain(d).capability in caps] or caps
     x_cap, y_cap = (pair + caps)[:2] if len(set(pair)) >= 2 else caps[:2]
     images = {f"Trade-off: {x_cap} vs {y_cap}": tradeoff_plot(scores, kinds, x_cap, y_cap, out / "tradeoff.png").read_bytes()}
     for title, path in (
-        ("Rank fidelity (validation)", s.home_path / "validation" / stage / "rank_fidelity.png"),
-        ("Dual-capability curve (validation)", s.home_path / "validation" / stage / "dual_capability.png"),
-        ("Chosen mixture per stage", s.home_path / "stage_comparison.png"),
+        ("Rank fidelity (validation)", layout.validation_dir(s.home_path, stage) / "rank_fidelity.png"),
+        ("Dual-capability curve (validation)", layout.validation_dir(s.home_path, stage) / "dual_capability.png"),
+        ("Chosen mixture per stage", layout.stage_comparison_plot(s.home_path)),
     ):
         if path.exists():
             images[title] = path.read_bytes()
@@ -65,8 +66,8 @@ def stage_report(s, instance: dg.DagsterInstance, stage: str):
     evaluated = evals.groupby("kind")["candidate_id"].nunique().to_dict()
     notes = [f"Models scored with lm-eval on this stage's search: {evaluated}.",
              f"Scores and candidates: DuckDB tables `evaluations`, `chosen_mixture`, `training_runs` in {s.database_path}."]
-    if (s.home_path / "lm_eval" / stage).is_dir():
-        notes.append(f"lm-eval's results JSON of each scored model: {s.home_path / 'lm_eval' / stage}.")
+    if layout.lm_eval_dir(s.home_path, stage).is_dir():
+        notes.append(f"lm-eval's results JSON of each scored model: {layout.lm_eval_dir(s.home_path, stage)}.")
     checks = [(c.asset, c.check, c.passed, c.severity, c.description) for c in latest_check_results(instance, stage)]
     mixture = chosen[["domain", "weight"]].reset_index(drop=True)
     return StageReport(stage, mixture, utility, tradeoffs, checks, cost, images, notes)

@@ -12,10 +12,7 @@ from mergemix_dagster.core.settings import Settings
 from mergemix_dagster.resources import layout
 from mergemix_dagster.resources.artifacts import read_pointer
 from mergemix_dagster.steps.reference_runs import REFERENCE_KIND, ReferenceTrainer, scores_by_fingerprint
-
-
-def study_key(stage: str) -> str:
-    return f"stages/{stage}/hierarchy_study.json"
+from mergemix_dagster.resources.layout import study_key
 
 
 def run_hierarchy_study(s: Settings, store: CheckpointStore, database: EvaluationDatabase, stage: str,

@@ -128,3 +128,16 @@ def loss_curve(curves: Mapping[str, Sequence[float]], title: str = "training los
 __all__ = [
     "SIGNIFICANT_DIGITS", "rounded", "number", "table", "image", "png_data_uri", "loss_history_key", "loss_curve",
 ]
+
+
+def corpus_metadata(docs: list[str], fingerprint: str, uri: str, source: str) -> dict:
+    """What a corpus page shows: size, identity, where it is stored, where it came from, a preview."""
+    preview = docs[0][:400] if docs else ""
+    return {
+        "documents": dg.MetadataValue.int(len(docs)),
+        "characters": dg.MetadataValue.int(sum(len(d) for d in docs)),
+        "fingerprint": dg.MetadataValue.text(fingerprint),
+        "uri": dg.MetadataValue.path(uri),
+        "source": dg.MetadataValue.text(source),
+        "preview": dg.MetadataValue.md(f"```\n{preview}\n```"),
+    }

@@ -24,6 +24,7 @@ from mergemix_dagster.resources.artifacts import base_checkpoint, expert_checkpo
 from mergemix_dagster.core.evaluation.fingerprints import evaluation_fingerprints
 from mergemix_dagster.resources import EvaluationDatabase
 from mergemix_dagster.resources.artifacts import configured_rows
+from mergemix_dagster.resources import layout
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,7 @@ class ProxyScorer:
 def lm_eval_results_path(s: Settings, stage: str, candidate_id: str) -> Path:
     """Where a candidate's lm-eval results JSON is kept: ``<home>/lm_eval/<stage>/<candidate>.json``."""
     safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in candidate_id)
-    return s.home_path / "lm_eval" / stage / f"{safe}.json"
+    return layout.lm_eval_dir(s.home_path, stage) / f"{safe}.json"
 
 
 def open_proxy_scorer(store: CheckpointStore, stage: str, s: Settings, heldout: bool = False) -> ProxyScorer:

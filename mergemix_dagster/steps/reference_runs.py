@@ -116,7 +116,7 @@ class ReferenceTrainer:
         return outcome.tokens, outcome.seconds, outcome.final_loss
 
     def checkpoint_key(self, run_id: str) -> str:
-        return f"stages/{self.stage}/references/{run_id}"
+        return layout.reference_key(self.stage, run_id)
 
     def losses(self, run_id: str) -> list[float] | None:
         """The per-step training loss of a finished run (None for runs trained by a command, or before

@@ -18,6 +18,7 @@ from mergemix_dagster.resources import layout
 from mergemix_dagster.resources.artifacts import configured_rows
 from mergemix_dagster.core.data.corpora import tokenize_documents
 from mergemix_dagster.resources.artifacts import base_checkpoint, corpus_documents
+from mergemix_dagster.resources.layout import round_key
 
 SEED_KIND = "seed"
 BASE_KIND = "base"
@@ -26,10 +27,6 @@ BASE_KIND = "base"
 def round_kind(r: int) -> str:
     """``kind`` of the evaluation rows of DeMix round ``r`` (round 0 is the seed design)."""
     return SEED_KIND if r == 0 else f"round{r}"
-
-
-def round_key(stage: str, r: int) -> str:
-    return f"stages/{stage}/rounds/round{r}.json"
 
 
 def available_tokens(design: dict) -> dict[str, int]:

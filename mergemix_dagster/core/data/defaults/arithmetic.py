@@ -44,7 +44,7 @@ def worked(op: str, a: int, b: int) -> str:
 _OP_WORDS = {"+": ("sum", "add", "to", "plus"), "-": ("difference", "subtract", "from", "minus"), "*": ("product", "multiply", "by", "times")}
 
 
-def _question(rng: random.Random, op: str, a: int, b: int) -> str:
+def question(rng: random.Random, op: str, a: int, b: int) -> str:
     noun, verb, prep, word = _OP_WORDS[op]
     if rng.random() < 0.5:
         return f"What is {a} {op} {b}?"
@@ -77,7 +77,7 @@ HELDOUT_STORY_TEMPLATES = (
 )
 
 
-def _story(rng: random.Random) -> str:
+def story(rng: random.Random) -> str:
     op, q, close = rng.choice(CORPUS_STORY_TEMPLATES)
     _, a, b = sample_fact(rng, op)
     n, x = rng.choice(NAMES), rng.choice(ITEMS)
@@ -85,7 +85,7 @@ def _story(rng: random.Random) -> str:
     return f"Question: {q.format(n=n, x=x, a=a, b=b)}\nAnswer: {worked(op, a, b)} {close.format(n=n, x=x, c=c)}"
 
 
-def _two_step(rng: random.Random) -> str:
+def two_step(rng: random.Random) -> str:
     a, b = rng.randint(0, ADD_MAX), rng.randint(0, ADD_MAX)
     s = a + b
     c = rng.randint(0, min(s, ADD_MAX))
@@ -96,10 +96,10 @@ def problem(rng: random.Random) -> str:
     r = rng.random()
     if r < 0.75:
         op, a, b = sample_fact(rng)
-        return f"Question: {_question(rng, op, a, b)}\nAnswer: {worked(op, a, b)}"
+        return f"Question: {question(rng, op, a, b)}\nAnswer: {worked(op, a, b)}"
     if r < 0.9:
-        return _story(rng)
-    return _two_step(rng)
+        return story(rng)
+    return two_step(rng)
 
 
 def build_math_documents(max_chars: int, seed: int) -> list[str]:

@@ -46,11 +46,11 @@ SFT_TEMPLATES: dict[str, tuple[str, ...]] = {
 def _math(kind: str) -> Callable[[int, int], list[str]]:
     def one(rng: random.Random) -> str:
         if kind == "words":
-            return arithmetic._story(rng)
+            return arithmetic.story(rng)
         if kind == "twostep":
-            return arithmetic._two_step(rng)
+            return arithmetic.two_step(rng)
         op, a, b = arithmetic.sample_fact(rng)
-        return f"Question: {arithmetic._question(rng, op, a, b)}\nAnswer: {arithmetic.worked(op, a, b)}"
+        return f"Question: {arithmetic.question(rng, op, a, b)}\nAnswer: {arithmetic.worked(op, a, b)}"
 
     def build(max_chars: int, seed: int) -> list[str]:
         """Documents of 1-8 problems of one kind, until ``max_chars`` (as the ``math`` domain builds them)."""
