@@ -37,7 +37,9 @@ stages: install
 	$(BIN)/mergemix run --stage s1
 	$(BIN)/mergemix compare
 
+# lint-imports: the layer contracts of pyproject.toml (core < resources < steps < assets < runner < defs < cli)
 test: install
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 
 smoke: install
