@@ -126,8 +126,9 @@ def register(cls: type) -> type:
 
 
 def _discover() -> None:
-    """Import every module of this package so their ``@register`` decorators run."""
-    package = __name__.rsplit(".", 1)[0]
+    """Import every module of ``core/merge/methods/`` so their ``@register`` decorators run: adding a method is
+    adding a file there."""
+    package = __name__.rsplit(".", 1)[0] + ".methods"
     for info in pkgutil.iter_modules(importlib.import_module(package).__path__):
         if not info.name.startswith("_"):
             importlib.import_module(f"{package}.{info.name}")
