@@ -193,3 +193,56 @@ def test_s3_fetch_external(s3_env, tmp_path, monkeypatch):
 
     with pytest.raises(StoreError, match="missing-prefix"):
         store.fetch_external(f"s3://{bucket}/missing-prefix")
+
+
+# ------------------------------------------------- what local and S3 do differently, on purpose
+def _quarantine_and_lists(store: CheckpointStore, tmp_path: Path) -> str:
+    import torch
+    from safetensors.torch import save_file
+
+    src = _make_dir(tmp_path / "q")
+    save_file({"w": torch.ones(4)}, str(src / "model.safetensors"))
+    store.put_dir(src, "stages/s0/experts/math/v1")
+    assert store.verify_dir("stages/s0/experts/math/v1", "expert 'math'").is_dir()
+    where = store.quarantine("stages/s0/experts/math/v1")
+    assert not store.exists("stages/s0/experts/math/v1")
+    store.put_json("stages/s0/bad.json", {"a": 1})
+    assert store.list_keys("/stages/s0/bad") == ["stages/s0/bad.json"]
+    return where
+
+
+def test_local_quarantine_renames_and_writes_in_progress_are_not_keys(tmp_path):
+    store = CheckpointStore(root=str(tmp_path / "store"))
+    where = _quarantine_and_lists(store, tmp_path)
+    assert Path(where).name.startswith("v1.corrupt-") and (Path(where) / "config.json").is_file()
+    # a staging copy and a .part file of writes in progress are never keys
+    (tmp_path / "store" / "stages" / "s0" / ".staging-x-1234").mkdir()
+    (tmp_path / "store" / "stages" / "s0" / ".staging-x-1234" / "f").write_text("x")
+    (tmp_path / "store" / "stages" / "s0" / ".y.json.abcd.part").write_text("x")
+    assert all(".staging-" not in k and not k.endswith(".part") for k in store.list_keys("stages/"))
+    (tmp_path / "store" / "broken.json").write_text("{not json")
+    with pytest.raises(StoreError, match="not valid JSON"):
+        store.get_json("broken.json")
+
+
+def test_s3_quarantine_removes_the_marker_and_overwrite_drops_stale_files(s3_env, tmp_path, monkeypatch):
+    endpoint, client, bucket = s3_env
+    monkeypatch.setenv("MERGEMIX_CACHE", str(tmp_path / "cache"))
+    store = CheckpointStore(root=f"s3://{bucket}", endpoint_url=endpoint, region_name="us-east-1")
+    assert store.uri("a/b") == f"s3://{bucket}/a/b"
+    where = _quarantine_and_lists(store, tmp_path)
+    assert where == f"s3://{bucket}/stages/s0/experts/math/v1"
+    left = {o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix="stages/s0/experts/")["Contents"]}
+    assert "stages/s0/experts/math/v1/config.json" in left and "stages/s0/experts/math/v1/_COMPLETE" not in left
+    # a new upload of fewer files leaves none of the old ones behind
+    small = tmp_path / "small"
+    small.mkdir()
+    (small / "config.json").write_text("{}")
+    store.put_dir(small, "stages/s0/experts/math/v1")
+    assert store.list_keys("stages/s0/experts/math/v1/") == [
+        "stages/s0/experts/math/v1/_COMPLETE",
+        "stages/s0/experts/math/v1/config.json",
+    ]
+    client.put_object(Bucket=bucket, Key="broken.json", Body=b"{not json")
+    with pytest.raises(StoreError, match="not valid JSON"):
+        store.get_json("broken.json")
