@@ -25,7 +25,7 @@ from mergemix_dagster.core.settings.data import DomainSettings, ModelSettings, S
 from mergemix_dagster.core.settings.evaluation import EvaluationSettings, TaskSettings
 from mergemix_dagster.core.settings.loading import CONFIG_DIR, load_settings, resolve_config_path
 from mergemix_dagster.core.settings.pipeline import DEFAULT_HOME, Settings
-from mergemix_dagster.core.settings.recipes import ExpertSettings, RecipeSettings
+from mergemix_dagster.core.settings.recipes import ExpertSettings, RecipeSettings, TrainRecipe, recipe_from
 from mergemix_dagster.core.settings.search import (
     ExportFormat,
     ExportSettings,
@@ -52,6 +52,6 @@ __all__ = [
     "CheckSettings", "DomainSettings", "EcsTrainerSettings", "EvaluationSettings", "ExpertSettings", "ExportFormat",
     "ExportSettings", "KubernetesTrainerSettings", "ModelSettings", "ObjectiveSettings", "RecipeSettings",
     "SearchSettings", "Settings", "StageSettings", "StrictModel", "SubdomainSettings", "TargetSettings",
-    "TaskSettings", "TrainerSettings", "ValidationSettings", "check_stage_name", "load_settings",
-    "resolve_config_path",
+    "TaskSettings", "TrainRecipe", "TrainerSettings", "ValidationSettings", "check_stage_name", "load_settings",
+    "recipe_from", "resolve_config_path",
 ]
