@@ -9,7 +9,7 @@ One module per concern; import from here (``from mergemix_dagster.core.settings 
 - ``base``: the strict, frozen section every other one derives from;
 - ``data``: domains, sub-domains and the stage-0 model;
 - ``recipes``: ``TrainRecipe`` (how to train) and the ``pretrain`` / ``experts`` sections built from it;
-- ``trainer``: who trains (``trainer.kind``) and each kind's own section;
+- ``trainer``: who trains (``trainer.kind``) and each kind's own section (why not a union: see there);
 - ``evaluation``: benchmarks and where they run;
 - ``search``: objective, search, target run and exports;
 - ``stages``: validation study, stages, checks, stage names;
@@ -44,6 +44,8 @@ from mergemix_dagster.core.settings.trainer import (
     TRAINER_PLACEHOLDERS,
     EcsTrainerSettings,
     KubernetesTrainerSettings,
+    TrainerKind,
+    TrainerKindSettings,
     TrainerSettings,
 )
 
@@ -52,6 +54,6 @@ __all__ = [
     "CheckSettings", "DomainSettings", "EcsTrainerSettings", "EvaluationSettings", "ExpertSettings", "ExportFormat",
     "ExportSettings", "KubernetesTrainerSettings", "ModelSettings", "ObjectiveSettings", "RecipeSettings",
     "SearchSettings", "Settings", "StageSettings", "StrictModel", "SubdomainSettings", "TargetSettings",
-    "TaskSettings", "TrainRecipe", "TrainerSettings", "ValidationSettings", "check_stage_name", "load_settings",
-    "recipe_from", "resolve_config_path",
+    "TaskSettings", "TrainRecipe", "TrainerKind", "TrainerKindSettings", "TrainerSettings", "ValidationSettings",
+    "check_stage_name", "load_settings", "recipe_from", "resolve_config_path",
 ]
