@@ -213,3 +213,13 @@ def test_cluster_trainers_need_an_s3_store(stored, tmp_path):
     job = TrainJob("r", base, {"math": 1.0}, {"math": tmp_path / "m.jsonl.gz"}, TrainRecipe(tokens=10), uris={"base": "x"})
     with pytest.raises(ConfigError, match="s3:// store_root"):
         trainer_for(settings, store).train(None, job, tmp_path)
+
+
+def test_every_trainer_kind_has_one_registered_trainer():
+    """A kind named in the settings (core) has its module in resources/trainers/, and the other way round."""
+    from typing import get_args
+
+    from mergemix_dagster.core.settings import TrainerKind
+    from mergemix_dagster.resources.trainers import known_kinds
+
+    assert sorted(get_args(TrainerKind)) == known_kinds()

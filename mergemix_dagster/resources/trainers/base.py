@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from mergemix_dagster.core.errors import ConfigError
+from mergemix_dagster.core.errors import ConfigError, TrainerCommandError
 from mergemix_dagster.core.settings import TrainerSettings, TrainRecipe
 from mergemix_dagster.core.training.mixture_file import write_mixture_file
 from mergemix_dagster.core.training.trained_checkpoint import add_base_tokenizer, validate_trained_checkpoint
@@ -106,7 +106,29 @@ def accept(output: Path, job: TrainJob, seconds: float, reported: dict[str, Any]
 @dataclass
 class ClusterTrainer(Trainer):
     """The command on a cluster: it reads the base and corpora from the S3 store and writes the checkpoint to
-    a staging key there, which is fetched and validated here before it becomes an expert."""
+    a staging key there, which is fetched and validated here before it becomes an expert.
+
+    A cluster kind says where the command runs (``where``), launches it (``launch``) and names its failure."""
+
+    failure: ClassVar[str] = "training job failed"
+
+    def where(self) -> str:  # pragma: no cover
+        """Where the command runs, for the log: ``kubernetes job in <image>``."""
+        raise NotImplementedError
+
+    def launch(self, context, argv: list[str]):  # pragma: no cover
+        """Run ``argv`` on the cluster through a Dagster Pipes client; return its invocation."""
+        raise NotImplementedError
+
+    def train(self, context, job: TrainJob, workdir: Path) -> TrainOutcome:
+        argv, output_key = self.stage(job, workdir)
+        context.log.info(f"{self.where()}: {shlex.join(argv)}")
+        start = time.perf_counter()
+        try:
+            invocation = self.launch(context, argv)
+        except Exception as exc:  # noqa: BLE001 - the Pipes clients' errors are not public API
+            raise TrainerCommandError(f"{self.failure}: {exc}") from exc
+        return self.finish(invocation, job, output_key, start)
 
     def stage(self, job: TrainJob, workdir: Path) -> tuple[list[str], str]:
         """Upload the mixture file; return the command line and the staging key of the output."""

@@ -6,14 +6,10 @@ model, but no task was ever launched from this code.
 
 from __future__ import annotations
 
-import shlex
-import time
 from dataclasses import dataclass
-from pathlib import Path
 
-from mergemix_dagster.core.errors import TrainerCommandError
 from mergemix_dagster.core.settings import EcsTrainerSettings
-from mergemix_dagster.resources.trainers.base import ClusterTrainer, TrainJob, TrainOutcome
+from mergemix_dagster.resources.trainers.base import ClusterTrainer
 from mergemix_dagster.resources.trainers.registry import register
 
 
@@ -45,17 +41,14 @@ def ecs_run_task_params(e: EcsTrainerSettings, argv: list[str], env: dict[str, s
 @dataclass
 class EcsTrainer(ClusterTrainer):
     kind = "ecs"
+    failure = "ECS training task failed"
 
-    def train(self, context, job: TrainJob, workdir: Path) -> TrainOutcome:
+    def where(self) -> str:
+        return f"ECS task {self.settings.ecs.task_definition}"
+
+    def launch(self, context, argv: list[str]):
         from dagster_aws.pipes import PipesECSClient  # optional dependency: only this kind needs it
 
-        argv, output_key = self.stage(job, workdir)
         params = ecs_run_task_params(self.settings.ecs, argv, dict(self.settings.env))
-        context.log.info(f"ECS task {self.settings.ecs.task_definition}: {shlex.join(argv)}")
-        start = time.perf_counter()
-        try:
-            invocation = PipesECSClient().run(context=context, run_task_params=params,
-                                              pipes_container_name=self.settings.ecs.container_name)
-        except Exception as exc:  # noqa: BLE001
-            raise TrainerCommandError(f"ECS training task failed: {exc}") from exc
-        return self.finish(invocation, job, output_key, start)
+        return PipesECSClient().run(context=context, run_task_params=params,
+                                    pipes_container_name=self.settings.ecs.container_name)

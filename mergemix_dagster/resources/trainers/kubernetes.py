@@ -6,14 +6,10 @@ NOT exercised on a cluster: the pod spec is built from settings and tested throu
 
 from __future__ import annotations
 
-import shlex
-import time
 from dataclasses import dataclass
-from pathlib import Path
 
-from mergemix_dagster.core.errors import TrainerCommandError
 from mergemix_dagster.core.settings import KubernetesTrainerSettings
-from mergemix_dagster.resources.trainers.base import ClusterTrainer, TrainJob, TrainOutcome
+from mergemix_dagster.resources.trainers.base import ClusterTrainer
 from mergemix_dagster.resources.trainers.registry import register
 
 
@@ -40,19 +36,16 @@ def k8s_pod_spec(k: KubernetesTrainerSettings) -> dict:
 @dataclass
 class KubernetesTrainer(ClusterTrainer):
     kind = "kubernetes"
+    failure = "kubernetes training job failed"
 
-    def train(self, context, job: TrainJob, workdir: Path) -> TrainOutcome:
+    def where(self) -> str:
+        return f"kubernetes job in {self.settings.kubernetes.image}"
+
+    def launch(self, context, argv: list[str]):
         from dagster_k8s import PipesK8sClient  # optional dependency: only this kind needs it
 
-        argv, output_key = self.stage(job, workdir)
         k = self.settings.kubernetes
-        context.log.info(f"kubernetes job in {k.image}: {shlex.join(argv)}")
-        start = time.perf_counter()
-        try:
-            invocation = PipesK8sClient().run(
-                context=context, image=k.image, command=argv, namespace=k.namespace,
-                env=dict(self.settings.env), base_pod_spec=k8s_pod_spec(k),
-            )
-        except Exception as exc:  # noqa: BLE001 - the client's errors are not public API
-            raise TrainerCommandError(f"kubernetes training job failed: {exc}") from exc
-        return self.finish(invocation, job, output_key, start)
+        return PipesK8sClient().run(
+            context=context, image=k.image, command=argv, namespace=k.namespace,
+            env=dict(self.settings.env), base_pod_spec=k8s_pod_spec(k),
+        )
