@@ -171,7 +171,7 @@ def test_embedded_trainer_is_the_default_and_trains_in_process(stored, tmp_path)
 def test_kubernetes_pod_spec_from_settings():
     from dagster_k8s.pipes import build_pod_body
 
-    from mergemix_dagster.resources.cluster_trainers import k8s_pod_spec
+    from mergemix_dagster.resources.trainers import k8s_pod_spec
     from mergemix_dagster.core.settings import KubernetesTrainerSettings
 
     k = KubernetesTrainerSettings(image="team/trainer:1", gpus=8, memory="900Gi", node_selector={"pool": "h100"},
@@ -190,7 +190,7 @@ def test_ecs_run_task_request_is_valid_for_the_ecs_api():
     import boto3
     from botocore.validate import ParamValidator
 
-    from mergemix_dagster.resources.cluster_trainers import ecs_run_task_params
+    from mergemix_dagster.resources.trainers import ecs_run_task_params
     from mergemix_dagster.core.settings import EcsTrainerSettings
 
     e = EcsTrainerSettings(cluster="gpu", task_definition="trainer:3", subnets=["subnet-1"], security_groups=["sg-1"],
@@ -213,3 +213,13 @@ def test_cluster_trainers_need_an_s3_store(stored, tmp_path):
     job = TrainJob("r", base, {"math": 1.0}, {"math": tmp_path / "m.jsonl.gz"}, TrainRecipe(tokens=10), uris={"base": "x"})
     with pytest.raises(ConfigError, match="s3:// store_root"):
         trainer_for(settings, store).train(None, job, tmp_path)
+
+
+def test_every_trainer_kind_has_one_registered_trainer():
+    """A kind named in the settings (core) has its module in resources/trainers/, and the other way round."""
+    from typing import get_args
+
+    from mergemix_dagster.core.settings import TrainerKind
+    from mergemix_dagster.resources.trainers import known_kinds
+
+    assert sorted(get_args(TrainerKind)) == known_kinds()

@@ -30,7 +30,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Literal, Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 import torch
@@ -39,34 +39,9 @@ import torch.nn.functional as F
 
 from mergemix_dagster.core.errors import ConfigError, CorpusError
 from mergemix_dagster.core.mixture import Mixture
+# TrainRecipe is defined once, with the settings built from it; recipe_from is re-exported for its callers
+from mergemix_dagster.core.settings.recipes import TrainRecipe, recipe_from as recipe_from
 from mergemix_dagster.core.training.model import resolve_device
-
-
-@dataclass(frozen=True)
-class TrainRecipe:
-    """How to train: token budget, batch geometry, optimiser and schedule."""
-
-    tokens: int
-    seq_len: int = 256
-    batch_size: int = 16
-    learning_rate: float = 1e-3
-    schedule: Literal["constant", "cosine"] = "constant"
-    warmup_steps: int = 0
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
-    seed: int = 0
-    device: str = "auto"
-    precision: Literal["fp32", "bf16"] = "fp32"
-    grad_accum_steps: int = 1  # micro-batches per optimiser step (per rank); the global batch is unchanged
-
-    @property
-    def tokens_per_step(self) -> int:
-        return self.batch_size * self.seq_len
-
-    @property
-    def steps(self) -> int:
-        """Optimiser steps: ``ceil(tokens / (batch_size * seq_len))``, at least 1."""
-        return max(1, math.ceil(self.tokens / self.tokens_per_step))
 
 
 @dataclass
@@ -392,9 +367,3 @@ def train(
         resumed_from_step=first_step,
         world_size=world,
     )
-
-
-def recipe_from(settings_recipe) -> TrainRecipe:
-    fields = settings_recipe.model_dump()
-    fields.pop("general_fraction", None)
-    return TrainRecipe(**fields)
