@@ -7,10 +7,9 @@ Artifacts are written once under a key that contains the hash of their inputs
 ``current.json`` pointer per slot names the version downstream assets use.
 """
 
-
 import hashlib
-from pathlib import Path
 import json
+from pathlib import Path
 from typing import Any
 
 GENERAL_CORPUS = "corpora/general.jsonl.gz"
