@@ -25,7 +25,7 @@ from mergemix_dagster.assets.partitions import PipelinePartitions
 from mergemix_dagster.resources import CheckpointStore, EvaluationDatabase
 from mergemix_dagster.resources.settings import PipelineSettings
 from mergemix_dagster.core.settings import Settings
-from mergemix_dagster.assets.versions import evaluation_identity
+from mergemix_dagster.assets.versions import HIERARCHY_SETTINGS_READ_BY, with_settings_versions
 from mergemix_dagster.resources import layout
 from mergemix_dagster.assets.corpora import CORPUS_CODE_VERSION, read_subdomain_documents, subdomain_source_fingerprint
 from mergemix_dagster.steps.metadata import corpus_metadata
@@ -288,24 +288,5 @@ def with_hierarchy(
     names = {a.key.to_user_string() for a in new}
     new_jobs = [dg.define_asset_job(job, selection=[asset], description=text)
                 for job, (asset, text) in HIERARCHY_JOB_ASSETS.items() if asset in names]
-    return [*assets, *_versioned(new, settings)], [*jobs, *new_jobs]
+    return [*assets, *with_settings_versions(new, settings, HIERARCHY_SETTINGS_READ_BY)], [*jobs, *new_jobs]
 
-
-SETTINGS_READ_BY = {
-    "subdomain_corpus": lambda s: [d.model_dump() for d in s.domains if d.subdomains],
-    "subdomain_expert": lambda s: s.experts.model_dump(),
-    "subdomain_mixture": lambda s: [s.search.model_dump(), evaluation_identity(s)],
-    "hierarchical_mixture": lambda s: [s.search.model_dump(), s.target.model_dump(), s.export.model_dump()],
-    "hierarchy_study": lambda s: {"validation": s.validation.model_dump(), "evaluation": evaluation_identity(s)},
-}
-
-
-def _versioned(assets: list[dg.AssetsDefinition], settings: Settings) -> list[dg.AssetsDefinition]:
-    """Settings an asset reads are part of its code version (as ``versions.with_settings_versions`` does)."""
-    def versioned(spec: dg.AssetSpec) -> dg.AssetSpec:
-        read = SETTINGS_READ_BY.get(spec.key.to_user_string())
-        if read is None:
-            return spec
-        return spec.replace_attributes(code_version=f"{spec.code_version}+{layout.content_version(read(settings), 8)}")
-
-    return [a.map_asset_specs(versioned) for a in assets]
