@@ -24,6 +24,7 @@ from mergemix_dagster.core.data.subdomains import leaf_name
 from mergemix_dagster.assets.partitions import PipelinePartitions
 from mergemix_dagster.resources import CheckpointStore, EvaluationDatabase
 from mergemix_dagster.resources.settings import PipelineSettings
+from mergemix_dagster.steps.stage_asset import stage_asset
 from mergemix_dagster.core.settings import Settings
 from mergemix_dagster.assets.versions import HIERARCHY_SETTINGS_READ_BY, with_settings_versions
 from mergemix_dagster.resources import layout
@@ -35,8 +36,8 @@ from mergemix_dagster.resources.pools import pools_from
 from mergemix_dagster.steps.hierarchy_study import run_hierarchy_study
 from mergemix_dagster.resources.layout import study_key
 from mergemix_dagster.steps.metadata import number
-from mergemix_dagster.assets.mixture import publish_exports
-from mergemix_dagster.steps.search_inputs import degenerate, effective_domains
+from mergemix_dagster.steps.mixture_choice import publish_exports
+from mergemix_dagster.core.search.choose import degenerate, effective_domains
 from mergemix_dagster.steps.subdomain_search import HIERARCHY_CODE_VERSION, combine_levels, optimize_subdomains
 
 FINE_DEGENERATE_CHECK = "subdomain_mixture_not_degenerate"
@@ -189,22 +190,16 @@ def build_hierarchy_assets(settings: Settings, parts: PipelinePartitions) -> lis
             data_version=dg.DataVersion(layout.content_version(payload["weights"])),
         )
 
-    @dg.asset(
-        partitions_def=parts.stage,
+    @stage_asset(
+        parts.stage,
         group_name="hierarchy",
         code_version=HIERARCHY_CODE_VERSION,
         deps=["chosen_mixture", dg.AssetDep("subdomain_mixture", partition_mapping=same_stage)],
         kinds={"duckdb"},
     )
-    def hierarchical_mixture(
-        context: dg.AssetExecutionContext,
-        settings: PipelineSettings,
-        store: CheckpointStore,
-        database: EvaluationDatabase,
-    ) -> dg.MaterializeResult:
+    def hierarchical_mixture(context: dg.AssetExecutionContext, s: Settings, stage: str,
+                             store: CheckpointStore, database: EvaluationDatabase) -> dg.MaterializeResult:
         """Coarse × fine weights, flat over sub-domains, in ``mixture.json`` (with both levels) and the exports."""
-        s = settings.get()
-        stage = context.partition_key
         payload, plan = combine_levels(s, store, database, stage)
         exports = publish_exports(payload, plan, s, store, stage)
         rows = []
@@ -224,24 +219,18 @@ def build_hierarchy_assets(settings: Settings, parts: PipelinePartitions) -> lis
             data_version=dg.DataVersion(layout.content_version(payload["weights"])),
         )
 
-    @dg.asset(
-        partitions_def=parts.stage,
+    @stage_asset(
+        parts.stage,
         group_name="hierarchy",
         code_version=HIERARCHY_CODE_VERSION,
         deps=["hierarchical_mixture"],
         kinds={"pytorch", "duckdb"},
         pool=pools_from(settings).training,
     )
-    def hierarchy_study(
-        context: dg.AssetExecutionContext,
-        settings: PipelineSettings,
-        store: CheckpointStore,
-        database: EvaluationDatabase,
-    ) -> dg.MaterializeResult:
+    def hierarchy_study(context: dg.AssetExecutionContext, s: Settings, stage: str,
+                        store: CheckpointStore, database: EvaluationDatabase) -> dg.MaterializeResult:
         """Trained comparison of the paper's Table 3: ⟨MergeMix, MergeMix⟩ vs ⟨MergeMix, uniform⟩ vs
         ⟨uniform, uniform⟩, each trained from the stage base (validation reference runs, quality_seeds seeds)."""
-        s = settings.get()
-        stage = context.partition_key
         study = run_hierarchy_study(s, store, database, stage, log=context.log.info, context=context)
         return dg.MaterializeResult(
             metadata={
