@@ -121,7 +121,7 @@ def test_capabilities_moved_less_than_their_noise_are_reported_not_optimized(smo
 
 
 def test_degenerate_mixture_is_flagged():
-    from mergemix_dagster.steps.search_inputs import degenerate, effective_domains
+    from mergemix_dagster.core.search.choose import degenerate, effective_domains
 
     assert "sft holds 95%" in degenerate({"math": 0.05, "sft": 0.95})
     assert degenerate({"math": 0.3, "code": 0.3, "sft": 0.4}) is None

@@ -15,7 +15,7 @@ from mergemix_dagster.core.progress import Progress
 from mergemix_dagster.core.evaluation.scores import capability_means
 from mergemix_dagster.assets.partitions import PipelinePartitions
 from mergemix_dagster.resources import CheckpointStore, EvaluationDatabase
-from mergemix_dagster.resources.settings import PipelineSettings
+from mergemix_dagster.steps.stage_asset import stage_asset
 from mergemix_dagster.core.settings import Settings
 from mergemix_dagster.resources import layout
 from mergemix_dagster.resources.artifacts import configured_rows
@@ -74,8 +74,8 @@ def experts_beat_base_result(s: Settings, gains: dict[str, float]) -> dg.AssetCh
 
 
 def build_evaluation_assets(parts: PipelinePartitions, pools: AssetPools = AssetPools()) -> list[dg.AssetsDefinition]:
-    @dg.asset(
-        partitions_def=parts.stage,
+    @stage_asset(
+        parts.stage,
         group_name="search",
         code_version=EVALUATIONS_CODE_VERSION,
         deps=["merge_candidates"],
@@ -84,15 +84,9 @@ def build_evaluation_assets(parts: PipelinePartitions, pools: AssetPools = Asset
         check_specs=[dg.AssetCheckSpec(EXPERTS_BEAT_BASE_CHECK, asset="candidate_evaluations",
                                        description=EXPERTS_BEAT_BASE_DESCRIPTION, blocking=True)],
     )
-    def candidate_evaluations(
-        context: dg.AssetExecutionContext,
-        settings: PipelineSettings,
-        store: CheckpointStore,
-        database: EvaluationDatabase,
-    ) -> dg.MaterializeResult:
+    def candidate_evaluations(context: dg.AssetExecutionContext, s: Settings, stage: str,
+                              store: CheckpointStore, database: EvaluationDatabase) -> dg.MaterializeResult:
         """Merge each seed candidate in memory and score it on the benchmarks (table `evaluations`)."""
-        s = settings.get()
-        stage = context.partition_key
         design = store.get_json(layout.candidates_key(stage))
         done = finished_fingerprints(database, stage, s)
         todo = [c for c in design["candidates"] if done.get(c["candidate_id"]) != c["fingerprint"]]

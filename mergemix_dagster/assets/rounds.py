@@ -15,7 +15,8 @@ from mergemix_dagster.core.progress import Progress
 from mergemix_dagster.core.search.rounds import best_measured, propose_round
 from mergemix_dagster.assets.partitions import PipelinePartitions
 from mergemix_dagster.resources import CheckpointStore, EvaluationDatabase
-from mergemix_dagster.resources.settings import PipelineSettings
+from mergemix_dagster.core.settings import Settings
+from mergemix_dagster.steps.stage_asset import stage_asset
 from mergemix_dagster.resources import layout
 from mergemix_dagster.resources.layout import candidate_fingerprint
 from mergemix_dagster.steps.proxy_scoring import finished_fingerprints
@@ -29,24 +30,18 @@ ROUNDS_CODE_VERSION = "1"
 
 
 def build_round_assets(parts: PipelinePartitions, pools: AssetPools = AssetPools()) -> list[dg.AssetsDefinition]:
-    @dg.asset(
-        partitions_def=parts.stage,
+    @stage_asset(
+        parts.stage,
         group_name="search",
         code_version=ROUNDS_CODE_VERSION,
         deps=["capability_surrogates"],
         kinds={"duckdb", "lightgbm"},
         pool=pools.evaluation,
     )
-    def search_rounds(
-        context: dg.AssetExecutionContext,
-        settings: PipelineSettings,
-        store: CheckpointStore,
-        database: EvaluationDatabase,
-    ) -> dg.MaterializeResult:
+    def search_rounds(context: dg.AssetExecutionContext, s: Settings, stage: str,
+                      store: CheckpointStore, database: EvaluationDatabase) -> dg.MaterializeResult:
         """DeMix rounds (default N/2 then N/4 candidates) around the predicted optimum; stops early when a
         round's verified optimum does not beat the best mixture measured before it."""
-        s = settings.get()
-        stage = context.partition_key
         design = store.get_json(layout.candidates_key(stage))
         tokens = available_tokens(design)
         objective, _ = stage_objective(s, store, database, stage, tokens)
@@ -155,9 +150,4 @@ def build_round_assets(parts: PipelinePartitions, pools: AssetPools = AssetPools
     return [search_rounds]
 
 
-def round_history(store: CheckpointStore, stage: str) -> list[dict]:
-    key = layout.rounds_summary_key(stage)
-    return store.get_json(key)["rounds"] if store.exists(key) else []
-
-
-__all__ = ["build_round_assets", "round_history"]
+__all__ = ["build_round_assets"]

@@ -10,7 +10,7 @@ import numpy as np
 from mergemix_dagster.core.search.surrogate import CapabilitySurrogates
 from mergemix_dagster.assets.partitions import PipelinePartitions
 from mergemix_dagster.resources import CheckpointStore, EvaluationDatabase
-from mergemix_dagster.resources.settings import PipelineSettings
+from mergemix_dagster.steps.stage_asset import stage_asset
 from mergemix_dagster.core.settings import Settings
 from mergemix_dagster.resources import layout
 from mergemix_dagster.steps.search_inputs import measured_table
@@ -41,8 +41,8 @@ def cv_check(s: Settings, surrogates: CapabilitySurrogates) -> dg.AssetCheckResu
 
 
 def build_surrogate_assets(parts: PipelinePartitions) -> list[dg.AssetsDefinition]:
-    @dg.asset(
-        partitions_def=parts.stage,
+    @stage_asset(
+        parts.stage,
         group_name="search",
         code_version=SURROGATES_CODE_VERSION,
         deps=["candidate_evaluations"],
@@ -53,15 +53,9 @@ def build_surrogate_assets(parts: PipelinePartitions) -> list[dg.AssetsDefinitio
             "validation.min_surrogate_cv_spearman. A failure means the search trusts a regressor that cannot rank.",
         )],
     )
-    def capability_surrogates(
-        context: dg.AssetExecutionContext,
-        settings: PipelineSettings,
-        store: CheckpointStore,
-        database: EvaluationDatabase,
-    ) -> dg.MaterializeResult:
+    def capability_surrogates(context: dg.AssetExecutionContext, s: Settings, stage: str,
+                              store: CheckpointStore, database: EvaluationDatabase) -> dg.MaterializeResult:
         """Fit f_m: α -> y_m per capability, with out-of-fold R² and Spearman ρ as quality."""
-        s = settings.get()
-        stage = context.partition_key
         table = measured_table(s, store, database, stage, 0)  # the seed design; rounds refit later
         surrogates = CapabilitySurrogates.fit(
             s.domain_names, table.alphas, table.scores, seed=s.search.seed, cv_folds=s.search.cv_folds

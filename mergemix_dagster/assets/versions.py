@@ -45,9 +45,24 @@ SETTINGS_READ_BY: dict[str, Callable[[Settings], object]] = {
 }
 
 
-def with_settings_versions(assets: list[dg.AssetsDefinition], settings: Settings) -> list[dg.AssetsDefinition]:
+#: the sub-domain family (``assets/hierarchy``), versioned by ``with_hierarchy`` as it adds those assets
+HIERARCHY_SETTINGS_READ_BY: dict[str, Callable[[Settings], object]] = {
+    "subdomain_corpus": lambda s: [d.model_dump() for d in s.domains if d.subdomains],
+    "subdomain_expert": lambda s: s.experts.model_dump(),
+    "subdomain_mixture": lambda s: [s.search.model_dump(), evaluation_identity(s)],
+    "hierarchical_mixture": lambda s: [s.search.model_dump(), s.target.model_dump(), s.export.model_dump()],
+    "hierarchy_study": lambda s: {"validation": s.validation.model_dump(), "evaluation": evaluation_identity(s)},
+}
+
+
+def with_settings_versions(
+    assets: list[dg.AssetsDefinition],
+    settings: Settings,
+    read_by: dict[str, Callable[[Settings], object]] = SETTINGS_READ_BY,
+) -> list[dg.AssetsDefinition]:
+    """Each asset named in ``read_by`` gets ``+<hash of the settings it reads>`` on its code version."""
     def versioned(spec: dg.AssetSpec) -> dg.AssetSpec:
-        read = SETTINGS_READ_BY.get(spec.key.to_user_string())
+        read = read_by.get(spec.key.to_user_string())
         if read is None:
             return spec
         return spec.replace_attributes(code_version=f"{spec.code_version}+{content_version(read(settings), 8)}")

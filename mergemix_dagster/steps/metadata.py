@@ -125,9 +125,6 @@ def loss_curve(curves: Mapping[str, Sequence[float]], title: str = "training los
         plt.close(fig)
 
 
-__all__ = [
-    "SIGNIFICANT_DIGITS", "rounded", "number", "table", "image", "png_data_uri", "loss_history_key", "loss_curve",
-]
 
 
 def corpus_metadata(docs: list[str], fingerprint: str, uri: str, source: str) -> dict:
@@ -141,3 +138,19 @@ def corpus_metadata(docs: list[str], fingerprint: str, uri: str, source: str) ->
         "source": dg.MetadataValue.text(source),
         "preview": dg.MetadataValue.md(f"```\n{preview}\n```"),
     }
+
+
+def weights_table(rows: list[dict]) -> dg.MetadataValue:
+    """Mixture weights as a table: name columns as strings, every other column a float to 4 decimals."""
+    columns = list(rows[0]) if rows else []
+    return dg.MetadataValue.table(
+        [dg.TableRecord({k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()}) for r in rows],
+        schema=dg.TableSchema(columns=[dg.TableColumn(c, "string" if c in ("name", "domain", "subdomain") else "float")
+                                       for c in columns]),
+    )
+
+
+__all__ = [
+    "SIGNIFICANT_DIGITS", "rounded", "number", "table", "image", "png_data_uri", "loss_history_key", "loss_curve",
+    "corpus_metadata", "weights_table",
+]

@@ -165,18 +165,10 @@ def fit_surrogates(s: Settings, table: CapabilityTable, ensemble: int | None = N
     )
 
 
-def degenerate(weights: dict[str, float], threshold: float = 0.9) -> str | None:
-    """Why a mixture is one a team would not train on (one domain holds ≥ ``threshold``), or None."""
-    top = max(weights, key=weights.get)
-    if weights[top] >= threshold:
-        return f"{top} holds {weights[top]:.0%} of the mixture: effectively a single-domain run"
-    return None
-
-
-def effective_domains(weights: dict[str, float]) -> float:
-    """exp(entropy): 1 for a one-hot mixture, K for uniform."""
-    w = np.array([v for v in weights.values() if v > 0])
-    return float(np.exp(-(w * np.log(w)).sum()))
+def round_history(store: CheckpointStore, stage: str) -> list[dict]:
+    """The rounds ``search_rounds`` ran (one row each), or none before it has run."""
+    key = layout.rounds_summary_key(stage)
+    return store.get_json(key)["rounds"] if store.exists(key) else []
 
 
 def count_domain_tokens(store: CheckpointStore, stage: str, domains) -> dict[str, int]:

@@ -1,0 +1,67 @@
+"""The store- and database-side work of choosing a stage's mixture (the rule itself: ``core/search/choose.py``).
+
+Keeping the refitted surrogates, merging and scoring the search's choice, and writing the trainer exports;
+``publish_exports`` is shared by ``chosen_mixture`` and ``hierarchical_mixture``.
+"""
+
+import tempfile
+from pathlib import Path
+
+from mergemix_dagster.core.evaluation.scores import CapabilityTable, capability_means
+from mergemix_dagster.core.mixture import Mixture
+from mergemix_dagster.core.search.objective import Objective, ScoreScale
+from mergemix_dagster.core.search.surrogate import CapabilitySurrogates
+from mergemix_dagster.core.settings import Settings
+from mergemix_dagster.core.training.exports import write_exports
+from mergemix_dagster.resources import CheckpointStore, EvaluationDatabase, layout
+from mergemix_dagster.resources.layout import candidate_fingerprint
+from mergemix_dagster.steps.proxy_scoring import open_proxy_scorer, score_rows
+from mergemix_dagster.steps.search_inputs import mixture_objective
+
+VERIFY_CANDIDATE_ID = "verify"
+
+
+def store_final_surrogates(
+    s: Settings, store: CheckpointStore, stage: str, table: CapabilityTable, surrogates: CapabilitySurrogates
+) -> str:
+    """Keep the surrogates refitted on every measured mixture, keyed by what they were fitted on."""
+    version = layout.content_version({"table": table.frame().round(6).to_dict("list"), "seed": s.search.seed,
+                                      "ensemble": s.search.ensemble})
+    key = layout.final_surrogates_key(stage, version)
+    if not store.exists(key):
+        with tempfile.TemporaryDirectory() as tmp:
+            surrogates.save(Path(tmp))
+            store.put_dir(Path(tmp), key)
+    return key
+
+
+def verify_search_choice(
+    s: Settings,
+    store: CheckpointStore,
+    database: EvaluationDatabase,
+    stage: str,
+    recipe: dict,
+    mixture: Mixture,
+    objective: Objective,
+    scale: ScoreScale,
+) -> tuple[dict[str, float], float]:
+    """Merge the search's choice, score it with lm-eval (rows kept as candidate ``verify``): its capability
+    scores and objective, measured rather than predicted."""
+    scores = open_proxy_scorer(store, stage, s).score(mixture)
+    verified = capability_means((x.capability, x.value) for x in scores)
+    verified_objective = mixture_objective(verified, mixture, objective, scale)
+    database.upsert_evaluations(score_rows(
+        stage, VERIFY_CANDIDATE_ID, "verify", mixture.as_dict(), scores, candidate_fingerprint(recipe, mixture.as_dict()),
+    ))
+    return verified, verified_objective
+
+
+def publish_exports(payload: dict, plan, s, store: CheckpointStore, stage: str) -> dict:
+    """The trainer exports of a stage's mixture, written under ``<home>/exports/<stage>/`` and into the store."""
+    exports = write_exports(payload, plan, s, layout.exports_dir(s.home_path, stage))
+    for path in exports.values():
+        store.put_file(path, layout.export_key(stage, path.name), overwrite=True)
+    return exports
+
+
+__all__ = ["VERIFY_CANDIDATE_ID", "store_final_surrogates", "verify_search_choice", "publish_exports"]
