@@ -10,14 +10,12 @@ This module only assembles the ``mergemix`` group and keeps ``main`` for the con
 
 from __future__ import annotations
 
-import argparse
 import warnings
 
 import click
 
 from mergemix_dagster.cli import check, fit, results, run, stages
 from mergemix_dagster.cli.options import CONTEXT_SETTINGS, VerbGroup, config_option
-from mergemix_dagster.resources import layout
 
 ORDER = ("run", "show", "export", "stage", "midtrain", "validate", "fit", "check", "compare", "report")
 
@@ -59,37 +57,3 @@ def main(argv: list[str] | None = None) -> int:
     except click.Abort as exc:  # Ctrl-C or EOF while parsing or running: as uncaught as it was with argparse
         raise (exc.__cause__ or exc) from None
     return int(code or 0)
-
-
-def hierarchy_main(argv: list[str] | None = None) -> int:
-    """``--config hierarchy [--stage s0] [--study]``
-    (what ``make hierarchy`` runs): both levels of a stage, then optionally the trained study."""
-    from mergemix_dagster.core.settings import load_settings
-    from mergemix_dagster.definitions import build_definitions
-    from mergemix_dagster.resources import CheckpointStore
-    from mergemix_dagster.resources.layout import study_key
-    from mergemix_dagster.runner.hierarchy import run_hierarchy, run_study
-    from mergemix_dagster.runner.stage import dagster_instance, home_lock
-
-    parser = argparse.ArgumentParser(description=hierarchy_main.__doc__)
-    parser.add_argument("--config", default="", help="settings YAML or bundled name (default: $MERGEMIX_CONFIG)")
-    parser.add_argument("--stage", default=None)
-    parser.add_argument("--study", action="store_true", help="also train and compare the three arms (6 reference runs; ~15 min of the ~1 h on 2 CPU cores)")
-    parser.add_argument("--log-level", default="WARNING")
-    args = parser.parse_args(argv)
-    settings = load_settings(args.config or None)
-    defs = build_definitions(settings, config=args.config)
-    instance = dagster_instance(settings)
-    stage = args.stage or settings.initial_stage
-    with home_lock(settings):
-        run_hierarchy(defs, settings, instance, stage, log_level=args.log_level,
-                      on_step=lambda job, part, sec: print(f"  {job:<22} {str(part or '-'):<18} {sec:7.1f} s", flush=True))
-        store = CheckpointStore(root=settings.store_uri)
-        mixture = store.get_json(layout.mixture_key(stage))
-        print(f"\n{settings.search.hierarchy} mixture of stage {stage!r} (coarse × fine):")
-        for name, w in mixture["weights"].items():
-            print(f"  {name:<18} {w:.3f}")
-        if args.study:
-            run_study(defs, instance, stage, log_level=args.log_level)
-            print("\n" + store.get_json(study_key(stage))["markdown"])
-    return 0
