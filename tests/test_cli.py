@@ -173,3 +173,20 @@ def test_hierarchy_study_prints_the_flat_mixture_and_the_study_table(tmp_path, m
     assert f"{settings.search.hierarchy} mixture of stage 's0' (coarse × fine):" in out
     assert "  math/facts         0.750" in out and "| arm | macro |" in out
     assert ran == [(("defs", "instance", "s0"), {"log_level": "CRITICAL"})]
+
+
+def test_unique_prefixes_of_long_options_are_accepted_as_argparse_did(tmp_path, monkeypatch, capsys):
+    from mergemix_dagster.cli import main
+    from mergemix_dagster.cli.options import expand_abbreviations
+    from mergemix_dagster.cli.stages import midtrain
+
+    params = midtrain.params
+    assert expand_abbreviations(["--from", "s0", "--name=s1", "--no-reg"], params, False) == [
+        "--from-stage", "s0", "--name=s1", "--no-register"]
+    assert expand_abbreviations(["--con=x", "--n", "a"], params, False) == ["--config=x", "--n", "a"]  # --n: ambiguous
+    monkeypatch.setenv("MERGEMIX_HOME", str(tmp_path / "home"))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("domains: [{name: only_one}]\n")
+    for argv in (["--conf", str(bad), "show", "--js"], ["show", "--conf", str(bad)], ["--conf=smoke", "show", "--conf", str(bad)]):
+        assert main(argv) == 2, argv
+        assert "at least two domains" in capsys.readouterr().err, argv

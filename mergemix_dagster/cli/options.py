@@ -32,11 +32,34 @@ def write_examples(epilog: str | None, formatter: click.HelpFormatter) -> None:
             formatter.write(f"{line}\n")
 
 
+def expand_abbreviations(args: list[str], params: list[click.Parameter], stop_at_positional: bool) -> list[str]:
+    """``--from s0`` for ``--from-stage s0``: a unique prefix of a long option, as argparse accepted it.
+
+    An exact name always wins; an ambiguous or unknown prefix is left for click to reject. A group stops at
+    its first positional argument (the verb): what follows is the verb's to read.
+    """
+    longs = [o for p in params for o in (*p.opts, *p.secondary_opts) if o.startswith("--")]
+    out: list[str] = []
+    for i, arg in enumerate(args):
+        if arg == "--" or (stop_at_positional and not arg.startswith("-") and not (out and out[-1] in longs)):
+            return out + args[i:]
+        name, eq, value = arg.partition("=")
+        if arg.startswith("--") and name not in longs:
+            matches = [o for o in longs if o.startswith(name)]
+            if len(matches) == 1:
+                arg = matches[0] + eq + value
+        out.append(arg)
+    return out
+
+
 class VerbCommand(click.Command):
     """A verb whose ``--help`` ends with its examples verbatim."""
 
     def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         write_examples(self.epilog, formatter)
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, expand_abbreviations(args, self.get_params(ctx), stop_at_positional=False))
 
 
 class VerbGroup(click.Group):
@@ -45,6 +68,9 @@ class VerbGroup(click.Group):
 
     def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         write_examples(self.epilog, formatter)
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, expand_abbreviations(args, self.get_params(ctx), stop_at_positional=True))
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return list(self.commands)
