@@ -64,4 +64,4 @@ HIERARCHY_HOME ?= $(CURDIR)/.mergemix-hierarchy
 .PHONY: hierarchy
 hierarchy: install
 	MERGEMIX_HOME=$(HIERARCHY_HOME) DAGSTER_HOME=$(HIERARCHY_HOME)/dagster \
-		$(BIN)/python -c 'import sys; from mergemix_dagster.cli import hierarchy_main; sys.exit(hierarchy_main())' --config hierarchy --study
+		$(BIN)/mergemix run --config hierarchy --study

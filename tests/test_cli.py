@@ -123,3 +123,70 @@ def test_show_and_report_after_a_run(smoke_cli_run):
         assert section in text
     assert "](data:image/png;base64," in text  # plots inline: the file stands alone
     assert "experts_beat_base" in text and "| expert " in text
+
+
+@pytest.mark.parametrize("argv", [["stage", "add", "--help"], ["fit", "--help"], ["check", "--help"], ["export", "--help"]])
+def test_nested_and_other_verbs_have_help_with_examples(argv):
+    from mergemix_dagster.cli import main
+
+    out = subprocess.run([BIN / "mergemix", *argv], capture_output=True, text=True, check=True).stdout
+    assert "examples:" in out and f"mergemix {' '.join(argv[:-1])}" in out.split("examples:")[1]
+    assert "--config" in out
+    assert main(argv) == 0  # in-process: --help is exit code 0, not a SystemExit
+
+
+def test_usage_errors_exit_2_and_run_nothing(tmp_path, capsys):
+    from mergemix_dagster.cli import main
+
+    for argv in ([], ["stage"], ["bogus"], ["show", "--bogus"], ["export", "--format", "csv"], ["midtrain"],
+                 ["midtrain", "--name", "s1", "--tokens", "many"], ["fit", "--mixtures", "a.csv"]):
+        assert main(argv) == 2, argv
+        assert "Error:" in capsys.readouterr().err, argv
+
+
+def test_study_needs_a_hierarchical_config(tmp_path, monkeypatch, capsys):
+    from mergemix_dagster.cli import main
+
+    monkeypatch.setenv("MERGEMIX_HOME", str(tmp_path / "home"))
+    assert main(["run", "--config", "smoke", "--study"]) == 2
+    assert "ConfigError: --study compares the arms of a hierarchical search" in capsys.readouterr().err
+    assert not (tmp_path / "home" / "dagster").exists()  # refused before anything ran
+
+
+def test_hierarchy_study_prints_the_flat_mixture_and_the_study_table(tmp_path, monkeypatch, capsys):
+    """What ``make hierarchy`` (``mergemix run --config hierarchy --study``) adds after the run: the coarse × fine
+    mixture from mixture.json, then the study job and its markdown (the job itself is stubbed here; test_hierarchy
+    trains it)."""
+    from mergemix_dagster.cli.run import hierarchy_study
+    from mergemix_dagster.core.settings import load_settings
+    from mergemix_dagster.resources import CheckpointStore, layout
+
+    monkeypatch.setenv("MERGEMIX_HOME", str(tmp_path / "home"))
+    settings = load_settings("hierarchy")
+    store = CheckpointStore(root=settings.store_uri)
+    store.put_json(layout.mixture_key("s0"), {"weights": {"math/facts": 0.75, "web": 0.25}})
+    store.put_json(layout.study_key("s0"), {"markdown": "| arm | macro |\n|---|---|"})
+    ran = []
+    monkeypatch.setattr("mergemix_dagster.runner.hierarchy.run_study", lambda *a, **k: ran.append((a, k)))
+    hierarchy_study(settings, "defs", "instance", "s0", "CRITICAL")
+    out = capsys.readouterr().out
+    assert f"{settings.search.hierarchy} mixture of stage 's0' (coarse × fine):" in out
+    assert "  math/facts         0.750" in out and "| arm | macro |" in out
+    assert ran == [(("defs", "instance", "s0"), {"log_level": "CRITICAL"})]
+
+
+def test_unique_prefixes_of_long_options_are_accepted_as_argparse_did(tmp_path, monkeypatch, capsys):
+    from mergemix_dagster.cli import main
+    from mergemix_dagster.cli.options import expand_abbreviations
+    from mergemix_dagster.cli.stages import midtrain
+
+    params = midtrain.params
+    assert expand_abbreviations(["--from", "s0", "--name=s1", "--no-reg"], params, False) == [
+        "--from-stage", "s0", "--name=s1", "--no-register"]
+    assert expand_abbreviations(["--con=x", "--n", "a"], params, False) == ["--config=x", "--n", "a"]  # --n: ambiguous
+    monkeypatch.setenv("MERGEMIX_HOME", str(tmp_path / "home"))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("domains: [{name: only_one}]\n")
+    for argv in (["--conf", str(bad), "show", "--js"], ["show", "--conf", str(bad)], ["--conf=smoke", "show", "--conf", str(bad)]):
+        assert main(argv) == 2, argv
+        assert "at least two domains" in capsys.readouterr().err, argv
