@@ -64,3 +64,7 @@ def stage_automation_sensor() -> dg.AutomationConditionSensorDefinition:
         minimum_interval_seconds=30,
         description="Builds each new stage as one asset backfill (stage base, experts, optimization).",
     )
+
+
+def definitions() -> dg.Definitions:
+    return dg.Definitions(sensors=[stage_automation_sensor()])

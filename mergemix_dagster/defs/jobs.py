@@ -1,6 +1,6 @@
 """Jobs: one per partitions definition, because a Dagster run cannot mix assets partitioned differently.
 
-The full pipeline for a stage is these jobs in order (see ``runner/stage.py``):
+The full pipeline for a stage is these jobs in order (``runner/plan.py`` decides which partitions run):
 foundation (unpartitioned) → corpora (per domain) → stage_base (per stage) → experts (per domain × stage)
 → optimize (per stage: candidates, evaluations, surrogates, chosen mixture).
 """

@@ -6,6 +6,7 @@ partitions of the latest stage only when every layer before it is fresh. The lay
 ``LAYER_OFFSET_MINUTES`` apart after ``stages.schedule`` (not all at the same minute, where every layer
 but the first would always find an earlier layer still running and skip): with short layers one night's
 ticks carry a stage through; ``latest_stage_sensor`` chains the layers as soon as runs finish.
+Each tick reads the asset graph from its context's ``repository_def``; only the cron comes from the settings.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def staggered_cron(cron: str, minutes: int) -> str:
     return " ".join(fields)
 
 
-def _layer_schedule(job, defs_ref: list, cron: str) -> dg.ScheduleDefinition:
+def _layer_schedule(job, cron: str) -> dg.ScheduleDefinition:
     layer = job.name.removesuffix("_job")
 
     @dg.schedule(
@@ -58,7 +59,7 @@ def _layer_schedule(job, defs_ref: list, cron: str) -> dg.ScheduleDefinition:
         stage = latest_stage(context.instance)
         if stage is None:
             return dg.SkipReason("no stage registered yet")
-        requests, why = stage_run_requests(context.instance, defs_ref[0], settings.get(), stage, "schedule")
+        requests, why = stage_run_requests(context.instance, context.repository_def, settings.get(), stage, "schedule")
         mine = [r for r in requests if r.job_name == job.name]
         if not mine:
             return dg.SkipReason(why or f"{layer} of stage {stage!r} waits for an earlier layer or is fresh")
@@ -67,8 +68,13 @@ def _layer_schedule(job, defs_ref: list, cron: str) -> dg.ScheduleDefinition:
     return _schedule
 
 
-def build_schedules(defs_ref: list, settings: Settings) -> list[dg.ScheduleDefinition]:
+def build_schedules(settings: Settings) -> list[dg.ScheduleDefinition]:
+    """One schedule per layer, ``LAYER_OFFSET_MINUTES`` apart after ``stages.schedule``."""
     return [
-        _layer_schedule(job, defs_ref, staggered_cron(settings.stages.schedule, i * LAYER_OFFSET_MINUTES))
+        _layer_schedule(job, staggered_cron(settings.stages.schedule, i * LAYER_OFFSET_MINUTES))
         for i, job in enumerate(LAYER_JOBS)
     ]
+
+
+def definitions(settings: Settings) -> dg.Definitions:
+    return dg.Definitions(schedules=build_schedules(settings))

@@ -1,5 +1,9 @@
 """Sensors: discover mid-training checkpoints as new stages, notice corpus edits, and carry a stage's
-re-optimization from layer to layer (base → experts → candidates … mixture)."""
+re-optimization from layer to layer (base → experts → candidates … mixture).
+
+They read the asset graph (for staleness) from their context's ``repository_def``, the one code location
+they are loaded in, so they need nothing from ``definitions.py``.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,8 @@ from mergemix_dagster.assets.corpora import source_fingerprint
 from mergemix_dagster.resources.layout import content_version, stage_registration
 from mergemix_dagster.defs.jobs import corpora_job, experts_job, foundation_job, optimize_job, stage_base_job
 from mergemix_dagster.assets.partitions import stage_partitions
-from mergemix_dagster.runner.stage import STAGE_TAG, corpus_changes, fail_abandoned_runs
+from mergemix_dagster.runner.instance import STAGE_TAG, fail_abandoned_runs
+from mergemix_dagster.runner.plan import corpus_changes
 from mergemix_dagster.resources import CheckpointStore
 from mergemix_dagster.resources.settings import PipelineSettings
 from mergemix_dagster.core.settings import Settings
@@ -53,8 +58,11 @@ def backfill_in_flight(instance: dg.DagsterInstance, stage: str) -> bool:
     )
 
 
-def stage_run_requests(instance: dg.DagsterInstance, defs: dg.Definitions, settings: Settings, stage: str, why: str):
-    """Run requests for the first layer of ``stage`` that is missing or stale (none while one is in flight).
+def stage_run_requests(
+    instance: dg.DagsterInstance, defs: dg.Definitions | dg.RepositoryDefinition, settings: Settings, stage: str, why: str
+):
+    """Run requests for the first layer of ``stage`` that is missing or stale (none while one is in flight);
+    ``defs`` is a sensor's or schedule's ``context.repository_def`` (or the ``Definitions`` in tests).
 
     Runs left STARTED by a killed ``mergemix`` process are marked failed first, so they do not block forever.
     """
@@ -88,69 +96,75 @@ def stage_run_requests(instance: dg.DagsterInstance, defs: dg.Definitions, setti
     return requests, ""
 
 
-def build_sensors(defs_ref: list) -> list[dg.SensorDefinition]:
-    """``defs_ref`` holds the Definitions once built (sensors need the asset graph for staleness)."""
-
-    @dg.sensor(
-        name="stage_checkpoint_sensor",
-        minimum_interval_seconds=60,
-        jobs=[stage_base_job],
-        description="Registers each new mid-training checkpoint (watched folder or `stages.checkpoints`) as a stage.",
-    )
-    def stage_checkpoint_sensor(context: dg.SensorEvaluationContext, settings: PipelineSettings, store: CheckpointStore):
-        s = settings.get()
-        candidates = dict(s.stages.checkpoints)
-        if s.stages.watch:
-            candidates |= discover_checkpoints(str(store.fetch_external(s.stages.watch)))
-        known = set(context.instance.get_dynamic_partitions(stage_partitions.name))
-        new = {name: path for name, path in candidates.items() if name not in known and name != s.initial_stage}
-        if not new:
-            return dg.SkipReason(f"no new checkpoints ({len(candidates)} known)")
-        for name, path in new.items():
-            store.put_json(stage_registration(name), {"stage": name, "checkpoint": path}, overwrite=True)
-        return dg.SensorResult(
-            dynamic_partitions_requests=[stage_partitions.build_add_request(list(new))],
-            run_requests=[
-                dg.RunRequest(
-                    job_name="stage_base_job",
-                    partition_key=name,
-                    run_key=f"stage_base_job:{name}:{path}",
-                    tags={STAGE_TAG: name, "mergemix/reason": "new checkpoint"},
-                )
-                for name, path in new.items()
-            ],
-        )
-
-    @dg.sensor(
-        name="latest_stage_sensor",
-        minimum_interval_seconds=60,
-        jobs=list(STAGE_LAYER_JOBS),
-        description="Keeps the latest stage fresh: requests the next layer of missing or stale partitions.",
-    )
-    def latest_stage_sensor(context: dg.SensorEvaluationContext, settings: PipelineSettings):
-        stage = latest_stage(context.instance)
-        if stage is None:
-            return dg.SkipReason("no stage registered yet")
-        requests, why = stage_run_requests(context.instance, defs_ref[0], settings.get(), stage, "latest stage sensor")
-        return requests or dg.SkipReason(why)
-
-    @dg.sensor(
-        name="corpus_change_sensor",
-        minimum_interval_seconds=300,
-        jobs=[corpora_job],
-        description="Re-materializes a domain corpus when its source files change (paths, sizes, mtimes).",
-    )
-    def corpus_change_sensor(context: dg.SensorEvaluationContext, settings: PipelineSettings):
-        s = settings.get()
-        requests = [
+@dg.sensor(
+    name="stage_checkpoint_sensor",
+    minimum_interval_seconds=60,
+    jobs=[stage_base_job],
+    description="Registers each new mid-training checkpoint (watched folder or `stages.checkpoints`) as a stage.",
+)
+def stage_checkpoint_sensor(context: dg.SensorEvaluationContext, settings: PipelineSettings, store: CheckpointStore):
+    s = settings.get()
+    candidates = dict(s.stages.checkpoints)
+    if s.stages.watch:
+        candidates |= discover_checkpoints(str(store.fetch_external(s.stages.watch)))
+    known = set(context.instance.get_dynamic_partitions(stage_partitions.name))
+    new = {name: path for name, path in candidates.items() if name not in known and name != s.initial_stage}
+    if not new:
+        return dg.SkipReason(f"no new checkpoints ({len(candidates)} known)")
+    for name, path in new.items():
+        store.put_json(stage_registration(name), {"stage": name, "checkpoint": path}, overwrite=True)
+    return dg.SensorResult(
+        dynamic_partitions_requests=[stage_partitions.build_add_request(list(new))],
+        run_requests=[
             dg.RunRequest(
-                job_name="corpora_job",
+                job_name="stage_base_job",
                 partition_key=name,
-                run_key=f"corpora_job:{name}:{source_fingerprint(s.domain(name))}",
-                tags={"mergemix/reason": "corpus source changed"},
+                run_key=f"stage_base_job:{name}:{path}",
+                tags={STAGE_TAG: name, "mergemix/reason": "new checkpoint"},
             )
-            for name in corpus_changes(context.instance, s)
-        ]
-        return requests or dg.SkipReason("no corpus source changed")
+            for name, path in new.items()
+        ],
+    )
 
-    return [stage_checkpoint_sensor, latest_stage_sensor, corpus_change_sensor]
+
+@dg.sensor(
+    name="latest_stage_sensor",
+    minimum_interval_seconds=60,
+    jobs=list(STAGE_LAYER_JOBS),
+    description="Keeps the latest stage fresh: requests the next layer of missing or stale partitions.",
+)
+def latest_stage_sensor(context: dg.SensorEvaluationContext, settings: PipelineSettings):
+    stage = latest_stage(context.instance)
+    if stage is None:
+        return dg.SkipReason("no stage registered yet")
+    requests, why = stage_run_requests(
+        context.instance, context.repository_def, settings.get(), stage, "latest stage sensor"
+    )
+    return requests or dg.SkipReason(why)
+
+
+@dg.sensor(
+    name="corpus_change_sensor",
+    minimum_interval_seconds=300,
+    jobs=[corpora_job],
+    description="Re-materializes a domain corpus when its source files change (paths, sizes, mtimes).",
+)
+def corpus_change_sensor(context: dg.SensorEvaluationContext, settings: PipelineSettings):
+    s = settings.get()
+    requests = [
+        dg.RunRequest(
+            job_name="corpora_job",
+            partition_key=name,
+            run_key=f"corpora_job:{name}:{source_fingerprint(s.domain(name))}",
+            tags={"mergemix/reason": "corpus source changed"},
+        )
+        for name in corpus_changes(context.instance, s)
+    ]
+    return requests or dg.SkipReason("no corpus source changed")
+
+
+SENSORS = [stage_checkpoint_sensor, latest_stage_sensor, corpus_change_sensor]
+
+
+def definitions() -> dg.Definitions:
+    return dg.Definitions(sensors=SENSORS)

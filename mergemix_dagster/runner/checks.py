@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import dagster as dg
 
-from mergemix_dagster.runner.stage import STAGE_TAG
+from mergemix_dagster.runner.instance import STAGE_TAG
 
 
 @dataclass(frozen=True)

@@ -76,11 +76,17 @@ class PublicStaleStatus:
     """Missing / stale / fresh of single asset partitions, from the instance's materialization records.
 
     Caches what it reads, so a whole stage costs one query per partition; make a new one per decision.
+    ``defs`` is the ``Definitions`` (``mergemix run``) or a sensor's ``context.repository_def``.
     """
 
-    def __init__(self, instance: dg.DagsterInstance, defs: dg.Definitions) -> None:
+    def __init__(self, instance: dg.DagsterInstance, defs: dg.Definitions | dg.RepositoryDefinition) -> None:
         self.instance, self.defs = instance, defs
         self._tags: dict[tuple[str, str | None], dict[str, str] | None] = {}
+
+    def assets_def(self, key: dg.AssetKey) -> dg.AssetsDefinition:
+        if isinstance(self.defs, dg.RepositoryDefinition):
+            return self.defs.assets_defs_by_key[key]
+        return self.defs.resolve_assets_def(key)
 
     def tags(self, key: dg.AssetKey, partition: str | None) -> dict[str, str] | None:
         """Tags of the latest materialization of ``key[partition]`` (None: never materialized)."""
@@ -100,8 +106,8 @@ class PublicStaleStatus:
         unpartitioned, identical partitions, multi → one of its dimensions, one dimension → multi; any other
         explicit ``mapping`` (the sub-domain family's) through its public
         ``get_upstream_mapped_partitions_result_for_partitions``."""
-        up_def = self.defs.resolve_assets_def(up).partitions_def
-        down_def = self.defs.resolve_assets_def(down).partitions_def
+        up_def = self.assets_def(up).partitions_def
+        down_def = self.assets_def(down).partitions_def
         if up_def is None:
             return [None]
         if up_def == down_def:
@@ -141,7 +147,7 @@ class PublicStaleStatus:
         tags = self.tags(key, partition)
         if tags is None:
             return Status.MISSING
-        spec = next(s for s in self.defs.resolve_assets_def(key).specs if s.key == key)
+        spec = next(s for s in self.assets_def(key).specs if s.key == key)
         if tags.get(CODE_VERSION_TAG) != spec.code_version:
             return Status.STALE
         for dep in spec.deps:
@@ -152,36 +158,31 @@ class PublicStaleStatus:
                 return Status.STALE
         return Status.FRESH
 
-
-def _resolver(instance: dg.DagsterInstance, defs: dg.Definitions) -> PublicStaleStatus:
-    return PublicStaleStatus(instance, defs)
-
-
-def _direct(resolver: PublicStaleStatus, key: str, partition: str | None) -> Status:
-    return resolver.status(dg.AssetKey(key), partition)
+    def of(self, asset: str, partition: object = None) -> Status:
+        """``status`` by asset name; a multi-partition key is spelled as Dagster stores it (``a|b``)."""
+        return self.status(dg.AssetKey(asset), None if partition is None else str(partition))
 
 
-def _after(upstream: list[Status], own: Status) -> Status:
+def after(upstream: list[Status], own: Status) -> Status:
     """An asset whose upstream is not fresh is at best stale (or missing if never made)."""
     if own is Status.MISSING:
         return Status.MISSING
     return Status.STALE if any(u is not Status.FRESH for u in upstream) else own
 
 
-def stage_status(instance: dg.DagsterInstance, defs: dg.Definitions, domains: tuple[str, ...], stage: str) -> StageStatus:
-    r = _resolver(instance, defs)
-    general = _direct(r, "general_corpus", None)
-    foundation = {"general_corpus": general, "base_tokenizer": _after([general], _direct(r, "base_tokenizer", None))}
-    corpora = {d: _direct(r, "domain_corpus", d) for d in domains}
-    base = _after(list(foundation.values()), _direct(r, "stage_base", stage))
-    experts = {
-        d: _after([corpora[d], base], _direct(r, "expert_checkpoint", str(expert_partition_key(d, stage))))
-        for d in domains
-    }
+def stage_status(
+    instance: dg.DagsterInstance, defs: dg.Definitions | dg.RepositoryDefinition, domains: tuple[str, ...], stage: str
+) -> StageStatus:
+    r = PublicStaleStatus(instance, defs)
+    general = r.of("general_corpus")
+    foundation = {"general_corpus": general, "base_tokenizer": after([general], r.of("base_tokenizer"))}
+    corpora = {d: r.of("domain_corpus", d) for d in domains}
+    base = after(list(foundation.values()), r.of("stage_base", stage))
+    experts = {d: after([corpora[d], base], r.of("expert_checkpoint", expert_partition_key(d, stage))) for d in domains}
     downstream: dict[str, Status] = {}
     upstream = list(experts.values())
     for asset in OPTIMIZE_ASSETS:
-        downstream[asset] = _after(upstream, _direct(r, asset, stage))
+        downstream[asset] = after(upstream, r.of(asset, stage))
         upstream = [downstream[asset]]
     return StageStatus(stage, foundation, corpora, base, experts, downstream)
 
