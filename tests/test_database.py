@@ -179,3 +179,52 @@ def test_stderr_round_trips_and_older_files_gain_the_column(tmp_path):
     assert got["stderr"].iloc[1:3].isna().all()  # NaN and missing are stored as NULL, never as a number
     db.upsert_evaluations(_rows(0.6))  # rows without stderr (older callers) still insert
     assert db.evaluations()["stderr"].isna().all() and (db.evaluations()["value"] == 0.6).all()
+
+
+def test_item_values_round_trip_keyed_and_resumable(tmp_path):
+    db = EvaluationDatabase(path=str(tmp_path / "db.duckdb"))
+    rows = _rows(0.5)
+    rows["item_values"] = [(0.0, 1.0), np.array([1.0, 0.0]), None, [0.25, float("nan"), 0.75]]
+    assert db.upsert_evaluations(rows) == 4
+    got = db.evaluations("s0").sort_values(["candidate_id", "task"]).reset_index(drop=True)
+    assert list(got.columns)[-1] == "item_values"
+    assert got["item_values"][0] == (0.0, 1.0) and got["item_values"][1] == (1.0, 0.0)
+    assert got["item_values"][2] is None
+    a, b, c = got["item_values"][3]
+    assert (a, c) == (0.25, 0.75) and np.isnan(b)  # a missing item stays missing, in its place
+    rows["item_values"] = [(1.0, 1.0), (0.0,), (0.5,), None]
+    db.upsert_evaluations(rows)  # the same keys again: replaced, never duplicated
+    again = db.evaluations("s0").sort_values(["candidate_id", "task"]).reset_index(drop=True)
+    assert len(again) == 4 and again["item_values"][0] == (1.0, 1.0) and again["item_values"][3] is None
+    typed = dict(db.query("SELECT column_name, data_type FROM information_schema.columns "
+                          "WHERE table_name = 'evaluations'").values.tolist())
+    assert typed["item_values"] == "DOUBLE[]"
+    assert db.query("SELECT list_avg(item_values) AS m FROM evaluations WHERE candidate_id = 'c000' "
+                    "AND task = 'arith'")["m"][0] == 1.0  # queryable with DuckDB's list functions
+    bad = _rows(0.5)
+    bad["item_values"] = [["x"], None, None, None]
+    with pytest.raises(MergeMixError, match="item_values"):
+        db.upsert_evaluations(bad)
+
+
+def test_older_files_open_and_gain_item_values(tmp_path):
+    """A file from before ``item_values`` (here also before stderr/fingerprint) opens; old rows read as None."""
+    import duckdb
+
+    path = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute("CREATE TABLE evaluations (stage VARCHAR NOT NULL, candidate_id VARCHAR NOT NULL, kind VARCHAR, "
+                "alpha MAP(VARCHAR, DOUBLE), task VARCHAR NOT NULL, metric VARCHAR NOT NULL, value DOUBLE, "
+                "capability VARCHAR, model_fingerprint VARCHAR, evaluated_at TIMESTAMP, "
+                "PRIMARY KEY (stage, candidate_id, task, metric))")
+    con.execute("INSERT INTO evaluations VALUES ('s0', 'c_old', 'seed', MAP(['math'], [1.0]), 'arith', 'acc', 0.5, "
+                "'reasoning', 'fp', TIMESTAMP '2024-01-01 00:00:00')")
+    con.close()
+    db = EvaluationDatabase(path=str(path))
+    old = db.evaluations("s0")
+    assert len(old) == 1 and old["item_values"][0] is None and old["value"][0] == 0.5
+    rows = _rows(0.5)
+    rows["item_values"] = [(0.0, 1.0)] * 4
+    db.upsert_evaluations(rows)  # the old row's key is not among these: it stays, without items
+    got = db.evaluations("s0")
+    assert len(got) == 5 and got["item_values"].isna().sum() == 1

@@ -177,3 +177,29 @@ def test_definitions_carry_the_configured_pools(pipeline_config, tmp_path):
     moved = load_settings(str(path))
     for name, read in SETTINGS_READ_BY.items():
         assert read(moved) == read(custom), name
+
+
+def test_per_item_values_cross_the_worker_processes(tiny, tmp_path):
+    """Scores from spawned workers carry their items, equal to the in-process ones and averaging to the value."""
+    import math
+
+    from mergemix_dagster.core.evaluation.harness import TaskSpec
+    from mergemix_dagster.core.evaluation.workers import ProxyJob, score_proxies
+    from mergemix_dagster.core.training.model import save_checkpoint
+
+    spec, tokenizer, _, _ = tiny
+    dirs = {}
+    for i, d in enumerate(("base", "code", "math")):
+        dirs[d] = save_checkpoint(new_tiny_llama(spec, tokenizer, seed=i), tokenizer, tmp_path / d)
+    scorer = ScorerSpec(str(dirs["base"]), {"code": str(dirs["code"]), "math": str(dirs["math"])},
+                        (TaskSpec("mm_facts", "knowledge", "gold_prob"),), limit=5, device="cpu", threads=1)
+    jobs = [ProxyJob("c0", {"code": 0.3, "math": 0.7}), ProxyJob("c1", {"code": 1.0, "math": 0.0})]
+    scored: dict[int, dict] = {1: {}, 2: {}}
+    for workers in (1, 2):
+        score_proxies(scorer, jobs, lambda job, scores, _s: scored[workers].update({job.candidate_id: scores[0]}),
+                      workers=workers)
+    for cid in ("c0", "c1"):
+        one, two = scored[1][cid], scored[2][cid]
+        assert two.items is not None and len(two.items) == 5
+        assert two.items == pytest.approx(one.items, abs=1e-6)
+        assert abs(math.fsum(two.items) / 5 - two.value) < 1e-9

@@ -320,3 +320,59 @@ def test_task_by_task_progress_gives_the_same_scores_and_json(tiny, evaluator, t
     a, b = (json.loads((tmp_path / f).read_text()) for f in ("one_call.json", "by_task.json"))
     assert set(a["results"]) == set(b["results"]) == {t.name for t in DEFAULT_TASKS}
     assert a["n-samples"] == b["n-samples"]
+
+
+def test_per_item_values_average_to_lm_evals_score(tiny, evaluator, tmp_path):
+    """Every score carries its items in document order; their mean is lm-eval's aggregate, unchanged."""
+    import json
+    import math
+
+    model, tokenizer = tiny
+    path = tmp_path / "c00.json"
+    scores = evaluator.evaluate(model, tokenizer, results_path=path)
+    for score in scores:
+        assert score.items is not None and len(score.items) == 12
+        assert set(score.items) <= {0.0, 1.0}  # acc: one 0/1 per item
+        assert abs(math.fsum(score.items) / len(score.items) - score.value) < 1e-9
+    data = json.loads(path.read_text())
+    assert "samples" not in data and "task_hashes" not in data  # the JSON is as before: no per-item dump
+    # a continuous metric, task by task (the progress path merges lm-eval's sections per task)
+    ev = Evaluator([TaskSpec(t.name, t.capability, "gold_prob") for t in DEFAULT_TASKS], limit=12)
+    together = ev.evaluate(model, tokenizer)
+    one_by_one = ev.evaluate(model, tokenizer, progress_log=lambda _: None)
+    for a, b in zip(together, one_by_one):
+        assert len(set(a.items)) > 1 and abs(math.fsum(a.items) / 12 - a.value) < 1e-9
+        assert a.items == pytest.approx(b.items, abs=1e-9)
+
+
+def test_items_follow_doc_id_order(tiny, evaluator):
+    """Item i is document i: scoring a model on the first 6 documents gives the first 6 items of 12."""
+    model, tokenizer = tiny
+    few = Evaluator([TaskSpec("mm_facts", "knowledge", "gold_prob")], limit=6).evaluate(model, tokenizer)[0]
+    more = Evaluator([TaskSpec("mm_facts", "knowledge", "gold_prob")], limit=12).evaluate(model, tokenizer)[0]
+    assert more.items[:6] == pytest.approx(few.items, abs=1e-6)
+
+
+def test_item_values_refuses_what_is_not_a_mean_of_items():
+    from mergemix_dagster.core.evaluation.samples import is_mean_aggregation, item_values
+
+    samples = [{"doc_id": 1, "filter": "none", "acc": 1.0}, {"doc_id": 0, "filter": "none", "acc": 0.0},
+               {"doc_id": 0, "filter": "other", "acc": 1.0}]
+    assert item_values(samples, "acc", 0.5) == (0.0, 1.0)  # doc_id order, only the "none" filter
+    assert item_values(samples, "acc", 0.7) is None  # the items would describe another number
+    assert item_values([{"doc_id": 0, "ppl": (1.0, 2)}], "ppl", 1.0) is None  # not a real number
+    assert item_values(None, "acc", 0.5) is None and item_values(samples, "f1", 0.5) is None
+    assert not is_mean_aggregation(None) and not is_mean_aggregation(max)
+
+
+def test_identified_scores_keep_their_items():
+    """The fingerprinted copy the pipeline stores (steps.proxy_scoring) and a pickled worker result keep items."""
+    import pickle
+
+    from mergemix_dagster.steps.proxy_scoring import fingerprinted
+
+    score = BenchmarkScore("mm_math", "acc", 0.5, "math", 0.1, (0.0, 1.0))
+    (identified,) = fingerprinted([score], {"mm_math": "fp"})
+    assert identified.items == (0.0, 1.0) and identified.evaluation_fingerprint == "fp"
+    assert pickle.loads(pickle.dumps(identified)) == identified
+    assert BenchmarkScore("t", "acc", 0.5, "c").items is None  # the old positional form still builds

@@ -92,3 +92,7 @@ class TrainerOutputError(MergeMixError):
 
 class TrainerCommandError(MergeMixError):
     """A training command failed (non-zero exit, or its launcher could not run it)."""
+
+
+class PairedAnalysisError(MergeMixError):
+    """Per-item scores cannot support a paired comparison: too few items or mixtures, or shapes that differ."""

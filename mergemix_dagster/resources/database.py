@@ -3,7 +3,12 @@
 Tables
 ------
 ``evaluations(stage, candidate_id, kind, alpha MAP(VARCHAR, DOUBLE), task, metric, value, capability,
-model_fingerprint, evaluated_at)``, primary key ``(stage, candidate_id, task, metric)``.
+model_fingerprint, evaluated_at, evaluation_fingerprint, stderr, item_values DOUBLE[])``, primary key
+``(stage, candidate_id, task, metric)``. ``item_values`` holds the benchmark's per-item metric values in
+document order (their mean is ``value``), so two candidates can be compared item by item
+(``core.evaluation.paired``); a missing (NaN) item is a NULL element, read back as NaN. The column is NULL
+for rows written without items (older files, non-mean metrics).
+Columns added later are added to older files by ``ALTER TABLE ... ADD COLUMN IF NOT EXISTS``.
 ``alpha`` is a DuckDB ``MAP``; in DuckDB ≥ 1.1 (this project pins 2.0) subscripting returns the value
 itself, not a one-element list, and ``NULL`` for a domain that is not in the map::
 
@@ -56,9 +61,11 @@ EVALUATION_COLUMNS = [
     "evaluated_at",
     "evaluation_fingerprint",
     "stderr",
+    "item_values",
 ]
 CHOSEN_COLUMNS = ["stage", "domain", "weight", "predicted_utility", "verified_utility", "details", "chosen_at"]
 _KEY = ["stage", "candidate_id", "task", "metric"]
+_OPTIONAL = ("evaluated_at", "evaluation_fingerprint", "stderr", "item_values")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS evaluations (
@@ -100,6 +107,7 @@ CREATE TABLE IF NOT EXISTS training_runs (
 );
 ALTER TABLE evaluations ADD COLUMN IF NOT EXISTS evaluation_fingerprint VARCHAR;
 ALTER TABLE evaluations ADD COLUMN IF NOT EXISTS stderr DOUBLE;
+ALTER TABLE evaluations ADD COLUMN IF NOT EXISTS item_values DOUBLE[];
 """
 
 
@@ -126,6 +134,26 @@ def _json_safe(obj: Any) -> Any:
     if isinstance(obj, (str, int, bool)) or obj is None:
         return obj
     return str(obj)
+
+
+def _item_list(i: int, v: Any) -> list[float] | None:
+    """A row's per-item values as a list of floats (NaN kept: a missing item), or None for none given."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return None
+    try:
+        values = [float(x) for x in v]
+    except (TypeError, ValueError) as e:
+        raise MergeMixError(f"evaluation row {i}: item_values must be a sequence of numbers, got {v!r}") from e
+    return values or None
+
+
+def _item_tuple(v: Any) -> tuple[float, ...] | None:
+    """A stored ``item_values`` cell as a tuple of floats (NULL elements as NaN), or None for a NULL cell."""
+    if v is None or (np.ndim(v) == 0 and pd.isna(v)):
+        return None
+    if isinstance(v, np.ma.MaskedArray):  # DuckDB hands a list with NULL elements back masked
+        v = v.astype(float).filled(np.nan)
+    return tuple(float("nan") if x is None or pd.isna(x) else float(x) for x in v)
 
 
 def _opt_float(v: float | None) -> float | None:
@@ -194,12 +222,13 @@ class EvaluationDatabase(dg.ConfigurableResource):
     def upsert_evaluations(self, rows: pd.DataFrame) -> int:
         """Insert or replace rows keyed by (stage, candidate_id, task, metric); returns the row count.
 
-        ``alpha`` holds ``{domain: weight}`` dicts; ``evaluated_at`` is optional (default: now, UTC).
+        ``alpha`` holds ``{domain: weight}`` dicts; ``evaluated_at`` is optional (default: now, UTC);
+        ``item_values`` (optional) a sequence of per-item values or None per row.
         Within ``rows`` a repeated key keeps its last occurrence. A NaN ``value`` is refused.
         """
         if rows is None or len(rows) == 0:
             return 0
-        missing = [c for c in EVALUATION_COLUMNS if c not in rows.columns and c not in ("evaluated_at", "evaluation_fingerprint", "stderr")]
+        missing = [c for c in EVALUATION_COLUMNS if c not in rows.columns and c not in _OPTIONAL]
         if missing:
             raise MergeMixError(f"evaluation rows lack columns {missing}; have {list(rows.columns)}")
         df = rows.reset_index(drop=True).copy()
@@ -233,12 +262,14 @@ class EvaluationDatabase(dg.ConfigurableResource):
         if "evaluation_fingerprint" not in df.columns:
             df["evaluation_fingerprint"] = None
         df["stderr"] = [_opt_float(v) for v in df["stderr"]] if "stderr" in df.columns else None
+        items = df["item_values"] if "item_values" in df.columns else [None] * len(df)
+        df["item_values"] = pd.Series([_item_list(i, v) for i, v in enumerate(items)], index=df.index, dtype=object)
         for col in ["stage", "candidate_id", "kind", "task", "metric", "capability", "model_fingerprint", "evaluation_fingerprint"]:
             df[col] = df[col].map(lambda v: None if v is None or (isinstance(v, float) and math.isnan(v)) else str(v))
         df = df.drop_duplicates(_KEY, keep="last")
         staged = df[
             ["stage", "candidate_id", "kind", "alpha_keys", "alpha_values", "task", "metric", "value",
-             "capability", "model_fingerprint", "evaluated_at", "evaluation_fingerprint", "stderr"]
+             "capability", "model_fingerprint", "evaluated_at", "evaluation_fingerprint", "stderr", "item_values"]
         ]
         with self.connect() as con:
             con.register("_mm_rows", staged)
@@ -248,11 +279,11 @@ class EvaluationDatabase(dg.ConfigurableResource):
                     "DELETE FROM evaluations e USING _mm_rows r WHERE e.stage = r.stage AND "
                     "e.candidate_id = r.candidate_id AND e.task = r.task AND e.metric = r.metric"
                 )
-                con.execute(
-                    "INSERT INTO evaluations SELECT stage, candidate_id, kind, "
+                con.execute(  # columns named: older files gained theirs by ALTER, in their own order
+                    f"INSERT INTO evaluations ({', '.join(EVALUATION_COLUMNS)}) SELECT stage, candidate_id, kind, "
                     "MAP(CAST(alpha_keys AS VARCHAR[]), CAST(alpha_values AS DOUBLE[])), task, metric, "
                     "value, capability, model_fingerprint, CAST(evaluated_at AS TIMESTAMP), evaluation_fingerprint, "
-                    "CAST(stderr AS DOUBLE) FROM _mm_rows"
+                    "CAST(stderr AS DOUBLE), CAST(item_values AS DOUBLE[]) FROM _mm_rows"
                 )
                 con.execute("COMMIT")
             except Exception:
@@ -263,10 +294,12 @@ class EvaluationDatabase(dg.ConfigurableResource):
         return len(staged)
 
     def evaluations(self, stage: str | None = None) -> pd.DataFrame:
-        """Rows of ``evaluations`` (of one stage, or all), ``alpha`` as plain ``{domain: weight}`` dicts."""
+        """Rows of ``evaluations`` (of one stage, or all), ``alpha`` as plain ``{domain: weight}`` dicts,
+        ``item_values`` as tuples of floats (None where a row has none)."""
         sql = (
             "SELECT stage, candidate_id, kind, map_keys(alpha) AS _ak, map_values(alpha) AS _av, task, metric, "
-            "value, capability, model_fingerprint, evaluated_at, evaluation_fingerprint, stderr FROM evaluations"
+            "value, capability, model_fingerprint, evaluated_at, evaluation_fingerprint, stderr, item_values "
+            "FROM evaluations"
         )
         params: list = []
         if stage is not None:
@@ -281,6 +314,7 @@ class EvaluationDatabase(dg.ConfigurableResource):
         ]
         df = df.drop(columns=["_ak", "_av"])
         df.insert(3, "alpha", pd.Series(alphas, index=df.index, dtype=object))
+        df["item_values"] = pd.Series([_item_tuple(v) for v in df["item_values"]], index=df.index, dtype=object)
         return df[EVALUATION_COLUMNS].reset_index(drop=True)
 
     # -------------------------------------------------------- chosen mixture

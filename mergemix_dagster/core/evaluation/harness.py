@@ -14,6 +14,8 @@ Design (measured, see docs/data.md):
   whole fast tokenizer (so a different tokenizer never reuses them); it saves ~0.5 s a call.
   ``simple_evaluate`` itself is not called per candidate: it reseeds the global RNGs and collects
   environment info (subprocesses, a hub request) on every call.
+- Each score carries its per-item values (``BenchmarkScore.items``, from lm-eval's logged samples), so two
+  mixtures can be compared item by item (``core.evaluation.paired``); the samples are not written to the JSON.
 - With ``results_path`` a call writes lm-eval's results JSON (``results``, ``configs``, ``versions``,
   ``n-shot``, ``n-samples``, plus a ``config`` block), so a candidate can be compared with a user's own
   ``lm_eval`` run of the same tasks.
@@ -42,6 +44,7 @@ from pathlib import Path  # noqa: E402
 from typing import Any, Callable, Sequence  # noqa: E402
 
 from mergemix_dagster.core.errors import ConfigError, MissingTaskError  # noqa: E402
+from mergemix_dagster.core.evaluation.samples import task_item_values  # noqa: E402
 from mergemix_dagster.core.training.hub import set_offline  # noqa: E402
 from mergemix_dagster.core.progress import Progress  # noqa: E402
 
@@ -60,6 +63,8 @@ class BenchmarkScore:
     value: float
     capability: str
     stderr: float | None = None
+    #: Each item's metric value in ``doc_id`` order (their mean is ``value``); None for non-mean metrics.
+    items: tuple[float, ...] | None = None
 
 
 DEFAULT_TASKS: tuple[TaskSpec, ...] = (
@@ -335,7 +340,7 @@ class Evaluator:
                 limit=self.limit,
                 cache_requests=False,
                 bootstrap_iters=100,  # only used for non-mean metrics; acc/acc_norm stderr is analytic
-                log_samples=False,
+                log_samples=True,  # per-item values for paired comparisons (core.evaluation.samples)
             ) or {}
 
         try:
@@ -362,7 +367,9 @@ class Evaluator:
                 raise MissingTaskError(f"lm-eval returned no {spec.metric!r} for task {spec.name!r} (got {sorted(row or {})})")
             stderr = row.get(f"{spec.metric}_stderr,none")
             stderr = float(stderr) if isinstance(stderr, (int, float)) and math.isfinite(stderr) else None
-            scores.append(BenchmarkScore(spec.name, spec.metric, float(row[key]), spec.capability, stderr))
+            value = float(row[key])
+            items = task_item_values(self._task_objects[spec.name], out.get("samples"), spec.name, spec.metric, value)
+            scores.append(BenchmarkScore(spec.name, spec.metric, value, spec.capability, stderr, items))
         if results_path is not None:
             self.write_results(out, Path(results_path), model_name or type(model).__name__, started)
         return scores
@@ -373,7 +380,7 @@ class Evaluator:
 
         from lm_eval.utils import handle_non_serializable
 
-        payload = dict(out)
+        payload = {k: v for k, v in out.items() if k != "samples"}  # lm-eval's tracker writes samples apart
         payload["config"] = {
             "model": model_name,
             "model_args": "in-memory HFLM (mergemix)",
