@@ -3,7 +3,7 @@
 Not a test. Builds (or reuses) the base + K perturbed experts of ``benchmarks/candidates.py``, draws N
 mixtures, and scores them all with ``Evaluator(DEFAULT_TASKS)``:
 
-- W = 1 and W = 2 workers through ``core.evaluation_workers.score_proxies``, the function the
+- W = 1 and W = 2 workers through ``core.evaluation.workers.score_proxies``, the function the
   ``candidate_evaluations`` asset calls (W = 1 in this process; W > 1 spawned processes, a free worker takes
   the next candidate; each loads the base and the experts ONCE and re-merges in place; torch threads per
   worker: 1 when W > 1, or ``--threads``). The rows of both runs must be identical (same values, bit for

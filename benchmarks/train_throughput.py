@@ -1,4 +1,4 @@
-"""Training throughput of the tiny Llama with ``core.train.train`` (fp32, CPU or GPU).
+"""Training throughput of the tiny Llama with ``core.training.loop.train`` (fp32, CPU or GPU).
 
     python benchmarks/train_throughput.py                     # default sizes, eager
     python benchmarks/train_throughput.py --compile           # also torch.compile

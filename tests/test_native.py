@@ -138,7 +138,7 @@ def _partitions(instance, stages):
 
 
 def _propagated(direct: dict, stages) -> dict:
-    """A not-fresh upstream makes a materialized partition stale (the rule ``staleness._after`` applies)."""
+    """A not-fresh upstream makes a materialized partition stale (the rule ``runner.staleness.after`` applies)."""
     from mergemix_dagster.assets.partitions import expert_partition_key
 
     out = dict(direct)

@@ -1,5 +1,5 @@
 """Expert checkpoints: one per domain × stage, trained from the stage base with a constant LR, short horizon,
-by the configured trainer (``resources/trainers.py``: in-process, or the team's command through Dagster Pipes)."""
+by the configured trainer (``resources/trainers/``: in-process, or the team's command through Dagster Pipes)."""
 
 
 import tempfile
@@ -19,7 +19,7 @@ from mergemix_dagster.steps.metadata import loss_curve, loss_history_key, number
 from mergemix_dagster.resources.pools import AssetPools
 
 EXPERT_CODE_VERSION = "1"
-#: Dagster concurrency pool of training assets by default (``trainer.pool``; assets/pools.py)
+#: Dagster concurrency pool of training assets by default (``trainer.pool``; resources/pools.py)
 TRAINING_POOL = AssetPools().training
 
 
@@ -106,7 +106,7 @@ def build_expert_assets(
     parts: PipelinePartitions, pools: AssetPools = AssetPools(), consolidated: dg.AssetDep | None = None
 ) -> list[dg.AssetsDefinition]:
     """``consolidated``: with a bottom-up hierarchy, the dependency on each split domain's sub-domain weights;
-    that domain's expert is then the merge of its sub-domain experts (``hierarchy.consolidate_domain``)."""
+    that domain's expert is then the merge of its sub-domain experts (``steps/subdomain_search.consolidate_domain``)."""
 
     @dg.asset(
         partitions_def=parts.domain_stage,

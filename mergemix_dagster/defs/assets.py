@@ -1,7 +1,7 @@
 """The assets of one settings file, and the jobs that run them.
 
 Partitions (domains), pools and code versions depend on the settings, and a config with sub-domains adds
-the sub-domain assets and their jobs (``assets/hierarchy.py``), so assets and jobs are built together.
+the sub-domain assets and their jobs (``assets/hierarchy/``), so assets and jobs are built together.
 Stage assets carry the new-stage automation condition (``automation.py``).
 """
 

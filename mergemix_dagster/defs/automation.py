@@ -8,7 +8,7 @@ reads from outside (tokenizer, corpora) is there, and
 backfill: the UI shows one backfill with per-asset, per-partition progress, ordered by the graph across
 the three partitions definitions (stage, domain × stage, stage).
 
-What stays hand-written (``staleness.py``, ``latest_stage_sensor``, the ``reoptimize_*`` schedules): rerunning
+What stays hand-written (``runner/staleness.py``, ``latest_stage_sensor``, the ``reoptimize_*`` schedules): rerunning
 *stale* partitions of the latest stage only. ``eager()``/``any_deps_updated()`` would also retrain every
 older stage after a corpus edit, and no condition selects "the last dynamic partition".
 

@@ -24,7 +24,7 @@ from mergemix_dagster.runner.staleness import latest_stage, next_runs, stage_sta
 
 BACKFILL_TAG = "dagster/backfill"  # on every run an asset backfill launches
 PARTITION_TAG = "dagster/partition"  # "s1"; a domain × stage run also has "dagster/partition/stage"
-#: The jobs ``staleness.next_runs`` can plan: what ``latest_stage_sensor`` may request, and nothing else.
+#: The jobs ``runner.staleness.next_runs`` can plan: what ``latest_stage_sensor`` may request, and nothing else.
 STAGE_LAYER_JOBS = (foundation_job, corpora_job, stage_base_job, experts_job, optimize_job)
 
 

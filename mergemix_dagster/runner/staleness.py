@@ -21,7 +21,7 @@ Why hand-written at all: the two rules Dagster cannot express. (1) Staleness thr
 (above). (2) "Only the latest stage": declarative automation (``AutomationCondition``) has no condition for
 "the last dynamic partition", and ``any_deps_updated`` would rerun every older stage after a corpus edit.
 New stages, which need no staleness rule, are launched natively: ``stage_automation_sensor`` (see
-sensors.py) submits one asset backfill over all of a new stage's partitions.
+defs/sensors.py) submits one asset backfill over all of a new stage's partitions.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The trained comparison of MergeMix's Table 3 on a hierarchical stage: ⟨MergeMix, MergeMix⟩ (the chosen
 flat mixture), ⟨MergeMix, uniform⟩ (chosen coarse weights, equal weights inside each domain) and ⟨uniform,
-uniform⟩, each trained from the stage base by the validation's reference runs (``assets/references.py``)."""
+uniform⟩, each trained from the stage base by the validation's reference runs (``steps/reference_runs.py``)."""
 
 
 import numpy as np

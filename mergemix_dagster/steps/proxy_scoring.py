@@ -2,7 +2,7 @@
 
 Every score carries an ``evaluation_fingerprint``: a hash of what decided it besides the model (the task's
 YAML and data files, the metric, ``evaluation.limit``). Rows scored under other settings are then never
-taken as done nor mixed with fresh ones (``loading.configured_rows``).
+taken as done nor mixed with fresh ones (``artifacts.configured_rows``).
 """
 
 

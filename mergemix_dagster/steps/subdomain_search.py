@@ -1,4 +1,4 @@
-"""The work of the sub-domain assets (``assets/hierarchy.py``): the search inside one split domain, the
+"""The work of the sub-domain assets (``assets/hierarchy/``): the search inside one split domain, the
 bottom-up consolidated expert, and the stage's mixture rewritten as coarse × fine.
 
 The search inside a domain is the flat pipeline's code on that domain's sub-domain experts: a seed design,

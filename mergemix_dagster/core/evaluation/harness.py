@@ -19,7 +19,7 @@ Design (measured, see docs/data.md):
 - With ``results_path`` a call writes lm-eval's results JSON (``results``, ``configs``, ``versions``,
   ``n-shot``, ``n-samples``, plus a ``config`` block), so a candidate can be compared with a user's own
   ``lm_eval`` run of the same tasks.
-- Offline mode is the caller's choice (``model.offline`` in the settings, ``core.hub.set_offline``);
+- Offline mode is the caller's choice (``model.offline`` in the settings, ``core.training.hub.set_offline``);
   ``Evaluator(offline=True)`` applies it before ``datasets`` / ``lm_eval`` are imported.
 - lm-eval warnings that repeat for every request (e.g. "Truncating N tokens from the left" when prompts are
   longer than the model's context) are printed once per kind and counted: :meth:`Evaluator.warning_summary`.

@@ -1,7 +1,7 @@
 """Hierarchical mixtures (MergeMix §3.5): a coarse mixture over domains and, inside each split domain, a fine
 mixture over its sub-domains; trainers get their product, flat over sub-domains.
 
-Two orders, one search code (``core.search``, ``core.objective``, ``core.surrogate``):
+Two orders, one search code (``core.search.simplex``, ``core.search.objective``, ``core.search.surrogate``):
 
 - *top-down*: the coarse search runs over domain experts trained on each domain's natural sub-domain mix;
   then, with the coarse weights fixed, each split domain searches its own sub-domain weights;

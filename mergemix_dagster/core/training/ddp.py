@@ -4,7 +4,7 @@
         --init /ckpt/base --mixture mixture.json --tokens 5000000000 --lr 1e-5 --schedule constant --out /ckpt/expert
 
 It follows the command contract of docs/cluster.md, so it can itself be the ``command`` trainer. With
-``WORLD_SIZE > 1`` it starts a process group (nccl on CUDA, gloo on CPU) and ``core.train.train`` runs
+``WORLD_SIZE > 1`` it starts a process group (nccl on CUDA, gloo on CPU) and ``core.training.loop.train`` runs
 data-parallel (DDP; with ``--fsdp`` FSDP2 shards the model over the ranks); the loop is the one the
 in-process trainer runs. Rank 0 saves the train state every
 ``--save-every`` steps under ``--state-dir`` (default: next to ``--out``); rerunning the same command after

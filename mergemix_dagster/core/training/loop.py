@@ -14,7 +14,7 @@ MergeMix experts use a *vertex* mixture (all weight on one domain, or domain + g
 constant learning rate with no decay: the expert stays in the same linear basin as its base so
 that task-vector merging is meaningful. Reference runs train on any data ratio λ.
 
-The same loop runs in-process (one rank) and under ``torchrun`` (``core/train_ddp.py`` starts the
+The same loop runs in-process (one rank) and under ``torchrun`` (``core/training/ddp.py`` starts the
 process group): with more than one rank the model is wrapped in ``DistributedDataParallel``. Every
 rank draws the same global batch from the same seed and trains on its own slice of rows, so W ranks
 see exactly the windows one rank sees and produce the same weights (up to float summation order).
@@ -275,7 +275,7 @@ def train(
     validate_streams(streams, mixture, recipe.seq_len)
     rank, world = rank_and_world()
     micro_rows = check_split(recipe, world)
-    sharded = is_fully_sharded(model)  # FSDP2 (``train_ddp --fsdp``): it reduces gradients itself
+    sharded = is_fully_sharded(model)  # FSDP2 (``ddp.py --fsdp``): it reduces gradients itself
     if sharded and state_dir is not None:
         raise ConfigError("a fully sharded (FSDP) run does not save or resume a train state (state_dir)")
 
