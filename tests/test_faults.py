@@ -33,7 +33,6 @@ from mergemix_dagster.core.errors import (
     CorpusError,
     CorruptDatabaseError,
     InvalidStageNameError,
-    MalformedCorpusError,
     MissingTaskError,
     MissingTokenizerError,
     NonFiniteWeightsError,
