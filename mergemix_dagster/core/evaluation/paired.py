@@ -238,5 +238,19 @@ def paired_objective_difference(
     return ObjectiveDifference(float(point[0]), float(low), float(high), quantile, kept, dropped, n_boot)
 
 
+def paired_capability_difference(
+    items_by_task_a: Mapping[Hashable, Sequence[float]],
+    items_by_task_b: Mapping[Hashable, Sequence[float]],
+    n_boot: int = 2000,
+    seed: int = 0,
+    quantile: float = 0.025,
+) -> ObjectiveDifference:
+    """``a − b`` of one capability score (the equal-weight mean of its tasks' means) on the same items, with the
+    paired bootstrap quantiles ``(q, 1 − q)``: a 95 % interval by default."""
+    return paired_objective_difference(items_by_task_a, items_by_task_b, lambda scores: scores["capability"],
+                                       n_boot, seed, capability_of={k: "capability" for k in items_by_task_a},
+                                       quantile=quantile)
+
+
 __all__ = ["MixtureEffect", "ObjectiveDifference", "PairedDifference", "mixture_effect", "paired_difference",
-           "paired_objective_difference"]
+           "paired_capability_difference", "paired_objective_difference"]
