@@ -4,7 +4,15 @@ import numpy as np
 
 from mergemix_dagster.core.evaluation.scores import CapabilityTable
 from mergemix_dagster.core.mixture import Mixture
-from mergemix_dagster.core.search.choose import choose_verified_or_measured, degenerate, effective_domains
+from mergemix_dagster.core.search.choose import (
+    NO_ITEMS_MARGIN,
+    MarginRule,
+    PairedItems,
+    choose_verified_or_measured,
+    degenerate,
+    effective_domains,
+)
+from mergemix_dagster.core.search.objective import Objective, ScoreScale
 from mergemix_dagster.core.search.constraints import MixtureConstraints, build_constraints
 
 DOMAINS = ("math", "code")
@@ -47,3 +55,31 @@ def test_degenerate_and_effective_domains():
     assert degenerate({"math": 0.5, "code": 0.5}) is None
     assert np.isclose(effective_domains({"math": 0.5, "code": 0.5}), 2.0)
     assert np.isclose(effective_domains({"math": 1.0, "code": 0.0}), 1.0)
+
+
+def test_without_per_item_scores_the_strict_rule_applies_and_the_comparison_says_so():
+    search_choice = Mixture(DOMAINS, (0.4, 0.6))
+    table = _table([[1.0, 0.0], [0.5, 0.5]], [0.7, 0.2])
+    none = MixtureConstraints.none(DOMAINS)
+    beaten = choose_verified_or_measured(search_choice, {"math": 0.5}, 0.3, table, np.array([0.9, 0.1]), none)
+    assert beaten.comparison["margin"] == NO_ITEMS_MARGIN
+    assert beaten.comparison["measured_candidate"] == "c0" and beaten.comparison["difference"] == 0.6
+    rule = MarginRule(Objective(), ScoreScale({"math": 0.0}, {"math": 1.0}))
+    items = PairedItems(verified={("t", "acc"): [0.0, 1.0, 1.0]}, measured={"c0": None, "c1": None},
+                        capability_of={("t", "acc"): "math"})
+    with_rule = choose_verified_or_measured(search_choice, {"math": 0.5}, 0.3, table, np.array([0.9, 0.1]), none,
+                                            items=items, rule=rule)
+    assert with_rule.measured_id == "c0" and with_rule.comparison["margin"] == NO_ITEMS_MARGIN
+
+
+def test_a_measured_lead_within_paired_noise_keeps_the_search_choice():
+    search_choice = Mixture(DOMAINS, (0.4, 0.6))
+    verified = np.tile([0.0, 1.0], 100)
+    measured = verified.copy()
+    measured[[0, 2, 4]] = 1.0  # +0.015 on 200 items: 3 differ
+    table = _table([[0.7, 0.3]], [measured.mean()])
+    rule = MarginRule(Objective(), ScoreScale({"math": 0.0}, {"math": 1.0}))
+    items = PairedItems({("t", "acc"): verified}, {"c0": {("t", "acc"): measured}}, {("t", "acc"): "math"})
+    kept = choose_verified_or_measured(search_choice, {"math": 0.5}, 0.5, table, np.array([measured.mean()]),
+                                       MixtureConstraints.none(DOMAINS), items=items, rule=rule)
+    assert kept.chosen_from == "search" and kept.comparison["interval"][0] <= 0

@@ -85,7 +85,8 @@ def test_expert_page_carries_the_expert_vs_base_table_and_its_check(smoke_run):
     meta = _latest(instance, "candidate_evaluations")
     versus = meta["expert_vs_base"]
     assert isinstance(versus, dg.TableMetadataValue)
-    assert [c.name for c in versus.schema.columns] == ["domain", "capability", "base", "expert", "gain"]
+    assert [c.name for c in versus.schema.columns] == ["domain", "capability", "base", "expert", "gain", "ci_low",
+                                                       "ci_high", "beats_base"]
     assert sorted(r.data["domain"] for r in versus.records) == sorted(settings.domain_names)
     gains = {r.data["domain"]: r.data["gain"] for r in versus.records}
     assert all(g == float(f"{g:.4g}") for g in gains.values())  # 4 significant digits, never 0.9999999999999999
@@ -97,8 +98,9 @@ def test_expert_page_carries_the_expert_vs_base_table_and_its_check(smoke_run):
 
     results = {r.check: r for r in latest_check_results(instance, "s0")}
     check = results["experts_beat_base"]
-    # the check's verdict is the table's: every expert's gain positive
-    assert check.passed == all(g > 0 for g in gains.values())
+    # the check's verdict is the table's: every expert's paired interval above 0 (without items: gain > 0)
+    beats = [r.data["ci_low"] > 0 if r.data["ci_low"] is not None else r.data["gain"] > 0 for r in versus.records]
+    assert [r.data["beats_base"] for r in versus.records] == beats and check.passed == all(beats)
     assert check.severity == ("ERROR" if settings.checks.block else "WARN")
     assert f"of {len(settings.domain_names)} experts beat the base" in check.description
 

@@ -9,6 +9,8 @@ resumes where it stopped and a finished one costs nothing.
 import dagster as dg
 import pandas as pd
 
+from mergemix_dagster.core.errors import PairedAnalysisError
+from mergemix_dagster.core.evaluation.paired import paired_capability_difference
 from mergemix_dagster.core.evaluation.workers import ProxyJob, score_proxies
 from mergemix_dagster.core.mixture import Mixture
 from mergemix_dagster.core.progress import Progress
@@ -29,15 +31,43 @@ EVALUATIONS_CODE_VERSION = "2"  # 2: the base is scored with lm-eval's stderr (t
 BASE_CANDIDATE_ID = "base"
 EXPERTS_BEAT_BASE_CHECK = "experts_beat_base"
 EXPERTS_BEAT_BASE_DESCRIPTION = (
-    "Every expert (vertex candidate) scores higher than the base on its own domain's capability. When one does "
-    "not, its task vector adds little of that capability and merges along it are weak proxies. WARN by default; "
+    "Every expert (vertex candidate) scores higher than the base on its own domain's capability, beyond paired "
+    "noise (the 95 % paired interval of the gain over the same items is above 0; without per-item scores, a "
+    "gain > 0). When one does not, its task vector adds little of that capability and merges along it are weak "
+    "proxies. WARN by default; "
     "with `checks.block: true` ERROR, and the surrogates and the chosen mixture of the run are not materialized."
 )
 
 
+NO_ITEMS = "no per-item scores"
+
+
+def _items_of(group: pd.DataFrame, capability: str) -> dict | None:
+    """Per-item values by (task, metric) of one candidate's rows of ``capability``; None if any row has none."""
+    rows = group[group["capability"] == capability]
+    if "item_values" not in rows.columns or rows.empty:
+        return None
+    items = {(t, m): v for t, m, v in zip(rows["task"], rows["metric"], rows["item_values"])}
+    return None if any(v is None or (isinstance(v, float) and v != v) for v in items.values()) else items
+
+
+def _paired_interval(base: dict | None, expert: dict | None) -> tuple[float, float]:
+    """95 % paired bootstrap interval of expert − base over the same items; NaN where either lacks items."""
+    if base is None or expert is None or set(base) != set(expert):
+        return float("nan"), float("nan")
+    try:
+        d = paired_capability_difference(expert, base)
+    except PairedAnalysisError:
+        return float("nan"), float("nan")
+    return d.low, d.high
+
+
 def expert_vs_base_frame(s: Settings, frame: pd.DataFrame) -> pd.DataFrame:
-    """Each expert (vertex candidate) against the base on its own domain's capability: one row per domain."""
-    by_id = {cid: capability_means(zip(g["capability"], g["value"])) for cid, g in frame.groupby("candidate_id")}
+    """Each expert (vertex candidate) against the base on its own domain's capability: one row per domain, with
+    the paired 95 % interval of the gain over the same items (NaN without per-item scores) and whether the
+    expert beats the base (interval above 0; without items: gain > 0)."""
+    groups = dict(tuple(frame.groupby("candidate_id")))
+    by_id = {cid: capability_means(zip(g["capability"], g["value"])) for cid, g in groups.items()}
     alphas = frame.drop_duplicates("candidate_id").set_index("candidate_id")["alpha"]
     base = by_id.get(BASE_CANDIDATE_ID, {})
     rows = []
@@ -49,9 +79,13 @@ def expert_vs_base_frame(s: Settings, frame: pd.DataFrame) -> pd.DataFrame:
         )
         if cap is None or vertex is None or cap not in base:
             continue
+        gain = by_id[vertex][cap] - base[cap]
+        low, high = _paired_interval(_items_of(groups[BASE_CANDIDATE_ID], cap), _items_of(groups[vertex], cap))
         rows.append({"domain": d.name, "capability": cap, "base": base[cap], "expert": by_id[vertex][cap],
-                     "gain": by_id[vertex][cap] - base[cap]})
-    return pd.DataFrame(rows, columns=["domain", "capability", "base", "expert", "gain"])
+                     "gain": gain, "ci_low": low, "ci_high": high,
+                     "beats_base": bool(low > 0) if low == low else bool(gain > 0)})
+    columns = ["domain", "capability", "base", "expert", "gain", "ci_low", "ci_high", "beats_base"]
+    return pd.DataFrame(rows, columns=columns).astype({"ci_low": float, "ci_high": float, "beats_base": bool})
 
 
 def expert_vs_base_markdown(s: Settings, frame: pd.DataFrame) -> tuple[str, dict[str, float]]:
@@ -61,15 +95,26 @@ def expert_vs_base_markdown(s: Settings, frame: pd.DataFrame) -> tuple[str, dict
     return text, dict(zip(table_frame["domain"], table_frame["gain"]))
 
 
-def experts_beat_base_result(s: Settings, gains: dict[str, float]) -> dg.AssetCheckResult:
-    behind = {d: g for d, g in gains.items() if not g > 0}
+def _gain_text(row) -> str:
+    if row["ci_low"] == row["ci_low"]:
+        return f"{row['domain']} {row['gain']:+.3f} [{row['ci_low']:+.3f}, {row['ci_high']:+.3f}]"
+    return f"{row['domain']} {row['gain']:+.3f} ({NO_ITEMS}: gain > 0 rule)"
+
+
+def experts_beat_base_result(s: Settings, versus: pd.DataFrame) -> dg.AssetCheckResult:
+    """Every expert beats the base on its capability beyond paired noise: the 95 % paired interval of its gain
+    over the same items is above 0 (without per-item scores: the gain is > 0, and the description says so)."""
+    behind = versus[~versus["beats_base"]]
+    shown = "; ".join(_gain_text(row) for _, row in versus.iterrows())
     return dg.AssetCheckResult(
         check_name=EXPERTS_BEAT_BASE_CHECK,
-        passed=not behind,
+        passed=behind.empty,
         severity=dg.AssetCheckSeverity.ERROR if s.checks.block else dg.AssetCheckSeverity.WARN,
-        description=(f"{len(gains) - len(behind)} of {len(gains)} experts beat the base on their capability"
-                     + (f"; not: {', '.join(f'{d} ({g:+.3f})' for d, g in behind.items())}" if behind else "")),
-        metadata={f"gain_{d}": number(g) for d, g in gains.items()},
+        description=(f"{len(versus) - len(behind)} of {len(versus)} experts beat the base on their capability "
+                     "beyond paired noise (gain [95 % paired interval])"
+                     + (f"; not: {', '.join(behind['domain'])}" if not behind.empty else "")
+                     + (f". {shown}" if shown else "")),
+        metadata={f"gain_{row['domain']}": number(row["gain"]) for _, row in versus.iterrows()},
     )
 
 
@@ -129,7 +174,6 @@ def build_evaluation_assets(parts: PipelinePartitions, pools: AssetPools = Asset
         frame = configured_rows(database.evaluations(stage), s)
         frame = frame[frame["candidate_id"].isin(ids)]
         versus_base = expert_vs_base_frame(s, frame)
-        gains = dict(zip(versus_base["domain"], versus_base["gain"]))
         spread = frame[frame["kind"] == "seed"].groupby("task")["value"].agg(["min", "max"])
         return dg.MaterializeResult(
             metadata={
@@ -138,14 +182,14 @@ def build_evaluation_assets(parts: PipelinePartitions, pools: AssetPools = Asset
                 "seconds_per_candidate": number(sum(seconds) / len(seconds) if seconds else 0.0),
                 "expert_vs_base": table(versus_base),
                 "score_range_by_task": table(spread.reset_index()),
-                "experts_beating_base": dg.MetadataValue.int(sum(g > 0 for g in gains.values())),
+                "experts_beating_base": dg.MetadataValue.int(int(versus_base["beats_base"].sum())),
                 "database": dg.MetadataValue.path(database.path),
             },
             data_version=dg.DataVersion(
                 layout.content_version(sorted(zip(frame["candidate_id"], frame["task"], frame["value"],
                                                   frame["stderr"].astype(object).where(frame["stderr"].notna(), None))))
             ),
-            check_results=[experts_beat_base_result(s, gains)],
+            check_results=[experts_beat_base_result(s, versus_base)],
         )
 
     return [candidate_evaluations]

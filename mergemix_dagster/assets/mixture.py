@@ -2,9 +2,10 @@
 
 The surrogates are refitted on every mixture measured (seed design and rounds), with a bootstrap ensemble for
 intervals. The search's choice (``search.choice``: the robust mean of the top-k by default) is merged and
-scored with lm-eval. If a mixture already measured scores a higher objective than the verified choice and
-satisfies the constraints, that measured mixture is chosen instead and ``chosen_from`` says so: a team wants
-the best *measured* mixture, never a prediction that did not hold up. A degenerate result (one domain holding
+scored with lm-eval. If the best feasible mixture already measured scores a higher objective than the verified
+choice beyond paired noise (the ``search.measured_margin_quantile`` quantile of a paired bootstrap over items
+> 0), that measured mixture is chosen instead and ``chosen_from`` says so; ``predicted_objective`` and
+``verified_objective`` are then those of the measured mixture. A degenerate result (one domain holding
 ≥ 90 %) is flagged by an asset check, in ``mixture.json`` and at the end of ``mergemix run``.
 """
 
@@ -14,7 +15,9 @@ import dagster as dg
 from mergemix_dagster.assets.partitions import PipelinePartitions
 from mergemix_dagster.core.mixture import Mixture
 from mergemix_dagster.core.search.choose import (
+    MarginRule,
     choice_details,
+    chosen_objectives,
     choose_verified_or_measured,
     degenerate,
     effective_domains,
@@ -25,7 +28,12 @@ from mergemix_dagster.core.search.choose import (
 from mergemix_dagster.core.settings import Settings
 from mergemix_dagster.core.training.exports import token_plan_for
 from mergemix_dagster.resources import CheckpointStore, EvaluationDatabase, layout
-from mergemix_dagster.steps.mixture_choice import publish_exports, store_final_surrogates, verify_search_choice
+from mergemix_dagster.steps.mixture_choice import (
+    paired_items,
+    publish_exports,
+    store_final_surrogates,
+    verify_search_choice,
+)
 from mergemix_dagster.steps.search_inputs import (
     available_tokens,
     base_scores,
@@ -75,15 +83,24 @@ def build_mixture_assets(parts: PipelinePartitions) -> list[dg.AssetsDefinition]
                          f"{result.predicted_objective:.4f}")
 
         recipe = {k: design[k] for k in ("base", "experts", "method")}
-        verified, verified_objective = verify_search_choice(
+        verified, verified_objective, verified_items = verify_search_choice(
             s, store, database, stage, recipe, result.mixture, objective, scale)
-        chosen = choose_verified_or_measured(result.mixture, verified, verified_objective, table,
-                                             table_objective(table, objective, scale), constraints)
+        chosen = choose_verified_or_measured(
+            result.mixture, verified, verified_objective, table, table_objective(table, objective, scale), constraints,
+            items=paired_items(s, database, stage, table.candidate_ids, verified_items),
+            rule=MarginRule(objective, scale, quantile=s.search.measured_margin_quantile, seed=s.search.seed),
+        )
+        comparison = chosen.comparison or {}
         if chosen.measured_id is not None:
             context.log.warning(f"verified choice {verified_objective:.4f} < measured {chosen.measured_id} "
-                                f"{chosen.objective:.4f}: choosing the measured mixture")
+                                f"{chosen.objective:.4f}: choosing the measured mixture ({comparison.get('margin')})")
+        elif "measured_candidate" in comparison:
+            context.log.info(f"{comparison['decision']} (measured {comparison['measured_candidate']} "
+                             f"{comparison['difference']:+.4f}, interval {comparison.get('interval')})")
         weights = chosen.mixture.as_dict()
         prediction = predict_at(surrogates, chosen.mixture, s.search.lcb_quantile)
+        predicted_objective, verified_objective_chosen = chosen_objectives(
+            chosen, result.predicted_objective, prediction, objective, scale)
         predicted, intervals = prediction.predicted, prediction.intervals
         why_degenerate = degenerate(weights)
         details = choice_details(
@@ -91,9 +108,9 @@ def build_mixture_assets(parts: PipelinePartitions) -> list[dg.AssetsDefinition]
             objective=objective, resolution=resolution, constraints=constraints, base=base, choice=s.search.choice,
             tokens=tokens, rounds=rounds, mixtures_measured=len(table.candidate_ids),
         )
-        database.upsert_chosen_mixture(stage, weights, result.predicted_objective, chosen.objective, details)
-        payload = {"stage": stage, "weights": weights, "predicted_objective": result.predicted_objective,
-                   "verified_objective": chosen.objective, **details}
+        database.upsert_chosen_mixture(stage, weights, predicted_objective, verified_objective_chosen, details)
+        payload = {"stage": stage, "weights": weights, "predicted_objective": predicted_objective,
+                   "verified_objective": verified_objective_chosen, **details}
         plan = token_plan_for(weights, s, tokens)
         if plan is not None:
             payload["token_plan"] = plan.to_dict()
@@ -137,8 +154,9 @@ def build_mixture_assets(parts: PipelinePartitions) -> list[dg.AssetsDefinition]
                 "objective": objective.describe(),
                 "not_optimized": dg.MetadataValue.json(dict(objective.excluded)),
                 "chosen_from": chosen.chosen_from,
-                "predicted_objective": dg.MetadataValue.float(r(result.predicted_objective)),
-                "verified_objective": dg.MetadataValue.float(r(chosen.objective)),
+                "predicted_objective": dg.MetadataValue.float(r(predicted_objective)),
+                "verified_objective": dg.MetadataValue.float(r(verified_objective_chosen)),
+                "measured_comparison": dg.MetadataValue.json(comparison),
                 "effective_domains": dg.MetadataValue.float(r(effective_domains(weights), 3)),
                 "unconstrained_optimum": dg.MetadataValue.json(details["unconstrained_optimum"] or {}),
                 "uri": dg.MetadataValue.path(uri),

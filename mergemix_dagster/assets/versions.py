@@ -19,6 +19,9 @@ from mergemix_dagster.core.settings import Settings
 
 #: where and how many processes score: decides no score, so it is not part of any version
 EVALUATION_PLACEMENT = {"workers", "device", "threads", "task_vectors", "pool"}
+#: search settings only ``chosen_mixture`` reads (the margin a measured mixture needs over the verified choice):
+#: left out of the other search assets' versions, so setting them does not make the rounds stale
+CHOICE_ONLY = {"measured_margin_quantile"}
 
 
 def evaluation_identity(s: Settings) -> dict:
@@ -36,7 +39,7 @@ SETTINGS_READ_BY: dict[str, Callable[[Settings], object]] = {
                                    s.search.objective.prior],
     "candidate_evaluations": lambda s: evaluation_identity(s),
     "capability_surrogates": lambda s: [s.search.seed, s.search.cv_folds, s.validation.min_surrogate_cv_spearman],
-    "search_rounds": lambda s: [s.search.model_dump(), s.target.model_dump()],
+    "search_rounds": lambda s: [s.search.model_dump(exclude=CHOICE_ONLY), s.target.model_dump()],
     "chosen_mixture": lambda s: [s.search.model_dump(), s.target.model_dump(), s.export.model_dump()],
     **{
         name: (lambda s: {"validation": s.validation.model_dump(), "evaluation": evaluation_identity(s)})
@@ -49,8 +52,9 @@ SETTINGS_READ_BY: dict[str, Callable[[Settings], object]] = {
 HIERARCHY_SETTINGS_READ_BY: dict[str, Callable[[Settings], object]] = {
     "subdomain_corpus": lambda s: [d.model_dump() for d in s.domains if d.subdomains],
     "subdomain_expert": lambda s: s.experts.model_dump(),
-    "subdomain_mixture": lambda s: [s.search.model_dump(), evaluation_identity(s)],
-    "hierarchical_mixture": lambda s: [s.search.model_dump(), s.target.model_dump(), s.export.model_dump()],
+    "subdomain_mixture": lambda s: [s.search.model_dump(exclude=CHOICE_ONLY), evaluation_identity(s)],
+    "hierarchical_mixture": lambda s: [s.search.model_dump(exclude=CHOICE_ONLY), s.target.model_dump(),
+                                       s.export.model_dump()],
     "hierarchy_study": lambda s: {"validation": s.validation.model_dump(), "evaluation": evaluation_identity(s)},
 }
 

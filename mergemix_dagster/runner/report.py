@@ -35,8 +35,10 @@ def stage_report(s, instance: dg.DagsterInstance, stage: str):
         "chosen_from": details.get("chosen_from", ""),
         "utility": str(details.get("utility", "")),
     }
-    evals = configured_rows(database.evaluations(stage), s)
-    evals = evals[evals["kind"].isin(["seed", "base", "verify"])]
+    from mergemix_dagster.steps.validation_report import search_evaluation_counts
+
+    every = configured_rows(database.evaluations(stage), s)
+    evals = every[every["kind"].isin(["seed", "base", "verify"])]
     scores, kinds = {}, {}
     for cid, group in evals.groupby("candidate_id"):
         kind = group["kind"].iloc[0]
@@ -63,8 +65,9 @@ def stage_report(s, instance: dg.DagsterInstance, stage: str):
     runs = database.training_runs(stage)
     cost = (runs.groupby("study").agg(runs=("run_id", "count"), tokens=("tokens", "sum"), seconds=("seconds", "sum"))
             .reset_index() if not runs.empty else pd.DataFrame())
-    evaluated = evals.groupby("kind")["candidate_id"].nunique().to_dict()
-    notes = [f"Models scored with lm-eval on this stage's search: {evaluated}.",
+    evaluated = search_evaluation_counts(every)
+    notes = [f"Models scored with lm-eval on this stage's search: {sum(evaluated.values())} ({evaluated}: base, "
+             "seed design, DeMix rounds, the verification of the search's choice, sub-domain search).",
              f"Scores and candidates: DuckDB tables `evaluations`, `chosen_mixture`, `training_runs` in {s.database_path}."]
     if layout.lm_eval_dir(s.home_path, stage).is_dir():
         notes.append(f"lm-eval's results JSON of each scored model: {layout.lm_eval_dir(s.home_path, stage)}.")

@@ -1,6 +1,7 @@
 """The store- and database-side work of choosing a stage's mixture (the rule itself: ``core/search/choose.py``).
 
-Keeping the refitted surrogates, merging and scoring the search's choice, and writing the trainer exports;
+Keeping the refitted surrogates, merging and scoring the search's choice, reading the per-item scores that judge
+a measured mixture against it (paired noise), and writing the trainer exports;
 ``publish_exports`` is shared by ``chosen_mixture`` and ``hierarchical_mixture``.
 """
 
@@ -9,11 +10,13 @@ from pathlib import Path
 
 from mergemix_dagster.core.evaluation.scores import CapabilityTable, capability_means
 from mergemix_dagster.core.mixture import Mixture
+from mergemix_dagster.core.search.choose import PairedItems
 from mergemix_dagster.core.search.objective import Objective, ScoreScale
 from mergemix_dagster.core.search.surrogate import CapabilitySurrogates
 from mergemix_dagster.core.settings import Settings
 from mergemix_dagster.core.training.exports import write_exports
 from mergemix_dagster.resources import CheckpointStore, EvaluationDatabase, layout
+from mergemix_dagster.resources.artifacts import configured_rows
 from mergemix_dagster.resources.layout import candidate_fingerprint
 from mergemix_dagster.steps.proxy_scoring import open_proxy_scorer, score_rows
 from mergemix_dagster.steps.search_inputs import mixture_objective
@@ -44,16 +47,47 @@ def verify_search_choice(
     mixture: Mixture,
     objective: Objective,
     scale: ScoreScale,
-) -> tuple[dict[str, float], float]:
+) -> tuple[dict[str, float], float, dict | None]:
     """Merge the search's choice, score it with lm-eval (rows kept as candidate ``verify``): its capability
-    scores and objective, measured rather than predicted."""
+    scores and objective, measured rather than predicted, and its per-item values by (task, metric) (None when
+    a configured benchmark has none)."""
     scores = open_proxy_scorer(store, stage, s).score(mixture)
     verified = capability_means((x.capability, x.value) for x in scores)
     verified_objective = mixture_objective(verified, mixture, objective, scale)
     database.upsert_evaluations(score_rows(
         stage, VERIFY_CANDIDATE_ID, "verify", mixture.as_dict(), scores, candidate_fingerprint(recipe, mixture.as_dict()),
     ))
-    return verified, verified_objective
+    return verified, verified_objective, _complete(s, {(x.task, x.metric): x.items for x in scores})
+
+
+def _task_capabilities(s: Settings) -> dict[tuple[str, str], str]:
+    return {(t.name, t.metric): t.capability for t in s.evaluation.tasks}
+
+
+def _complete(s: Settings, items: dict) -> dict | None:
+    """``items`` restricted to the configured (task, metric) pairs, or None unless every one has items."""
+    wanted = _task_capabilities(s)
+    kept = {k: v for k, v in items.items() if k in wanted}
+    if set(kept) != set(wanted) or any(v is None for v in kept.values()):
+        return None
+    return kept
+
+
+def paired_items(
+    s: Settings, database: EvaluationDatabase, stage: str, candidate_ids, verified_items: dict | None
+) -> PairedItems:
+    """The per-item values (DuckDB ``evaluations.item_values``) of the measured candidates, beside the verified
+    choice's: what the paired noise margin of ``choose_verified_or_measured`` compares. A candidate whose rows
+    lack items for some configured benchmark gets None (the choice then falls back to the rule without a
+    margin, and says so)."""
+    rows = configured_rows(database.evaluations(stage), s)
+    rows = rows[rows["candidate_id"].isin(list(candidate_ids))]
+    measured: dict[str, dict | None] = {cid: None for cid in candidate_ids}
+    if "item_values" in rows.columns:
+        for cid, group in rows.groupby("candidate_id"):
+            measured[str(cid)] = _complete(s, {(t, m): v for t, m, v in
+                                               zip(group["task"], group["metric"], group["item_values"])})
+    return PairedItems(verified_items, measured, _task_capabilities(s))
 
 
 def publish_exports(payload: dict, plan, s, store: CheckpointStore, stage: str) -> dict:
@@ -64,4 +98,4 @@ def publish_exports(payload: dict, plan, s, store: CheckpointStore, stage: str) 
     return exports
 
 
-__all__ = ["VERIFY_CANDIDATE_ID", "store_final_surrogates", "verify_search_choice", "publish_exports"]
+__all__ = ["VERIFY_CANDIDATE_ID", "store_final_surrogates", "verify_search_choice", "paired_items", "publish_exports"]

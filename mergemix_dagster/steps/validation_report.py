@@ -10,29 +10,49 @@ from mergemix_dagster.core.settings import Settings
 from mergemix_dagster.resources import CheckpointStore, EvaluationDatabase, layout
 from mergemix_dagster.resources.artifacts import read_pointer
 from mergemix_dagster.resources.layout import result_key
+from mergemix_dagster.steps.subdomain_search import SUBDOMAIN_KIND, SUBDOMAIN_VERIFY_KIND
+
+
+SEARCH_KINDS = ("base", "seed", "verify", SUBDOMAIN_KIND, SUBDOMAIN_VERIFY_KIND)  # plus round1, round2, …
+
+
+def search_evaluations(evals: pd.DataFrame) -> pd.DataFrame:
+    """The evaluation rows of the MergeMix search: base, seed design, every DeMix round, the verification of the
+    search's choice and the sub-domain search (validation and carry-over rows are not part of it)."""
+    kinds = evals["kind"].astype(str)
+    return evals[kinds.isin(SEARCH_KINDS) | kinds.str.fullmatch(r"round\d+")]
+
+
+def search_evaluation_counts(evals: pd.DataFrame) -> dict[str, int]:
+    """Models scored per kind in the search (``search_evaluations``), e.g. ``{"seed": 40, "round1": 20, …}``."""
+    rows = search_evaluations(evals)
+    return {str(k): int(n) for k, n in rows.groupby("kind")["candidate_id"].nunique().items()}
 
 
 def search_costs(s: Settings, store: CheckpointStore, database: EvaluationDatabase, stage: str) -> list[SearchCost]:
-    """MergeMix search (K experts + seed/verify evaluations) vs the training-based search the validation
-    ran (one reference run + evaluation per fidelity mixture), from recorded runs."""
+    """MergeMix search (K experts + every search evaluation: base, seed design, DeMix rounds, verification) vs
+    the training-based search the validation ran (one reference run + evaluation per fidelity mixture), from
+    recorded runs. An expert without a training record makes the tokens and seconds "unknown"."""
     runs = database.training_runs(stage)
     experts = []
     for d in s.domain_names:
         key = read_pointer(store, layout.expert_pointer(stage, d), f"expert {d!r}")["key"]
-        hit = runs[(runs["study"] == "expert") & (runs["checkpoint_uri"] == store.uri(key))]
+        hit = runs[(runs["study"] == "expert") & (runs["checkpoint_uri"] == store.uri(key))] if not runs.empty \
+            else runs
         experts.append((int(hit["tokens"].iloc[0]), float(hit["seconds"].iloc[0])) if not hit.empty
-                       else (s.experts.tokens, float("nan")))
-    evals = database.evaluations(stage)
-    n_search_evals = evals[evals["kind"].isin(["seed", "verify", "base"])]["candidate_id"].nunique()
+                       else (None, float("nan")))
+    tokens = None if any(t is None for t, _ in experts) else sum(t for t, _ in experts)
+    search = search_evaluations(database.evaluations(stage))
+    n_search_evals = int(search[["kind", "candidate_id"]].drop_duplicates().shape[0])
     timing_key = result_key(stage, "proxy_eval_timing.json")
     per_eval = store.get_json(timing_key)["seconds_per_evaluation"] if store.exists(timing_key) else float("nan")
-    refs = runs[runs["study"] == "fidelity"]
+    refs = runs[runs["study"] == "fidelity"] if not runs.empty else runs
     n_refs = len(refs)
     return [
-        SearchCost("MergeMix (K experts, merged proxies)", len(experts), sum(t for t, _ in experts),
+        SearchCost("MergeMix (K experts, merged proxies)", len(experts), tokens,
                    sum(x for _, x in experts), n_search_evals, n_search_evals * per_eval),
-        SearchCost(f"training-based ({n_refs} reference runs)", n_refs, int(refs["tokens"].sum()),
-                   float(refs["seconds"].sum()), n_refs, n_refs * per_eval),
+        SearchCost(f"training-based ({n_refs} reference runs)", n_refs, int(refs["tokens"].sum()) if n_refs else 0,
+                   float(refs["seconds"].sum()) if n_refs else 0.0, n_refs, n_refs * per_eval),
     ]
 
 
@@ -123,4 +143,4 @@ def _fmt(v) -> str:
     return "n/a" if v is None or not np.isfinite(v) else f"{v:.3f}"
 
 
-__all__ = ["search_costs", "report_markdown", "quality_summary"]
+__all__ = ["SEARCH_KINDS", "search_evaluations", "search_evaluation_counts", "search_costs", "report_markdown", "quality_summary"]

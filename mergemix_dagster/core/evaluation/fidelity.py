@@ -257,11 +257,12 @@ def task_vector_diagnostics(
 
 @dataclass(frozen=True)
 class SearchCost:
-    """What a mixture search cost, from what actually ran."""
+    """What a mixture search cost, from what actually ran; ``tokens_trained`` None and ``train_seconds`` NaN
+    where a run has no training record (shown as "unknown", never as a recipe's planned tokens)."""
 
     method: str
     runs_trained: int
-    tokens_trained: int
+    tokens_trained: int | None
     train_seconds: float
     evaluations: int
     eval_seconds: float
@@ -271,6 +272,10 @@ class SearchCost:
         return self.train_seconds + self.eval_seconds
 
 
+def _known(value, fmt: str) -> str:
+    return "unknown" if value is None or not math.isfinite(value) else format(value, fmt)
+
+
 def cost_markdown(costs: Sequence[SearchCost]) -> str:
     ref = costs[0]
     lines = [
@@ -278,9 +283,11 @@ def cost_markdown(costs: Sequence[SearchCost]) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for c in costs:
-        ratio = c.tokens_trained / ref.tokens_trained if ref.tokens_trained else float("nan")
+        ratio = (c.tokens_trained / ref.tokens_trained if ref.tokens_trained and c.tokens_trained is not None
+                 else float("nan"))
         lines.append(
-            f"| {c.method} | {c.runs_trained} | {c.tokens_trained:,} | {c.train_seconds:.0f} | {c.evaluations} | "
-            f"{c.eval_seconds:.0f} | {c.total_seconds:.0f} | {ratio:.2f}× |"
+            f"| {c.method} | {c.runs_trained} | {_known(c.tokens_trained, ',')} | {_known(c.train_seconds, '.0f')} | "
+            f"{c.evaluations} | {_known(c.eval_seconds, '.0f')} | {_known(c.total_seconds, '.0f')} | "
+            f"{_known(ratio, '.2f')}{'×' if math.isfinite(ratio) else ''} |"
         )
     return "\n".join(lines)

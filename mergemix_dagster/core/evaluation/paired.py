@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Hashable, Mapping, Sequence
 
 import numpy as np
 
@@ -152,4 +152,105 @@ def mixture_effect(matrix, n_perm: int = 2000, seed: int = 0) -> MixtureEffect:
                          sum(x.shape[1] for x in tasks), sum(dropped), n_perm)
 
 
-__all__ = ["MixtureEffect", "PairedDifference", "mixture_effect", "paired_difference"]
+@dataclass(frozen=True)
+class ObjectiveDifference:
+    """``objective(a) − objective(b)`` on the items both scored, and bootstrap quantiles ``(q, 1 − q)`` of it."""
+
+    difference: float  # at the full-sample means of the items kept
+    low: float  # the q-quantile of the bootstrap differences
+    high: float  # the (1 − q)-quantile
+    quantile: float
+    n_items: int  # items kept, over all tasks
+    n_dropped: int  # items missing (NaN) in either
+    n_boot: int
+
+
+def paired_objective_difference(
+    items_by_task_a: Mapping[Hashable, Sequence[float]],
+    items_by_task_b: Mapping[Hashable, Sequence[float]],
+    objective_fn: Callable[[dict[str, np.ndarray]], np.ndarray],
+    n_boot: int = 2000,
+    seed: int = 0,
+    *,
+    capability_of: Mapping[Hashable, str],
+    objective_fn_b: Callable[[dict[str, np.ndarray]], np.ndarray] | None = None,
+    quantile: float = 0.025,
+) -> ObjectiveDifference:
+    """How much higher candidate ``a``'s objective is than ``b``'s, with paired noise over the items.
+
+    ``items_by_task_*``: per task (any key, mapped to its capability by ``capability_of``) the per-item metric
+    values in the same item order for both candidates. Each bootstrap draw resamples the item indices of every
+    task — the *same* indices for both candidates — recomputes each capability score as the equal-weight mean of
+    its tasks' means, then the objective of both (``objective_fn``: ``{capability: (draws,) scores} ->
+    (draws,) objectives``; ``objective_fn_b`` for ``b`` when it differs, e.g. a KL penalty at another mixture).
+    A draw where both objectives are −inf (both below a floor) counts as no difference.
+    """
+    if n_boot < 1:
+        raise PairedAnalysisError(f"n_boot must be >= 1, got {n_boot}")
+    if not 0.0 < quantile < 0.5:
+        raise PairedAnalysisError(f"quantile must lie in (0, 0.5), got {quantile}")
+    if set(items_by_task_a) != set(items_by_task_b):
+        raise PairedAnalysisError(f"paired items must cover the same tasks: {sorted(map(str, items_by_task_a))} vs "
+                                  f"{sorted(map(str, items_by_task_b))}")
+    missing = [str(k) for k in items_by_task_a if k not in capability_of]
+    if missing or not items_by_task_a:
+        raise PairedAnalysisError(f"no capability for tasks {missing}" if missing else "no tasks given")
+    rng = np.random.default_rng(seed)
+    draws_a: dict[str, list[np.ndarray]] = {}
+    draws_b: dict[str, list[np.ndarray]] = {}
+    point_a: dict[str, list[float]] = {}
+    point_b: dict[str, list[float]] = {}
+    kept = dropped = 0
+    for key in items_by_task_a:
+        a = np.asarray(items_by_task_a[key], dtype=float).ravel()
+        b = np.asarray(items_by_task_b[key], dtype=float).ravel()
+        if a.shape != b.shape:
+            raise PairedAnalysisError(f"task {key}: paired items must be the same items: got {a.size} and {b.size}")
+        keep = np.isfinite(a) & np.isfinite(b)
+        a, b, n = a[keep], b[keep], int(keep.sum())
+        if n < 2:
+            raise PairedAnalysisError(f"task {key}: {n} items both candidates scored (need >= 2)")
+        kept, dropped = kept + n, dropped + int((~keep).sum())
+        boot_a, boot_b = np.empty(n_boot), np.empty(n_boot)
+        step = max(1, _BATCH_ELEMENTS // n)
+        for start in range(0, n_boot, step):
+            stop = min(n_boot, start + step)
+            idx = rng.integers(0, n, size=(stop - start, n))  # the same items for both candidates
+            boot_a[start:stop], boot_b[start:stop] = a[idx].mean(axis=1), b[idx].mean(axis=1)
+        cap = capability_of[key]
+        draws_a.setdefault(cap, []).append(boot_a)
+        draws_b.setdefault(cap, []).append(boot_b)
+        point_a.setdefault(cap, []).append(float(a.mean()))
+        point_b.setdefault(cap, []).append(float(b.mean()))
+    fn_b = objective_fn if objective_fn_b is None else objective_fn_b
+
+    def difference(scores_a: dict[str, np.ndarray], scores_b: dict[str, np.ndarray]) -> np.ndarray:
+        with np.errstate(invalid="ignore"):
+            d = np.asarray(objective_fn(scores_a), dtype=float) - np.asarray(fn_b(scores_b), dtype=float)
+        return np.where(np.isnan(d), 0.0, d)
+
+    boot = difference({c: np.mean(v, axis=0) for c, v in draws_a.items()},
+                      {c: np.mean(v, axis=0) for c, v in draws_b.items()})
+    point = difference({c: np.array([np.mean(v)]) for c, v in point_a.items()},
+                       {c: np.array([np.mean(v)]) for c, v in point_b.items()})
+    # no interpolation: a draw may be ±inf (below a floor), and the nearer-to-zero order statistic is conservative
+    low, high = np.quantile(boot, quantile, method="lower"), np.quantile(boot, 1.0 - quantile, method="higher")
+    return ObjectiveDifference(float(point[0]), float(low), float(high), quantile, kept, dropped, n_boot)
+
+
+def paired_capability_difference(
+    items_by_task_a: Mapping[Hashable, Sequence[float]],
+    items_by_task_b: Mapping[Hashable, Sequence[float]],
+    n_boot: int = 2000,
+    seed: int = 0,
+    quantile: float = 0.025,
+) -> ObjectiveDifference:
+    """``a − b`` of one capability score (the equal-weight mean of its tasks' means) on the same items, with the
+    paired bootstrap quantiles ``(q, 1 − q)``: a 95 % interval by default."""
+    return paired_objective_difference(items_by_task_a, items_by_task_b, lambda scores: scores["capability"],
+                                       n_boot, seed, capability_of={k: "capability" for k in items_by_task_a},
+                                       quantile=quantile)
+
+
+__all__ = ["MixtureEffect", "ObjectiveDifference", "PairedDifference", "mixture_effect", "paired_difference",
+           "paired_capability_difference", "paired_objective_difference"]

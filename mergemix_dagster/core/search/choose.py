@@ -1,22 +1,31 @@
-"""Choose a stage's mixture: the search's choice, verified by merging it, unless a measured mixture did better.
+"""Choose a stage's mixture: the search's choice, verified by merging it, unless a measured mixture did better
+beyond paired noise.
 
-The search ranks mixtures by what the surrogates *predict*. Its choice is merged and scored for real; if a
-mixture already measured (seed design or a DeMix round) scored a higher objective and satisfies the
-constraints, that one is chosen instead: a team wants the best *measured* mixture, never a prediction that
-did not hold up. The sub-domain search applies the same rule in ``core/search/hierarchy.prefer_measured``.
-Plain functions and data, so the rule can be read and tested without Dagster.
+The search ranks mixtures by what the surrogates *predict*. Its choice is merged and scored for real. The
+best feasible mixture already measured (seed design or a DeMix round) replaces it only if its objective is
+higher *beyond the noise of the items*: every candidate is scored on the same benchmark items, so a paired
+bootstrap over items (the same resampled items for both) gives the distribution of the difference of the two
+objectives, and the measured mixture wins only if its lower ``search.measured_margin_quantile`` quantile
+(2.5 % by default: one-sided 97.5 %) is above 0. The best of ~60 noisy scores is biased upward (the winner's
+curse); without the margin a lucky draw would replace a choice that is as good. Without per-item scores the
+old rule (strictly higher) applies and the details say so. The sub-domain search applies the old rule in
+``core/search/hierarchy.prefer_measured``. Plain functions and data, so the rule can be read and tested
+without Dagster.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Hashable, Mapping, Sequence
 
 import numpy as np
 
+from mergemix_dagster.core.errors import PairedAnalysisError
+from mergemix_dagster.core.evaluation.paired import ObjectiveDifference, paired_objective_difference
 from mergemix_dagster.core.evaluation.scores import CapabilityTable
 from mergemix_dagster.core.mixture import Mixture
 from mergemix_dagster.core.search.constraints import MixtureConstraints
-from mergemix_dagster.core.search.objective import Objective, ScoreScale, TargetResolution
+from mergemix_dagster.core.search.objective import Objective, ScoreScale, TargetResolution, objective_values
 from mergemix_dagster.core.search.simplex import SearchResult, search_mixture
 from mergemix_dagster.core.search.surrogate import CapabilitySurrogates
 from mergemix_dagster.core.settings import SearchSettings
@@ -69,6 +78,10 @@ def search_stage(
     return StageSearch(result, unconstrained)
 
 
+NO_ITEMS_MARGIN = "no per-item scores: no noise margin"
+MARGIN_BOOTSTRAP = 2000  # bootstrap draws of the paired objective difference
+
+
 @dataclass(frozen=True)
 class ChosenMixture:
     """The mixture a stage trains on, where it came from, and what it measured."""
@@ -78,6 +91,56 @@ class ChosenMixture:
     scores: dict[str, float]  # measured capability scores
     objective: float  # measured objective
     measured_id: str | None = None  # candidate id when a measured mixture was chosen
+    comparison: dict | None = None  # the best measured mixture against the verified choice, and the decision
+
+
+@dataclass(frozen=True)
+class PairedItems:
+    """Per-item metric values of the verified choice and of the measured candidates (same items, same order),
+    keyed by task; None where a candidate has none (a non-mean metric, or rows written before items were kept)."""
+
+    verified: Mapping[Hashable, Sequence[float]] | None
+    measured: Mapping[str, Mapping[Hashable, Sequence[float]] | None]  # candidate id -> items by task
+    capability_of: Mapping[Hashable, str]  # task -> capability
+
+
+@dataclass(frozen=True)
+class MarginRule:
+    """How a measured mixture's lead over the verified choice is judged: the stage's objective and scale, and
+    the lower quantile of the paired bootstrap difference that must be above 0."""
+
+    objective: Objective
+    scale: ScoreScale
+    quantile: float = 0.025
+    n_boot: int = MARGIN_BOOTSTRAP
+    seed: int = 0
+
+
+def _objective_at(rule: MarginRule, alpha: np.ndarray, domains: Sequence[str]):
+    def objective_fn(scores: dict[str, np.ndarray]) -> np.ndarray:
+        n = len(next(iter(scores.values())))
+        return objective_values(scores, rule.objective, rule.scale, np.repeat(alpha[None, :], n, axis=0), domains)
+    return objective_fn
+
+
+def measured_margin(
+    items: PairedItems | None, rule: MarginRule | None, measured_id: str, measured_alpha: np.ndarray,
+    verified: Mixture,
+) -> ObjectiveDifference | str:
+    """The paired bootstrap difference measured − verified of the objective, or why it cannot be computed."""
+    if items is None or rule is None or items.verified is None or items.measured.get(measured_id) is None:
+        return NO_ITEMS_MARGIN
+    a, b = items.measured[measured_id], items.verified
+    if any(v is None for v in (*a.values(), *b.values())):
+        return NO_ITEMS_MARGIN
+    try:
+        return paired_objective_difference(
+            a, b, _objective_at(rule, np.asarray(measured_alpha, dtype=float), verified.domains), rule.n_boot,
+            rule.seed, capability_of=items.capability_of,
+            objective_fn_b=_objective_at(rule, verified.as_array(), verified.domains), quantile=rule.quantile,
+        )
+    except PairedAnalysisError as e:
+        return f"per-item scores do not pair ({e}): no noise margin"
 
 
 def choose_verified_or_measured(
@@ -87,21 +150,51 @@ def choose_verified_or_measured(
     table: CapabilityTable,
     measured_objectives: np.ndarray,
     constraints: MixtureConstraints,
+    items: PairedItems | None = None,
+    rule: MarginRule | None = None,
 ) -> ChosenMixture:
-    """The verified search choice, or the best feasible measured mixture when it scored strictly higher
-    (projected onto the constraints, which it satisfies up to 1e-9)."""
+    """The verified search choice, or the best feasible measured mixture (projected onto the constraints, which
+    it satisfies up to 1e-9) when its objective is higher beyond paired noise: the ``rule.quantile`` quantile of
+    the paired bootstrap difference > 0. Without per-item scores (or without a rule): when strictly higher."""
     feasible = constraints.satisfied(table.alphas, tol=1e-9)
     values = np.where(feasible, measured_objectives, -np.inf)
-    best = int(np.argmax(values))
-    if np.isfinite(values[best]) and values[best] > verified_objective:
-        return ChosenMixture(
-            mixture=Mixture.from_array(table.domains, constraints.project(table.alphas[best][None, :])[0]),
-            chosen_from=f"measured candidate {table.candidate_ids[best]} (the verified search choice scored lower)",
-            scores={c: float(table.scores[c][best]) for c in table.capabilities},
-            objective=float(values[best]),
-            measured_id=table.candidate_ids[best],
-        )
-    return ChosenMixture(search_choice, "search", verified_scores, verified_objective)
+    best = int(np.argmax(values)) if len(values) else 0
+    r = round_decimals
+    if not len(values) or not np.isfinite(values[best]) or not values[best] > verified_objective:
+        comparison = {"decision": "verified search choice kept: no feasible measured mixture scored higher"}
+        if len(values) and np.isfinite(values[best]):
+            comparison |= {"measured_candidate": table.candidate_ids[best], "measured_objective": r(values[best]),
+                           "verified_objective": r(verified_objective),
+                           "difference": r(values[best] - verified_objective)}
+        return ChosenMixture(search_choice, "search", verified_scores, verified_objective, comparison=comparison)
+    cid = table.candidate_ids[best]
+    comparison = {"measured_candidate": cid, "measured_objective": r(values[best]),
+                  "verified_objective": r(verified_objective), "difference": r(values[best] - verified_objective)}
+    margin = measured_margin(items, rule, cid, table.alphas[best], search_choice)
+    if isinstance(margin, str):
+        replace = True
+        comparison |= {"margin": margin,
+                       "decision": "measured mixture chosen: higher objective (old rule, no noise margin)"}
+    else:
+        replace = margin.low > 0
+        comparison |= {
+            "margin": f"paired bootstrap over items, {margin.n_boot} draws: replace only if the "
+                      f"{margin.quantile:g} quantile of the difference is > 0",
+            "paired_difference": r(margin.difference), "interval": [r(margin.low), r(margin.high)],
+            "quantile": margin.quantile, "n_items": margin.n_items, "n_dropped": margin.n_dropped,
+            "decision": "measured mixture chosen: higher beyond paired noise" if replace else
+                        "verified search choice kept: the measured mixture's lead is within paired noise",
+        }
+    if not replace:
+        return ChosenMixture(search_choice, "search", verified_scores, verified_objective, comparison=comparison)
+    return ChosenMixture(
+        mixture=Mixture.from_array(table.domains, constraints.project(table.alphas[best][None, :])[0]),
+        chosen_from=f"measured candidate {cid} (the verified search choice scored lower)",
+        scores={c: float(table.scores[c][best]) for c in table.capabilities},
+        objective=float(values[best]),
+        measured_id=cid,
+        comparison=comparison,
+    )
 
 
 @dataclass(frozen=True)
@@ -118,6 +211,17 @@ def predict_at(surrogates: CapabilitySurrogates, mixture: Mixture, quantile: flo
     intervals = ({c: [float(v[0, 0]), float(v[0, 1])] for c, v in surrogates.intervals(x, quantile).items()}
                  if surrogates.n_members >= 2 else {})
     return Prediction(predicted, intervals)
+
+
+def chosen_objectives(chosen: ChosenMixture, search_predicted_objective: float, prediction: Prediction,
+                      objective: Objective, scale: ScoreScale) -> tuple[float, float]:
+    """(predicted, verified) objective of the mixture actually chosen: for a measured mixture, the surrogates'
+    prediction at it (``prediction`` from ``predict_at`` at ``chosen.mixture``) and its measured objective."""
+    if chosen.measured_id is None:
+        return float(search_predicted_objective), float(chosen.objective)
+    scores = {c: np.array([v]) for c, v in prediction.predicted.items()}
+    predicted = objective_values(scores, objective, scale, chosen.mixture.as_array()[None, :], chosen.mixture.domains)
+    return float(predicted[0]), float(chosen.objective)
 
 
 def _weights(mixture: Mixture) -> dict[str, float]:
@@ -153,7 +257,9 @@ def choice_details(
         "measured": {c: r(v) for c, v in chosen.scores.items()},
         "base": {c: r(v) for c, v in base.items()},
         "search_choice": _weights(result.mixture),
+        "search_choice_predicted_objective": r(result.predicted_objective),
         "search_choice_verified_objective": r(verified_objective),
+        "measured_comparison": chosen.comparison,
         "argmax": _weights(result.argmax),
         "argmax_predicted_objective": r(result.argmax_objective),
         "top_k_mean": _weights(result.top_k_mean),
@@ -177,5 +283,6 @@ def choice_details(
 
 __all__ = [
     "DEGENERATE_SHARE", "round_decimals", "degenerate", "effective_domains", "StageSearch", "search_stage",
-    "ChosenMixture", "choose_verified_or_measured", "Prediction", "predict_at", "choice_details",
+    "ChosenMixture", "NO_ITEMS_MARGIN", "MARGIN_BOOTSTRAP", "PairedItems", "MarginRule", "measured_margin",
+    "choose_verified_or_measured", "Prediction", "predict_at", "chosen_objectives", "choice_details",
 ]

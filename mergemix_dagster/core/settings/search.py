@@ -57,6 +57,11 @@ class SearchSettings(StrictModel):
     refine: bool = Field(True, description="local refinement of the best sampled points")
     ensemble: int = Field(8, ge=0, description="bootstrap surrogates per capability for intervals (0: none)")
     lcb_quantile: float = Field(0.1, gt=0.0, lt=0.5, description="interval quantiles (q, 1-q); lcb uses q")
+    measured_margin_quantile: float = Field(
+        0.025, gt=0.0, lt=0.5,
+        description="a measured mixture replaces the verified search choice only if this lower quantile of the "
+        "paired bootstrap difference of their objectives (same items) is > 0; 0.025: one-sided 97.5 %",
+    )
     min_weight: dict[str, float] = Field(default_factory=dict, description="per-domain lower bound on the weight")
     max_weight: dict[str, float] = Field(default_factory=dict, description="per-domain upper bound on the weight")
     pinned: dict[str, float] = Field(default_factory=dict, description="domains whose weight is fixed")
