@@ -44,8 +44,8 @@ def build_round_assets(parts: PipelinePartitions, pools: AssetPools = AssetPools
         round's verified optimum does not beat the best mixture measured before it."""
         design = store.get_json(layout.candidates_key(stage))
         tokens = available_tokens(design)
-        objective, _ = stage_objective(s, store, database, stage, tokens)
-        constraints = constraints_from(s, tokens)
+        objective, resolution = stage_objective(s, store, database, stage, tokens)
+        constraints = constraints_from(s, tokens, resolution)
         scale = seed_scale(s, store, database, stage)
         recipe = {k: design[k] for k in ("base", "experts", "method")}
         spec = None

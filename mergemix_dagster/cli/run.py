@@ -120,6 +120,8 @@ def print_mixture(settings, stage: str, dagster_home: str = "") -> None:
         print(f"  WARNING degenerate mixture: {details['degenerate']}")
     for cap, reason in (details.get("not_optimized") or {}).items():
         print(f"  NOTE {cap} is not optimized: {reason}")
+    for cap, protection in (details.get("protections") or {}).items():
+        print(f"  NOTE {cap} is protected: {protection}")
     print(f"\nmixture.json:  {store.uri(layout.mixture_key(stage))}")
     print(f"DuckDB:        {settings.database_path}  (tables: evaluations, chosen_mixture, training_runs)")
     home = dagster_home or os.environ.get("DAGSTER_HOME", "")

@@ -61,6 +61,10 @@ class InfeasibleConstraintsError(ConfigError):
     """The mixture constraints (bounds, pinned weights, token availability) admit no mixture."""
 
 
+class UnresolvedProtectionError(InfeasibleConstraintsError):
+    """Keeping the domains of unresolved capabilities at their natural shares conflicts with other lower bounds."""
+
+
 class InfeasibleObjectiveError(MergeMixError):
     """No mixture satisfies the objective's floors under the surrogate predictions."""
 

@@ -141,7 +141,8 @@ def score_rows(
     scores: list[BenchmarkScore],
     fingerprint: str,
 ) -> pd.DataFrame:
-    """Long rows for the ``evaluations`` table."""
+    """Long rows for the ``evaluations`` table, with each score's per-item values (``item_values``; None for a
+    metric that is not a mean of items) for the paired noise of differences between mixtures."""
     now = datetime.now(timezone.utc).replace(tzinfo=None)
     return pd.DataFrame(
         [
@@ -158,6 +159,7 @@ def score_rows(
                 "evaluated_at": now,
                 "evaluation_fingerprint": getattr(sc, "evaluation_fingerprint", None) or None,
                 "stderr": sc.stderr,
+                "item_values": None if sc.items is None else tuple(float(v) for v in sc.items),
             }
             for sc in scores
         ]

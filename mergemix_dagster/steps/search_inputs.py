@@ -4,12 +4,22 @@ Shared by the surrogate, rounds and mixture assets so all three read the same ob
 """
 
 
+import math
+from dataclasses import dataclass
+
 import numpy as np
 
 from mergemix_dagster.core.search.constraints import MixtureConstraints, build_constraints
 from mergemix_dagster.core.errors import ConfigError
 from mergemix_dagster.core.mixture import Mixture
-from mergemix_dagster.core.search.objective import Objective, ScoreScale, TargetResolution, fit_score_scale, objective_values, resolve_targets
+from mergemix_dagster.core.search.objective import Objective, ScoreScale, TargetResolution, fit_score_scale, objective_values
+from mergemix_dagster.core.search.resolution import (
+    protect_domains,
+    protected_shares,
+    protection_floors,
+    resolve_capabilities,
+    unresolved,
+)
 from mergemix_dagster.core.evaluation.scores import CapabilityTable, capability_means, capability_table
 from mergemix_dagster.core.search.surrogate import CapabilitySurrogates
 from mergemix_dagster.resources import CheckpointStore, EvaluationDatabase
@@ -66,22 +76,88 @@ def base_noise(s: Settings, database: EvaluationDatabase, stage: str) -> dict[st
     return out
 
 
+def has_items(cell) -> bool:
+    """An ``item_values`` cell that holds items (None, or NaN in a frame built by hand, holds none)."""
+    return cell is not None and not (isinstance(cell, float) and math.isnan(cell))
+
+
+def item_matrices(rows, s: Settings) -> dict[str, list[np.ndarray] | str]:
+    """capability -> its per-task (mixtures × items) matrices from the rows' ``item_values`` (one row per
+    mixture; mixtures scored on every task of the capability, in one order), or why there are none."""
+    out: dict[str, list[np.ndarray] | str] = {}
+    for c in s.capabilities:
+        tasks = [t.name for t in s.evaluation.tasks if t.capability == c]
+        per_task = {t: rows[rows["task"] == t] for t in tasks}
+        ids = sorted(set.intersection(*(set(g["candidate_id"]) for g in per_task.values())))
+        if len(ids) < 2:
+            out[c] = f"{len(ids)} mixtures scored on every task of {c}"
+            continue
+        matrices: list[np.ndarray] | str = []
+        for t, group in per_task.items():
+            by_id = dict(zip(group["candidate_id"], group["item_values"]))
+            missing = sum(not has_items(by_id[i]) for i in ids)
+            if missing:
+                matrices = f"{t}: {missing} of {len(ids)} mixtures have none"
+                break
+            lengths = {len(by_id[i]) for i in ids}
+            if len(lengths) > 1:
+                matrices = f"{t}: item counts differ between mixtures {sorted(lengths)}"
+                break
+            matrices.append(np.array([by_id[i] for i in ids], dtype=float))
+        out[c] = matrices
+    return out
+
+
 def target_resolution(
     s: Settings, store: CheckpointStore, database: EvaluationDatabase, stage: str
 ) -> dict[str, TargetResolution]:
-    """How far the seed design (and the base) move each capability, against the base's noise."""
+    """Which capabilities the seed design (and the base) move beyond their paired noise
+    (``core/search/resolution.py``: a within-item permutation test, p < ``max_resolution_p``; capabilities
+    without per-item scores fall back to the unpaired spread vs the base's stderr)."""
+    o = s.search.objective
     seed = measured_table(s, store, database, stage, 0)
     base = base_scores(s, database, stage)
     scores = {c: np.append(seed.scores[c], base[c]) if c in base else seed.scores[c] for c in seed.scores}
-    return resolve_targets(scores, base_noise(s, database, stage), s.search.objective.min_spread_in_noise)
+    rows = current_rows(s, store, database, stage, 0, with_base=True)
+    if "item_values" not in rows.columns:
+        rows = rows.assign(item_values=[None] * len(rows))
+    return resolve_capabilities(
+        item_matrices(rows, s), scores, base_noise(s, database, stage),
+        max_p=o.max_resolution_p, min_spread_in_noise=o.min_spread_in_noise, seed=s.search.seed,
+    )
+
+
+@dataclass(frozen=True)
+class StageSearchInputs:
+    """What the search of a stage runs under: the objective, the constraints, each capability's resolution,
+    and ``protections``: capability -> how an unresolved capability is protected (empty when none is)."""
+
+    objective: Objective
+    constraints: MixtureConstraints
+    resolution: dict[str, TargetResolution]
+    protections: dict[str, str]
 
 
 def stage_objective(
     s: Settings, store: CheckpointStore, database: EvaluationDatabase, stage: str, tokens: dict[str, int]
 ) -> tuple[Objective, dict[str, TargetResolution]]:
-    """The objective every search asset of ``stage`` uses: settings + base floors + noise exclusions."""
+    """The objective every search asset of ``stage`` uses: settings + base floors + noise exclusions + the
+    protection floors of unresolved capabilities (their domains' bounds: ``constraints_from(..., resolution)``)."""
     resolution = target_resolution(s, store, database, stage)
     return objective_from(s, base_scores(s, database, stage), tokens, resolution), resolution
+
+
+def stage_search_inputs(
+    s: Settings, store: CheckpointStore, database: EvaluationDatabase, stage: str, tokens: dict[str, int]
+) -> StageSearchInputs:
+    """``stage_objective`` plus the constraints with the unresolved capabilities' domains protected, and what
+    protection applied to each (for ``mixture.json`` and the run summary)."""
+    resolution = target_resolution(s, store, database, stage)
+    base = base_scores(s, database, stage)
+    return StageSearchInputs(
+        objective_from(s, base, tokens, resolution), constraints_from(s, tokens, resolution), resolution,
+        protections_from(s, base, tokens, resolution),
+    )
 
 
 def objective_from(
@@ -104,6 +180,8 @@ def objective_from(
         for c in caps:
             floors[c] = max(floors.get(c, -np.inf), base[c]) if o.directions.get(c, "maximize") == "maximize" \
                 else min(floors.get(c, np.inf), base[c])
+    if o.protect_unresolved and resolution:
+        floors, _ = protection_floors(resolution, base, o.directions, floors)
     return Objective(
         weights=s.search.objective_weights,
         directions=dict(o.directions),
@@ -115,7 +193,19 @@ def objective_from(
     )
 
 
-def constraints_from(s: Settings, tokens: dict[str, int]) -> MixtureConstraints:
+def constraints_from(
+    s: Settings, tokens: dict[str, int], resolution: dict[str, TargetResolution] | None = None
+) -> MixtureConstraints:
+    """The settings' bounds; with ``resolution`` (and ``protect_unresolved``) every domain of an unresolved
+    capability also keeps at least its prior share (``core/search/resolution.protect_domains``)."""
+    constraints = settings_constraints(s, tokens)
+    if not (s.search.objective.protect_unresolved and unresolved(resolution)):
+        return constraints
+    return protect_domains(constraints, *_shares(s, tokens, resolution))[0]
+
+
+def settings_constraints(s: Settings, tokens: dict[str, int]) -> MixtureConstraints:
+    """The bounds the settings set: min/max/pinned weights and token availability."""
     return build_constraints(
         s.domain_names,
         min_weight=s.search.min_weight,
@@ -127,10 +217,38 @@ def constraints_from(s: Settings, tokens: dict[str, int]) -> MixtureConstraints:
     )
 
 
-def measured_table(
-    s: Settings, store: CheckpointStore, database: EvaluationDatabase, stage: str, through_round: int
-) -> CapabilityTable:
-    """Capability table of every current candidate measured in rounds ``0..through_round`` (stale rows ignored)."""
+def _shares(s: Settings, tokens: dict[str, int], resolution) -> tuple[dict[str, float], dict[str, str | None]]:
+    capability_of = {d.name: d.capability for d in s.domains}
+    return protected_shares(resolution, capability_of, prior_mixture(s, tokens)), capability_of
+
+
+def protections_from(
+    s: Settings, base: dict[str, float], tokens: dict[str, int], resolution: dict[str, TargetResolution]
+) -> dict[str, str]:
+    """capability -> one line: how an unresolved capability is protected (score floor, domains' minimum weights)."""
+    o = s.search.objective
+    caps = unresolved(resolution)
+    if not caps:
+        return {}
+    if not o.protect_unresolved:
+        return {c: "not protected (search.objective.protect_unresolved: false)" for c in caps}
+    _, floor_texts = protection_floors(resolution, base, o.directions, o.floors)
+    shares, capability_of = _shares(s, tokens, resolution)
+    _, domain_texts = protect_domains(settings_constraints(s, tokens), shares, capability_of)
+    out = {}
+    for c in caps:
+        domains = [text for d, text in domain_texts.items() if capability_of.get(d) == c]
+        out[c] = "; ".join([floor_texts.get(c, "no floor")] + (["domains " + ", ".join(domains)] if domains
+                                                                else ["no domain names it as its capability"]))
+    return out
+
+
+def current_rows(
+    s: Settings, store: CheckpointStore, database: EvaluationDatabase, stage: str, through_round: int,
+    with_base: bool = False,
+):
+    """Evaluation rows of every current candidate measured in rounds ``0..through_round`` (stale rows ignored),
+    with the base's rows when ``with_base``."""
     current: dict[str, str] = {}
     design = store.get_json(layout.candidates_key(stage))
     current |= {c["candidate_id"]: c["fingerprint"] for c in design["candidates"]}
@@ -140,8 +258,15 @@ def measured_table(
             current |= {c["candidate_id"]: c["fingerprint"] for c in store.get_json(key)["candidates"]}
     kinds = {round_kind(r) for r in range(through_round + 1)}
     rows = configured_rows(database.evaluations(stage), s)
-    rows = rows[rows["kind"].isin(kinds) & (rows["candidate_id"].map(current) == rows["model_fingerprint"])]
-    return capability_table(rows, s.domain_names, s.capabilities)
+    keep = rows["kind"].isin(kinds) & (rows["candidate_id"].map(current) == rows["model_fingerprint"])
+    return rows[keep | (rows["kind"] == BASE_KIND)] if with_base else rows[keep]
+
+
+def measured_table(
+    s: Settings, store: CheckpointStore, database: EvaluationDatabase, stage: str, through_round: int
+) -> CapabilityTable:
+    """Capability table of every current candidate measured in rounds ``0..through_round`` (stale rows ignored)."""
+    return capability_table(current_rows(s, store, database, stage, through_round), s.domain_names, s.capabilities)
 
 
 def seed_scale(s: Settings, store: CheckpointStore, database: EvaluationDatabase, stage: str) -> ScoreScale:

@@ -147,8 +147,8 @@ def quality_arms(context, s: Settings, store: CheckpointStore, database: Evaluat
     reference runs, same objective and constraints) and the vertex whose expert scores the best objective."""
     candidates = store.get_json(layout.candidates_key(stage))
     tokens = available_tokens(candidates)
-    objective, _ = stage_objective(s, store, database, stage, tokens)
-    constraints = constraints_from(s, tokens)
+    objective, resolution = stage_objective(s, store, database, stage, tokens)
+    constraints = constraints_from(s, tokens, resolution)
     scale = seed_scale(s, store, database, stage)
     trainer = reference_trainer(context, s, store, database, stage)
     seeds = trainer.seeds(s.validation.quality_seeds)

@@ -1,5 +1,13 @@
 """The identity of an evaluation: what a score was computed under, so a score is reused only under the same
-task files, metric and item limit (rows scored under other settings are rescored, never mixed)."""
+task files, metric and item limit (rows scored under other settings are rescored, never mixed).
+
+``ROW_FORMAT`` versions what a stored row holds besides its score. ``items:1``: rows carry the per-item metric
+values (``evaluations.item_values``) that the paired resolution rule (``steps/search_inputs.py``) compares
+mixtures on. Rows stored before that have no items; hashing the format into the fingerprint makes them stale,
+so the existing machinery (``runner/plan.py`` ``stale_evaluations``, ``steps/proxy_scoring.finished_fingerprints``,
+``resources/artifacts.configured_rows``) rescores them once instead of silently using them without items
+(which would quietly send every capability to the unpaired fallback rule).
+"""
 
 from __future__ import annotations
 
@@ -12,14 +20,18 @@ from mergemix_dagster.core.evaluation.harness import default_tasks_dir, task_fil
 if TYPE_CHECKING:  # pragma: no cover
     from mergemix_dagster.core.settings import Settings
 
+#: What a stored evaluation row holds (see the module docstring); a new value rescores every stored row once.
+ROW_FORMAT = "items:1"
+
 
 def evaluation_fingerprints(s: Settings, heldout: bool = False) -> dict[str, str]:
-    """task -> hash of its YAML and data files' bytes, its metric and ``evaluation.limit``."""
+    """task -> hash of its YAML and data files' bytes, its metric, ``evaluation.limit`` and ``ROW_FORMAT``."""
     tasks_dir = Path(s.evaluation.tasks_dir) if s.evaluation.tasks_dir else default_tasks_dir()
     index = task_yaml_paths(tasks_dir)
     out = {}
     for t in list(s.evaluation.tasks) + (list(s.validation.heldout_tasks) if heldout else []):
         h = hashlib.sha256(repr((t.name, t.metric, s.evaluation.limit)).encode())
+        h.update(ROW_FORMAT.encode())
         path = index.get(t.name)
         if path is not None:
             for blob in task_file_contents(path):

@@ -12,15 +12,17 @@ evaluated candidates, flipped for targets to minimize. Then:
 - ``kl_weight``: subtract ``kl_weight · KL(α ‖ prior)``, a pull toward a prior mixture (the corpora's natural
   token distribution or the team's current mixture), as Olmix does. It makes the optimum interior unless the
   evidence for moving away is strong, and its weight says how much the proxies are trusted.
-- ``excluded``: targets left out of the aggregate, with the reason. ``resolve_targets`` excludes a target the
-  mixture moves by less than its measurement noise: min–max normalization would stretch that noise to the
-  full [0, 1] range, and under maximin the noisiest target would then decide the mixture.
+- ``excluded``: targets left out of the aggregate, with the reason. A target the mixture does not move beyond
+  its measurement noise is excluded (``core/search/resolution.py``: a paired permutation test on per-item
+  scores; ``resolve_targets`` is the unpaired fallback): min–max normalization would stretch that noise to the
+  full [0, 1] range, and under maximin the noisiest target would then decide the mixture. An excluded target
+  is still protected by a floor (``resolution.protection_floors``).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal, Mapping, Sequence
 
 import numpy as np
@@ -131,24 +133,32 @@ def fit_score_scale(scores: Mapping[str, np.ndarray]) -> ScoreScale:
 
 @dataclass(frozen=True)
 class TargetResolution:
-    """How far the mixture moves one target compared with its noise (both in the target's own units)."""
+    """How far the mixture moves one target compared with its noise (both in the target's own units).
+
+    Under the paired rule (``core/search/resolution.py``) ``p_value`` and ``paired_se`` are set and ``noise``
+    repeats ``paired_se``; under the unpaired fallback they are None and ``noise`` is the base's stderr.
+    """
 
     target: str
     spread: float
     noise: float | None
     resolved: bool
     reason: str
+    p_value: float | None = None
+    paired_se: float | None = None
 
 
 def resolve_targets(
-    scores: Mapping[str, np.ndarray], noise: Mapping[str, float | None], min_spread_in_noise: float
+    scores: Mapping[str, np.ndarray], noise: Mapping[str, float | None], min_spread_in_noise: float,
+    keep_all_if_none: bool = True,
 ) -> dict[str, TargetResolution]:
-    """Which targets the mixture moves by at least ``min_spread_in_noise`` times their noise.
+    """Which targets the mixture moves by at least ``min_spread_in_noise`` times their noise (the unpaired rule,
+    the fallback for targets without per-item scores).
 
     ``scores``: the measured scores per target (the seed design and the base); ``noise``: a standard error per
     target (lm-eval's stderr of the benchmark mean). A target with no noise estimate is kept (and says so);
-    ``min_spread_in_noise = 0`` keeps every target. If no target is resolved, all are kept: excluding
-    everything would leave nothing to optimize, and the caller reports it.
+    ``min_spread_in_noise = 0`` keeps every target. If no target is resolved, all are kept (unless
+    ``keep_all_if_none`` is False, for a caller that judges that over more targets: ``keep_if_none_resolved``).
     """
     if not (math.isfinite(min_spread_in_noise) and min_spread_in_noise >= 0):
         raise ConfigError(f"min_spread_in_noise must be a finite number >= 0, got {min_spread_in_noise}")
@@ -171,10 +181,15 @@ def resolve_targets(
                 f"(< {min_spread_in_noise:g}×): differences are noise; a benchmark ~{larger:.1f}× larger "
                 "(standard error ∝ 1/√items) would resolve it",
             )
+    return keep_if_none_resolved(out) if keep_all_if_none else out
+
+
+def keep_if_none_resolved(out: Mapping[str, TargetResolution]) -> dict[str, TargetResolution]:
+    """All targets kept when none is resolved: excluding everything would leave nothing to optimize."""
     if out and not any(r.resolved for r in out.values()):
-        out = {t: TargetResolution(r.target, r.spread, r.noise, True, r.reason + "; kept, since no target is resolved")
-               for t, r in out.items()}
-    return out
+        return {t: replace(r, resolved=True, reason=r.reason + "; kept, since no target is resolved")
+                for t, r in out.items()}
+    return dict(out)
 
 
 def kl_to_prior(X: np.ndarray, prior: np.ndarray) -> np.ndarray:

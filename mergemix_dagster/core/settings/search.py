@@ -35,11 +35,23 @@ class ObjectiveSettings(StrictModel):
     )
     min_spread_in_noise: float = Field(
         2.77, ge=0.0,
-        description="capabilities the seed design moves by less than this many standard errors of their "
-        "benchmark (lm-eval's stderr on the base) are reported but not optimized; 0: optimize every one. "
-        "2.77 = 1.96·√2: the best and worst mixture differ at 95 % confidence",
+        description="FALLBACK ONLY, for a capability without per-item scores (a non-mean metric such as "
+        "perplexity, or an evaluator that keeps no items): it is resolved when the seed design moves it by at "
+        "least this many standard errors of its benchmark (lm-eval's stderr on the base); 0: every such "
+        "capability is resolved. 2.77 = 1.96·√2. Capabilities with items use max_resolution_p",
     )
-
+    max_resolution_p: float = Field(
+        0.01, gt=0.0, le=1.0,
+        description="a capability is resolved (optimized) when the within-item permutation test of 'the "
+        "mixture moves it at all' over the seed design and the base gives p below this. Fixed before any run: "
+        "0.01 per capability keeps the chance of resolving a pure-noise capability among four at about 4 %",
+    )
+    protect_unresolved: bool = Field(
+        True,
+        description="an unresolved capability is not optimized but protected: its predicted score may not fall "
+        "below the base's minus 2 paired standard errors, and every domain whose capability it is keeps at "
+        "least its prior (natural token) share; false: unresolved capabilities and their domains are unguarded",
+    )
 
 class SearchSettings(StrictModel):
     n_candidates: int = Field(40, ge=2, description="seed design size; must be >= number of domains + 1")
