@@ -27,7 +27,7 @@ from mergemix_dagster.steps.proxy_scoring import fingerprinted, lm_eval_results_
 from mergemix_dagster.core.evaluation.fingerprints import evaluation_fingerprints
 from mergemix_dagster.steps.proxy_scoring import finished_fingerprints
 
-EVALUATIONS_CODE_VERSION = "2"  # 2: the base is scored with lm-eval's stderr (the noise of each target)
+EVALUATIONS_CODE_VERSION = "3"  # 2: the base is scored with lm-eval's stderr; 3: per-item scores, experts_beat_base on paired noise
 BASE_CANDIDATE_ID = "base"
 EXPERTS_BEAT_BASE_CHECK = "experts_beat_base"
 EXPERTS_BEAT_BASE_DESCRIPTION = (

@@ -37,17 +37,16 @@ from mergemix_dagster.steps.mixture_choice import (
 from mergemix_dagster.steps.search_inputs import (
     available_tokens,
     base_scores,
-    constraints_from,
     fit_surrogates,
     measured_table,
     round_history,
     seed_scale,
-    stage_objective,
+    stage_search_inputs,
     table_objective,
 )
 from mergemix_dagster.steps.stage_asset import stage_asset
 
-MIXTURE_CODE_VERSION = "2"
+MIXTURE_CODE_VERSION = "3"  # 3: paired resolution + protection, measured-wins margin, stored scores of the chosen mixture
 DEGENERATE_CHECK = "mixture_not_degenerate"
 
 
@@ -69,8 +68,10 @@ def build_mixture_assets(parts: PipelinePartitions) -> list[dg.AssetsDefinition]
         design = store.get_json(layout.candidates_key(stage))
         tokens = available_tokens(design)
         base = base_scores(s, database, stage)
-        objective, resolution = stage_objective(s, store, database, stage, tokens)
-        constraints = constraints_from(s, tokens)
+        inputs = stage_search_inputs(s, store, database, stage, tokens)
+        objective, resolution, constraints = inputs.objective, inputs.resolution, inputs.constraints
+        for c, protection in inputs.protections.items():
+            context.log.warning(f"capability {c} is protected: {protection}")
         scale = seed_scale(s, store, database, stage)
         rounds = round_history(store, stage)
         table = measured_table(s, store, database, stage, len(rounds))
@@ -108,6 +109,7 @@ def build_mixture_assets(parts: PipelinePartitions) -> list[dg.AssetsDefinition]
             objective=objective, resolution=resolution, constraints=constraints, base=base, choice=s.search.choice,
             tokens=tokens, rounds=rounds, mixtures_measured=len(table.candidate_ids),
         )
+        details["protections"] = dict(inputs.protections)
         database.upsert_chosen_mixture(stage, weights, predicted_objective, verified_objective_chosen, details)
         payload = {"stage": stage, "weights": weights, "predicted_objective": predicted_objective,
                    "verified_objective": verified_objective_chosen, **details}
@@ -127,6 +129,8 @@ def build_mixture_assets(parts: PipelinePartitions) -> list[dg.AssetsDefinition]
             "optimized": c not in objective.excluded,
             "spread": r(resolution[c].spread) if c in resolution else None,
             "noise": r(resolution[c].noise) if c in resolution and resolution[c].noise is not None else None,
+            "p_value": r(resolution[c].p_value) if c in resolution and resolution[c].p_value is not None else None,
+            "protection": inputs.protections.get(c),
         }) for c in table.capabilities]
         check = dg.AssetCheckResult(
             check_name=DEGENERATE_CHECK,
@@ -149,7 +153,8 @@ def build_mixture_assets(parts: PipelinePartitions) -> list[dg.AssetsDefinition]
                     dg.TableColumn("measured", "float"), dg.TableColumn("predicted", "float"),
                     dg.TableColumn("interval_low", "float"), dg.TableColumn("interval_high", "float"),
                     dg.TableColumn("optimized", "bool"), dg.TableColumn("spread", "float"),
-                    dg.TableColumn("noise", "float")])),
+                    dg.TableColumn("noise", "float"), dg.TableColumn("p_value", "float"),
+                    dg.TableColumn("protection", "string")])),
                 "weights": dg.MetadataValue.json({d: r(w) for d, w in weights.items()}),
                 "objective": objective.describe(),
                 "not_optimized": dg.MetadataValue.json(dict(objective.excluded)),

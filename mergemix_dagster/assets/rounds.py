@@ -26,7 +26,7 @@ from mergemix_dagster.core.evaluation.fingerprints import evaluation_fingerprint
 from mergemix_dagster.steps.search_inputs import available_tokens, constraints_from, fit_surrogates, measured_table, stage_objective, round_kind, seed_scale, table_objective
 from mergemix_dagster.resources.layout import round_key
 
-ROUNDS_CODE_VERSION = "1"
+ROUNDS_CODE_VERSION = "2"  # 2: paired resolution rule, unresolved capabilities protected
 
 
 def build_round_assets(parts: PipelinePartitions, pools: AssetPools = AssetPools()) -> list[dg.AssetsDefinition]:

@@ -276,6 +276,7 @@ def choice_details(
         "degenerate": degenerate(weights),
         "not_optimized": dict(objective.excluded),
         "resolution": {c: {"spread": r(t.spread), "noise": None if t.noise is None else r(t.noise),
+                           "p_value": None if t.p_value is None else r(t.p_value),
                            "optimized": c not in objective.excluded, "reason": t.reason}
                        for c, t in resolution.items()},
     }
