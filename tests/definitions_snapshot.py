@@ -108,10 +108,10 @@ def _store_keys() -> dict:
     """Where each artifact lives: a home written before the move must be found after it."""
     from mergemix_dagster.resources import layout
     from mergemix_dagster.resources.layout import study_key
-    from mergemix_dagster.steps.metadata import loss_history_key
+    from mergemix_dagster.resources.layout import loss_history_key
     from mergemix_dagster.resources.layout import round_key
     from mergemix_dagster.resources.layout import design_key, result_key
-    from mergemix_dagster.assets.base import TOKENIZER_POINTER
+    from mergemix_dagster.resources.layout import TOKENIZER_POINTER
 
     return {
         "general_corpus": layout.GENERAL_CORPUS,

@@ -208,6 +208,14 @@ def test_check_lists_every_config_problem_with_a_named_error(tmp_path):
         report.raise_first()
 
 
+def test_unknown_merge_method_is_a_config_error_before_any_training(tmp_path):
+    s = _settings(domains=[{"name": "math", "capability": "math"}, {"name": "code", "capability": "code"}],
+                  search={"merge_method": "slerpp"}, home=str(tmp_path / "home"))
+    errors = [e for e in check_settings(s).errors if "merge_method" in str(e)]
+    assert len(errors) == 1 and isinstance(errors[0], ConfigError)
+    assert "slerpp" in str(errors[0]) and "linear" in str(errors[0])  # names the known methods
+
+
 def test_default_heldout_task_missing_from_a_users_tasks_dir_is_reported(tmp_path):
     s = _settings(domains=[{"name": "math", "capability": "math"}, {"name": "code", "capability": "math"}],
                   evaluation={"tasks_dir": str(make_task(tmp_path / "tasks")),

@@ -8,7 +8,8 @@ import dagster as dg
 
 from mergemix_dagster.core.training.loop import recipe_from
 from mergemix_dagster.resources.layout import expert_pointer
-from mergemix_dagster.steps.metadata import loss_curve, loss_history_key
+from mergemix_dagster.steps.metadata import loss_curve
+from mergemix_dagster.resources.layout import loss_history_key
 from mergemix_dagster.assets.partitions import STAGE_PARTITIONS_NAME, expert_partition_key
 from mergemix_dagster.resources import CheckpointStore
 

@@ -1,5 +1,7 @@
 """Software-defined assets, one module per pipeline stage: corpora → base → experts → candidates →
-evaluations → surrogates → mixture; the validation study of a stage on the side."""
+evaluations → surrogates → rounds → mixture, then the cross-stage comparison; beside them the validation study
+(``validation/``) and the sub-domain family (``hierarchy/``). ``partitions``, ``groups`` (which assets run
+together) and ``versions`` (settings in code versions) say how Dagster sees them."""
 
 
 import dagster as dg

@@ -30,7 +30,6 @@ from mergemix_dagster.resources.artifacts import checkpoint_identity, corpus_doc
 from mergemix_dagster.core.training.loop import recipe_from
 
 BASE_CODE_VERSION = "1"
-TOKENIZER_POINTER = f"{layout.TOKENIZER}/current.json"
 
 
 def checkpoint_source_fingerprint(source: str) -> str:
@@ -57,7 +56,7 @@ def tiny_spec(settings: Settings, vocab_size: int) -> TinyModelSpec:
 
 
 def _pretrain_embedded_base(context, s: Settings, store: CheckpointStore, out_dir: Path) -> dict:
-    tok_pointer = read_pointer(store, TOKENIZER_POINTER, "the tokenizer")
+    tok_pointer = read_pointer(store, layout.TOKENIZER_POINTER, "the tokenizer")
     from transformers import PreTrainedTokenizerFast
 
     tokenizer = PreTrainedTokenizerFast.from_pretrained(str(store.get_dir(tok_pointer["key"])))
@@ -112,7 +111,7 @@ def build_base_assets(parts: PipelinePartitions) -> list[dg.AssetsDefinition]:
                 tokenizer.save_pretrained(tmp)
                 store.put_dir(Path(tmp), key)
         tokenizer = AutoTokenizer.from_pretrained(str(store.get_dir(key)))
-        store.put_json(TOKENIZER_POINTER, {"key": key, "fingerprint": version}, overwrite=True)
+        store.put_json(layout.TOKENIZER_POINTER, {"key": key, "fingerprint": version}, overwrite=True)
         return dg.MaterializeResult(
             metadata={"vocab_size": dg.MetadataValue.int(len(tokenizer)), "uri": store.uri(key)},
             data_version=dg.DataVersion(version),
@@ -171,7 +170,7 @@ def build_base_assets(parts: PipelinePartitions) -> list[dg.AssetsDefinition]:
                 data_version=dg.DataVersion(identity[:16]),
             )
 
-        tok = read_pointer(store, TOKENIZER_POINTER, "the tokenizer")
+        tok = read_pointer(store, layout.TOKENIZER_POINTER, "the tokenizer")
         general = read_pointer(store, layout.corpus_pointer("general"), "the general corpus")
         version = layout.content_version(
             {

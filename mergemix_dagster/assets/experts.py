@@ -15,7 +15,8 @@ from mergemix_dagster.resources.trainers import TrainJob, trainer_for, trainer_i
 from mergemix_dagster.resources import layout
 from mergemix_dagster.core.training.loop import recipe_from
 from mergemix_dagster.resources.artifacts import base_checkpoint, read_pointer
-from mergemix_dagster.steps.metadata import loss_curve, loss_history_key, number
+from mergemix_dagster.steps.metadata import loss_curve, number
+from mergemix_dagster.resources.layout import loss_history_key
 from mergemix_dagster.resources.pools import AssetPools
 
 EXPERT_CODE_VERSION = "1"

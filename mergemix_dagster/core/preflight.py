@@ -235,6 +235,12 @@ def check_settings(s: "Settings", registered: Mapping[str, str] | None = None) -
     for cap in (s.search.capability_weights or {}):
         if cap not in capabilities:
             report.errors.append(ConfigError(f"search.capability_weights names {cap!r}, not a task capability {sorted(capabilities)}"))
+    from mergemix_dagster.core.merge import known_methods
+
+    if s.search.merge_method not in known_methods():  # else it fails in optimize_job, after the experts trained
+        report.errors.append(ConfigError(
+            f"search.merge_method {s.search.merge_method!r} is not a merge method; known: {', '.join(known_methods())}"
+        ))
     report.errors += check_tasks(s.evaluation.tasks, s.evaluation.tasks_dir, s.evaluation.limit, "evaluation.tasks")
     report.errors += check_tasks(s.validation.heldout_tasks, s.evaluation.tasks_dir, s.evaluation.limit, "validation.heldout_tasks")
     stages = dict(s.stages.checkpoints) | dict(registered or {})

@@ -145,3 +145,11 @@ def study_key(stage: str) -> str:
 
 def round_key(stage: str, r: int) -> str:
     return f"stages/{stage}/rounds/round{r}.json"
+
+
+def loss_history_key(checkpoint_key: str) -> str:
+    """Where a run's loss history is kept: next to its checkpoint, so a reused checkpoint keeps its curve."""
+    return f"{checkpoint_key}.loss_history.json"
+
+
+TOKENIZER_POINTER = f"{TOKENIZER}/current.json"

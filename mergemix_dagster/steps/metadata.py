@@ -98,11 +98,6 @@ def image(source: Path | str | Any, title: str = "plot") -> dg.MarkdownMetadataV
     return dg.MetadataValue.md(f"![{title}]({png_data_uri(png)})")
 
 
-def loss_history_key(checkpoint_key: str) -> str:
-    """Where a run's loss history is kept: next to its checkpoint, so a reused checkpoint keeps its curve."""
-    return f"{checkpoint_key}.loss_history.json"
-
-
 def loss_curve(curves: Mapping[str, Sequence[float]], title: str = "training loss") -> dg.MarkdownMetadataValue:
     """One line per run of training loss against optimiser step (one point per recorded step), inline."""
     import matplotlib
@@ -123,8 +118,6 @@ def loss_curve(curves: Mapping[str, Sequence[float]], title: str = "training los
         return image(fig, title)
     finally:
         plt.close(fig)
-
-
 
 
 def corpus_metadata(docs: list[str], fingerprint: str, uri: str, source: str) -> dict:

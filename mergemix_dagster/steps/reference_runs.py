@@ -28,7 +28,7 @@ from mergemix_dagster.resources.trainers import TrainJob, trainer_for, trainer_i
 from mergemix_dagster.core.settings import Settings
 from mergemix_dagster.resources import layout
 from mergemix_dagster.core.training.loop import recipe_from
-from mergemix_dagster.steps.metadata import loss_history_key
+from mergemix_dagster.resources.layout import loss_history_key
 from mergemix_dagster.resources.artifacts import base_checkpoint, configured_rows, corpus_documents, read_pointer
 from mergemix_dagster.steps.proxy_scoring import build_evaluator, score_rows
 

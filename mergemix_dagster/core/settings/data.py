@@ -39,7 +39,7 @@ class DomainSettings(StrictModel):
     name: str
     paths: list[str] = Field(default_factory=list, description="jsonl/parquet/txt files or dirs, local or s3://")
     text_field: str = "text"
-    capability: str | None = Field(None, description="the capability this domain should improve (for reports)")
+    capability: str | None = Field(None, description="the capability this domain feeds: its expert is checked against the base on it (experts_beat_base), and while the benchmarks cannot resolve it the domain keeps its natural share")
     max_chars: int = Field(4_000_000, gt=0, description="cap on corpus size (characters) after loading")
     subdomains: list[SubdomainSettings] = Field(
         default_factory=list, description="optional split into sub-domains, each with its own paths"
