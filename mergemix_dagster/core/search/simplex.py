@@ -30,26 +30,13 @@ from mergemix_dagster.core.search.constraints import MixtureConstraints
 from mergemix_dagster.core.search.designs import sample_simplex
 from mergemix_dagster.core.errors import ConfigError, InfeasibleObjectiveError, SimplexError
 from mergemix_dagster.core.mixture import Mixture
-from mergemix_dagster.core.search.objective import Objective, ScoreScale, fit_score_scale, objective_values, prior_array
+from mergemix_dagster.core.search.objective import Objective, ScoreScale, objective_values, prior_array
 
-__all__ = [
-    "Choice", "Objective", "ScoreScale", "SearchResult", "SimplexMaximum", "Utility", "fit_score_scale",
-    "maximize_on_simplex", "search_mixture", "utility_values",
-]
+__all__ = ["Choice", "SearchResult", "SimplexMaximum", "maximize_on_simplex", "search_mixture"]
 
 Choice = Literal["top_k_mean", "argmax", "lcb"]
 CHUNK = 65_536  # rows evaluated at once: bounds memory at K = 64 and 10^6 points
 REFINE_SHARE = 0.2  # share of the evaluation budget spent on local refinement
-
-
-def Utility(capability_weights: Mapping[str, float] | None = None, floors: Mapping[str, float] | None = None) -> Objective:
-    """The objective of earlier versions: a (weighted) mean of normalized capabilities, raw-unit floors."""
-    return Objective(weights=capability_weights, floors=dict(floors or {}))
-
-
-def utility_values(scores: Mapping[str, np.ndarray], objective: Objective, scale: ScoreScale) -> np.ndarray:
-    """Objective values of score rows that need no mixture (no KL penalty)."""
-    return objective_values(scores, objective, scale)
 
 
 # ----------------------------------------------------------------------------------------------- sampling
@@ -296,10 +283,6 @@ class SearchResult:
     intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
     lcb_objective: float | None = None
     top: list[tuple[Mixture, float]] = field(default_factory=list)
-
-    @property
-    def predicted_utility(self) -> float:  # the name earlier versions used
-        return self.predicted_objective
 
 
 def _on_simplex(domains: Sequence[str], row: np.ndarray, constraints: MixtureConstraints | None) -> Mixture:
