@@ -20,7 +20,7 @@ from mergemix_dagster.resources import CheckpointStore, EvaluationDatabase
 from mergemix_dagster.steps.stage_asset import stage_asset
 from mergemix_dagster.core.settings import Settings
 from mergemix_dagster.resources import layout
-from mergemix_dagster.resources.artifacts import configured_rows
+from mergemix_dagster.resources.artifacts import configured_rows, has_items, items_by_benchmark
 from mergemix_dagster.steps.metadata import number, table
 from mergemix_dagster.resources.pools import AssetPools
 from mergemix_dagster.steps.proxy_scoring import fingerprinted, lm_eval_results_path, proxy_scorer_spec, score_rows
@@ -45,10 +45,8 @@ NO_ITEMS = "no per-item scores"
 def _items_of(group: pd.DataFrame, capability: str) -> dict | None:
     """Per-item values by (task, metric) of one candidate's rows of ``capability``; None if any row has none."""
     rows = group[group["capability"] == capability]
-    if "item_values" not in rows.columns or rows.empty:
-        return None
-    items = {(t, m): v for t, m, v in zip(rows["task"], rows["metric"], rows["item_values"])}
-    return None if any(v is None or (isinstance(v, float) and v != v) for v in items.values()) else items
+    items = items_by_benchmark(rows)
+    return items if items and all(has_items(v) for v in items.values()) else None
 
 
 def _paired_interval(base: dict | None, expert: dict | None) -> tuple[float, float]:

@@ -6,16 +6,15 @@ compares the full content hash (reads every byte).
 """
 
 
+import math
 import os
+import tempfile
 from pathlib import Path
 
-from mergemix_dagster.core.data.corpora import read_corpus
+from mergemix_dagster.core.data.corpora import read_corpus, write_corpus
 from mergemix_dagster.core.errors import StoreError
 from mergemix_dagster.core.training.model import verify_checkpoint
-from mergemix_dagster.resources import CheckpointStore
-from mergemix_dagster.resources import layout
-import tempfile
-from mergemix_dagster.core.data.corpora import write_corpus
+from mergemix_dagster.resources import CheckpointStore, layout
 
 
 def configured_rows(rows, s, heldout: bool = False):
@@ -34,6 +33,17 @@ def configured_rows(rows, s, heldout: bool = False):
         current = evaluation_fingerprints(s, heldout)
         keep = [k and current.get(t) == fp for k, t, fp in zip(keep, rows["task"], rows["evaluation_fingerprint"])]
     return rows[keep]
+
+
+def has_items(cell) -> bool:
+    """An ``item_values`` cell that holds items (None, or NaN in a frame built by hand, holds none)."""
+    return cell is not None and not (isinstance(cell, float) and math.isnan(cell))
+
+
+def items_by_benchmark(rows) -> dict[tuple[str, str], object]:
+    """(task, metric) -> the ``item_values`` cell of each of one candidate's rows (None without the column)."""
+    cells = rows["item_values"] if "item_values" in rows.columns else [None] * len(rows)
+    return {(t, m): v for t, m, v in zip(rows["task"], rows["metric"], cells)}
 
 
 def read_pointer(store: CheckpointStore, pointer_key: str, what: str) -> dict:

@@ -16,7 +16,7 @@ from mergemix_dagster.core.search.surrogate import CapabilitySurrogates
 from mergemix_dagster.core.settings import Settings
 from mergemix_dagster.core.training.exports import write_exports
 from mergemix_dagster.resources import CheckpointStore, EvaluationDatabase, layout
-from mergemix_dagster.resources.artifacts import configured_rows
+from mergemix_dagster.resources.artifacts import configured_rows, has_items, items_by_benchmark
 from mergemix_dagster.resources.layout import candidate_fingerprint
 from mergemix_dagster.steps.proxy_scoring import open_proxy_scorer, score_rows
 from mergemix_dagster.steps.search_inputs import mixture_objective
@@ -68,7 +68,7 @@ def _complete(s: Settings, items: dict) -> dict | None:
     """``items`` restricted to the configured (task, metric) pairs, or None unless every one has items."""
     wanted = _task_capabilities(s)
     kept = {k: v for k, v in items.items() if k in wanted}
-    if set(kept) != set(wanted) or any(v is None for v in kept.values()):
+    if set(kept) != set(wanted) or not all(has_items(v) for v in kept.values()):
         return None
     return kept
 
@@ -83,10 +83,8 @@ def paired_items(
     rows = configured_rows(database.evaluations(stage), s)
     rows = rows[rows["candidate_id"].isin(list(candidate_ids))]
     measured: dict[str, dict | None] = {cid: None for cid in candidate_ids}
-    if "item_values" in rows.columns:
-        for cid, group in rows.groupby("candidate_id"):
-            measured[str(cid)] = _complete(s, {(t, m): v for t, m, v in
-                                               zip(group["task"], group["metric"], group["item_values"])})
+    for cid, group in rows.groupby("candidate_id"):
+        measured[str(cid)] = _complete(s, items_by_benchmark(group))
     return PairedItems(verified_items, measured, _task_capabilities(s))
 
 

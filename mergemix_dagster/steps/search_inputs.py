@@ -4,7 +4,6 @@ Shared by the surrogate, rounds and mixture assets so all three read the same ob
 """
 
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,7 +24,7 @@ from mergemix_dagster.core.search.surrogate import CapabilitySurrogates
 from mergemix_dagster.resources import CheckpointStore, EvaluationDatabase
 from mergemix_dagster.core.settings import Settings
 from mergemix_dagster.resources import layout
-from mergemix_dagster.resources.artifacts import configured_rows
+from mergemix_dagster.resources.artifacts import configured_rows, has_items
 from mergemix_dagster.core.data.corpora import tokenize_documents
 from mergemix_dagster.resources.artifacts import base_checkpoint, corpus_documents
 from mergemix_dagster.resources.layout import round_key
@@ -74,11 +73,6 @@ def base_noise(s: Settings, database: EvaluationDatabase, stage: str) -> dict[st
         se = group["stderr"].to_numpy(dtype=float)
         out[str(cap)] = None if not len(se) or np.isnan(se).any() else float(np.sqrt((se ** 2).sum()) / len(se))
     return out
-
-
-def has_items(cell) -> bool:
-    """An ``item_values`` cell that holds items (None, or NaN in a frame built by hand, holds none)."""
-    return cell is not None and not (isinstance(cell, float) and math.isnan(cell))
 
 
 def item_matrices(rows, s: Settings) -> dict[str, list[np.ndarray] | str]:
