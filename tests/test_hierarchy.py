@@ -147,6 +147,13 @@ def test_top_down_runs_end_to_end(top_down):
     # top-down: the coarse level uses domain experts trained on the natural sub-domain mix
     expert = _store(settings).get_json("stages/s0/experts/math/current.json")
     assert "consolidated_from" not in expert
+    for d in ("math", "code"):  # the sub-domain choice is judged on paired item noise, like the coarse one
+        fine = _store(settings).get_json(f"stages/s0/subdomains/{d}/mixture.json")
+        decision = fine["comparison"].get("decision", "")
+        assert decision.startswith(("verified search choice kept", "measured mixture chosen")), fine["comparison"]
+        if "measured_candidate" in fine["comparison"]:
+            assert "paired bootstrap" in fine["comparison"]["margin"], fine["comparison"]
+        assert (fine["chosen_from"] == "search") == (fine["weights"] == fine["search_choice"])
     mixture = _check_final_mixture(settings)
     print(f"top-down end to end: {seconds:.0f} s; flat {mixture['weights']}")
 

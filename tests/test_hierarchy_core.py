@@ -11,12 +11,10 @@ from mergemix_dagster.core.search.hierarchy import (
     fine_objective,
     hierarchical_weights,
     natural_shares,
-    prefer_measured,
     proportional_caps,
     study_arms,
     uniform_fine,
 )
-from mergemix_dagster.core.mixture import Mixture
 from mergemix_dagster.core.search.objective import Objective, fit_score_scale, objective_values
 from mergemix_dagster.core.settings import Settings, load_settings
 
@@ -108,15 +106,6 @@ def test_fine_objective_optimizes_the_domains_own_capability():
     assert values[1] > values[0]  # only math counts inside the math domain, whatever code does
     whole = fine_objective(coarse, None, ["math", "code"], prior)
     assert whole.aggregate == "min" and whole.kl_weight == 0.0
-
-
-def test_prefer_measured_keeps_a_better_measured_mixture():
-    verified = Mixture.from_dict({"a": 0.5, "b": 0.5})
-    chosen, why, value = prefer_measured(verified, 0.3, np.array([[1.0, 0.0], [0.2, 0.8]]), np.array([0.1, 0.6]),
-                                         ["c000", "c001"])
-    assert chosen.as_dict() == pytest.approx({"a": 0.2, "b": 0.8}) and "c001" in why and value == 0.6
-    chosen, why, _ = prefer_measured(verified, 0.9, np.array([[1.0, 0.0]]), np.array([0.1]), ["c000"])
-    assert chosen is verified and why == "search"
 
 
 def test_hierarchical_weights_are_coarse_times_fine():

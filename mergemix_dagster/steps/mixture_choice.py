@@ -60,6 +60,12 @@ def verify_search_choice(
     return verified, verified_objective, _complete(s, {(x.task, x.metric): x.items for x in scores})
 
 
+def candidate_items(s: Settings, rows) -> dict | None:
+    """One candidate's per-item values by (task, metric) from its DuckDB rows, or None unless every configured
+    benchmark has them: the verified side of ``paired_items`` when the verification was scored elsewhere."""
+    return _complete(s, items_by_benchmark(configured_rows(rows, s)))
+
+
 def _task_capabilities(s: Settings) -> dict[tuple[str, str], str]:
     return {(t.name, t.metric): t.capability for t in s.evaluation.tasks}
 
@@ -96,4 +102,4 @@ def publish_exports(payload: dict, plan, s, store: CheckpointStore, stage: str) 
     return exports
 
 
-__all__ = ["VERIFY_CANDIDATE_ID", "store_final_surrogates", "verify_search_choice", "paired_items", "publish_exports"]
+__all__ = ["VERIFY_CANDIDATE_ID", "store_final_surrogates", "verify_search_choice", "candidate_items", "paired_items", "publish_exports"]

@@ -3,7 +3,8 @@ bottom-up consolidated expert, and the stage's mixture rewritten as coarse × fi
 
 The search inside a domain is the flat pipeline's code on that domain's sub-domain experts: a seed design,
 in-memory merges scored with lm-eval (rows ``kind = 'subdomain'``), LightGBM per capability, the simplex
-search, a verifying merge, and the best measured mixture kept when the verified choice scored lower.
+search, a verifying merge, and the best measured mixture kept when it beats the verified choice beyond paired
+noise (the coarse ``chosen_mixture``'s rule, ``core/search/choose.py``).
 """
 
 
@@ -16,7 +17,9 @@ import dagster as dg
 from mergemix_dagster.core.search.designs import seed_design
 from mergemix_dagster.core.evaluation.workers import ProxyJob, ScorerSpec, score_proxies
 from mergemix_dagster.core.training.exports import token_plan_for
-from mergemix_dagster.core.search.hierarchy import fine_objective, hierarchical_weights, natural_shares, prefer_measured
+from mergemix_dagster.core.search.choose import MarginRule, choose_verified_or_measured, chosen_objectives, predict_at
+from mergemix_dagster.core.search.constraints import MixtureConstraints
+from mergemix_dagster.core.search.hierarchy import fine_objective, hierarchical_weights, natural_shares
 from mergemix_dagster.core.merge.streaming import merge_checkpoints
 from mergemix_dagster.core.mixture import Mixture
 from mergemix_dagster.core.training.model import checkpoint_fingerprint
@@ -35,9 +38,12 @@ from mergemix_dagster.steps.proxy_scoring import finished_fingerprints
 from mergemix_dagster.resources.artifacts import base_checkpoint, checkpoint_dir, configured_rows, read_pointer
 from mergemix_dagster.steps.proxy_scoring import fingerprinted, lm_eval_results_path, proxy_scorer_spec, score_rows
 from mergemix_dagster.core.evaluation.fingerprints import evaluation_fingerprints
+from mergemix_dagster.steps.mixture_choice import candidate_items, paired_items
 from mergemix_dagster.steps.search_inputs import mixture_objective, table_objective
 
-HIERARCHY_CODE_VERSION = "1"
+HIERARCHY_CODE_VERSION = "1"  # of the hierarchy assets and the consolidated experts' keys
+#: of ``subdomain_mixture`` (2: a measured sub-domain mixture replaces the verified choice only beyond paired noise)
+SUBDOMAIN_CHOICE_CODE_VERSION = "2"
 SUBDOMAIN_KIND = "subdomain"
 SUBDOMAIN_VERIFY_KIND = "subdomain_verify"
 
@@ -123,14 +129,24 @@ def optimize_subdomains(context, s: Settings, store: CheckpointStore, database: 
     verify_rows = verify_rows[(verify_rows["candidate_id"] == verify_id) & (verify_rows["model_fingerprint"] == verify_fp)]
     verified = capability_means(zip(verify_rows["capability"], verify_rows["value"]))
     verified_value = mixture_objective(verified, result.mixture, objective, scale)
-    chosen, chosen_from, chosen_value = prefer_measured(
-        result.mixture, verified_value, table.alphas, table_objective(table, objective, scale), table.candidate_ids
+    chosen = choose_verified_or_measured(
+        result.mixture, verified, verified_value, table, table_objective(table, objective, scale),
+        MixtureConstraints.none(leaves),
+        items=paired_items(s, database, stage, table.candidate_ids, candidate_items(s, verify_rows)),
+        rule=MarginRule(objective, scale, quantile=s.search.measured_margin_quantile, seed=s.search.seed),
     )
+    if chosen.measured_id is not None:
+        context.log.warning(f"{domain}: verified sub-domain choice {verified_value:.4f} < measured "
+                            f"{chosen.measured_id} {chosen.objective:.4f}: choosing the measured mixture")
+    predicted_objective, _ = chosen_objectives(chosen, result.predicted_objective,
+                                               predict_at(surrogates, chosen.mixture, s.search.lcb_quantile),
+                                               objective, scale)
     payload = {
         "domain": domain, "stage": stage, "hierarchy": s.search.hierarchy,
-        "weights": chosen.as_dict(), "chosen_from": chosen_from, "objective": objective.describe(),
-        "predicted_objective": float(result.predicted_objective), "verified_objective": float(chosen_value),
-        "search_choice": result.mixture.as_dict(), "prior": prior, "available_tokens": tokens,
+        "weights": chosen.mixture.as_dict(), "chosen_from": chosen.chosen_from, "objective": objective.describe(),
+        "predicted_objective": predicted_objective, "verified_objective": float(chosen.objective),
+        "search_choice": result.mixture.as_dict(), "search_verified_objective": float(verified_value),
+        "comparison": chosen.comparison or {}, "prior": prior, "available_tokens": tokens,
         "mixtures_measured": len(table.candidate_ids), "scored_now": len(todo),
         "cv_spearman": {q.capability: float(q.spearman) for q in surrogates.quality.values()},
     }

@@ -14,7 +14,7 @@ from mergemix_dagster.resources.artifacts import store_corpus
 from mergemix_dagster.resources.pools import AssetPools
 from mergemix_dagster.resources.settings import PipelineSettings
 from mergemix_dagster.steps.metadata import corpus_metadata, number, weights_table
-from mergemix_dagster.steps.subdomain_search import HIERARCHY_CODE_VERSION, optimize_subdomains
+from mergemix_dagster.steps.subdomain_search import SUBDOMAIN_CHOICE_CODE_VERSION, optimize_subdomains
 
 FINE_DEGENERATE_CHECK = "subdomain_mixture_not_degenerate"
 
@@ -76,7 +76,7 @@ def build_subdomain_search_assets(hp: HierarchyPartitions, pools: AssetPools) ->
     @dg.asset(
         partitions_def=hp.split_domain_stage,
         group_name="hierarchy",
-        code_version=HIERARCHY_CODE_VERSION,
+        code_version=SUBDOMAIN_CHOICE_CODE_VERSION,
         deps=[dg.AssetDep("subdomain_expert", partition_mapping=subdomains_of_domain(hp))],
         kinds={"duckdb", "lightgbm"},
         check_specs=[dg.AssetCheckSpec(

@@ -8,8 +8,8 @@ bootstrap over items (the same resampled items for both) gives the distribution 
 objectives, and the measured mixture wins only if its lower ``search.measured_margin_quantile`` quantile
 (2.5 % by default: one-sided 97.5 %) is above 0. The best of ~60 noisy scores is biased upward (the winner's
 curse); without the margin a lucky draw would replace a choice that is as good. Without per-item scores the
-old rule (strictly higher) applies and the details say so. The sub-domain search applies the old rule in
-``core/search/hierarchy.prefer_measured``. Plain functions and data, so the rule can be read and tested
+old rule (strictly higher) applies and the details say so. The sub-domain search inside a split domain applies
+the same rule (``steps/subdomain_search.py``). Plain functions and data, so the rule can be read and tested
 without Dagster.
 """
 

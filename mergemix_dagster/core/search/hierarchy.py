@@ -20,7 +20,6 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from mergemix_dagster.core.errors import ConfigError
-from mergemix_dagster.core.mixture import Mixture
 from mergemix_dagster.core.search.objective import Objective
 from mergemix_dagster.core.data.subdomains import flatten_weights
 
@@ -75,21 +74,6 @@ def fine_objective(
         prior=dict(prior) if kl_weight > 0 else None,
         kl_weight=kl_weight,
     )
-
-
-def prefer_measured(
-    verified: Mixture, verified_value: float, measured: np.ndarray, values: np.ndarray, ids: Sequence[str]
-) -> tuple[Mixture, str, float]:
-    """The verified search choice, or the best measured mixture when it scored higher (the rule of the
-    coarse ``chosen_mixture``: a team wants the best *measured* mixture, never a prediction that failed)."""
-    values = np.asarray(values, dtype=float)
-    if len(values) and np.isfinite(values).any():
-        best = int(np.nanargmax(np.where(np.isfinite(values), values, -np.inf)))
-        if values[best] > verified_value:
-            row = np.clip(np.asarray(measured[best], dtype=float), 0.0, None)
-            return (Mixture.from_array(verified.domains, row / row.sum()),
-                    f"measured candidate {ids[best]} (the verified search choice scored lower)", float(values[best]))
-    return verified, "search", float(verified_value)
 
 
 def hierarchical_weights(
