@@ -161,19 +161,20 @@ def evaluate_swarm(swarm: Swarm, seeds=SEEDS, n_samples: int = N_SAMPLES, judge_
     """Fit, choose and judge one swarm; every figure of its table, per seed where it depends on the seed."""
     judge_params = dict(JUDGE_PARAMS if judge_params is None else judge_params)
     domains = list(swarm.mixtures.columns)
-    X = swarm.mixtures.to_numpy(dtype=float)
-    X = X / X.sum(axis=1, keepdims=True)
+    # weights are rounded to 3 decimals (rows sum to 0.996-1.003): renormalized here as `mergemix fit` does
+    mixtures = swarm.mixtures.div(swarm.mixtures.sum(axis=1), axis=0)
+    X = mixtures.to_numpy(dtype=float)
     y = swarm.objective.loc[swarm.mixtures.index].to_numpy(dtype=float)
     judge = fit_judge(X, y, judge_params)
     second = CapabilitySurrogates.fit(domains, X, {"y": y}, seed=0, cv_folds=0)
     rate = {"judge": lambda M: judge.predict(np.atleast_2d(M)),
             "judge2": lambda M: second.predict(np.atleast_2d(M))["y"]}
-    train = swarm.mixtures.loc[swarm.train]
-    ho_X = swarm.mixtures.loc[swarm.heldout].to_numpy(dtype=float)
+    train = mixtures.loc[swarm.train]
+    ho_X = mixtures.loc[swarm.heldout].to_numpy(dtype=float)
     ho_y = swarm.objective.loc[swarm.heldout].to_numpy(dtype=float)
     best_train = swarm.objective.loc[swarm.train].idxmin()
     refs = dict(swarm.references)
-    refs[f"best train run ({best_train})"] = swarm.mixtures.loc[best_train].to_numpy(dtype=float)
+    refs[f"best train run ({best_train})"] = mixtures.loc[best_train].to_numpy(dtype=float)
     out = {"rules": {r: {"mix": [], "judge": [], "judge2": [], "predicted": []} for r in RULES},
            "heldout_spearman": [], "cv_spearman": [], "seconds": []}
     with tempfile.TemporaryDirectory(dir=work) as tmp:
