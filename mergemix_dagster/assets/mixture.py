@@ -1,7 +1,7 @@
 """The chosen mixture of a stage: the search's choice under the objective and constraints, verified for real.
 
 The surrogates are refitted on every mixture measured (seed design and rounds), with a bootstrap ensemble for
-intervals. The search's choice (``search.choice``: the robust mean of the top-k by default) is merged and
+intervals. The search's choice (``search.choice``: by default the best lower confidence bound over the ensemble) is merged and
 scored with lm-eval. If the best feasible mixture already measured scores a higher objective than the verified
 choice beyond paired noise (the ``search.measured_margin_quantile`` quantile of a paired bootstrap over items
 > 0), that measured mixture is chosen instead and ``chosen_from`` says so; ``predicted_objective`` and

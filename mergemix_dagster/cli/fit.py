@@ -19,7 +19,7 @@ from mergemix_dagster.cli.options import repeatable, verb
     "fit", "fit surrogates on a swarm of trained runs (CSV) and search the best mixture, without the pipeline",
     "  mergemix fit --mixtures mix.csv --scores scores.csv --objective 'minimize:pile_loss' --out fit/\n"
     "  mergemix fit --mixtures mix.csv --scores scores.csv --objective 'maximize:acc,minimize:0.5*bpb' \\\n"
-    "      --out fit/ --predict authors_mix.csv --max-weight web=0.5 --choice lcb\n"
+    "      --out fit/ --predict authors_mix.csv --max-weight web=0.5 --choice top_k_mean\n"
     "both CSVs share their first column as the run id; rows within 1e-2 of the simplex are renormalized",
 )
 @click.option("--mixtures", metavar="MIXTURES", required=True, help="CSV: run id, then one column per domain weight")
@@ -29,7 +29,9 @@ from mergemix_dagster.cli.options import repeatable, verb
 @click.option("--out", metavar="OUT", required=True, help="output directory (mixture.json, surrogates/, predictions.csv)")
 @click.option("--predict", metavar="PREDICT", default="", help="CSV of other mixtures to predict (writes predictions.csv)")
 @click.option("--samples", metavar="SAMPLES", type=int, default=100_000, help="objective evaluations of the search")
-@click.option("--choice", default="top_k_mean", type=click.Choice(["top_k_mean", "argmax", "lcb"]))
+@click.option("--choice", default="lcb", type=click.Choice(["top_k_mean", "argmax", "lcb"]), show_default=True,
+              help="lcb: highest lower confidence bound over the --ensemble (needs >= 2); top_k_mean: mean of the "
+                   "--top-k best points; argmax (benchmarks/README.md: lcb rated best on public swarms)")
 @click.option("--top-k", metavar="TOP_K", type=int, default=100, help="points averaged by top_k_mean")
 @click.option("--ensemble", metavar="ENSEMBLE", type=int, default=8, help="bootstrap regressors per metric for intervals")
 @click.option("--seed", metavar="SEED", type=int, default=0)

@@ -150,7 +150,7 @@ def fit_swarm(
     predict_csv: Path | None = None,
     n_samples: int = 100_000,
     seed: int = 0,
-    choice: str = "top_k_mean",
+    choice: str = "lcb",
     top_k: int = 100,
     ensemble: int = 8,
     min_weight: dict[str, float] | None = None,
@@ -168,6 +168,9 @@ def fit_swarm(
     moves by less than ``min_spread_in_noise`` of it are reported and left out of the objective, as in the
     pipeline (docs/search.md).
     """
+    if choice == "lcb" and ensemble < 2:
+        raise ConfigError(f"choice 'lcb' (the default) needs an ensemble of >= 2 regressors, got {ensemble}; "
+                          "use --choice top_k_mean or argmax without one")
     mixtures = read_mixtures(mixtures_csv)
     domains = tuple(mixtures.columns)
     scores = _read_csv(scores_csv, "scores")

@@ -63,7 +63,9 @@ class SearchSettings(StrictModel):
     )
     objective: ObjectiveSettings = ObjectiveSettings()
     choice: Literal["top_k_mean", "argmax", "lcb"] = Field(
-        "top_k_mean", description="top_k_mean: mean of the k best points (robust); argmax; lcb: lower confidence bound"
+        "lcb", description="lcb (default): the point whose lower confidence bound over the bootstrap ensemble is "
+        "highest (needs ensemble >= 2; chosen on public swarms, benchmarks/README.md); top_k_mean: mean of the k "
+        "best points; argmax"
     )
     top_k: int = Field(100, ge=1, description="points averaged by the top_k_mean choice")
     refine: bool = Field(True, description="local refinement of the best sampled points")
@@ -103,6 +105,9 @@ class SearchSettings(StrictModel):
             for d, v in getattr(self, name).items():
                 if not 0.0 <= v <= 1.0:
                     raise ValueError(f"search.{name}[{d!r}] = {v} must lie in [0, 1]")
+        if self.choice == "lcb" and self.ensemble < 2:
+            raise ValueError(f"search.choice 'lcb' (the default) needs search.ensemble >= 2, got {self.ensemble}; "
+                             "set search.choice to top_k_mean or argmax to run without an ensemble")
         if self.rounds is not None and any(r < 1 for r in self.rounds):
             raise ValueError(f"search.rounds must be positive candidate counts, got {self.rounds}")
         return self
