@@ -21,10 +21,12 @@ from mergemix_dagster.resources import layout
 @click.option("--full", is_flag=True, help="also verify every stored checkpoint's full content hash")
 def check(config: str, full: bool) -> int:
     """Every config problem at once, each a named error and one line; exit 2 when there is any."""
-    from mergemix_dagster.core.preflight import check_settings
+    from mergemix_dagster.core.preflight import check_settings, check_validation_settings
 
     settings = load(config)
     report = check_settings(settings, registered_stages(settings))
+    report.warnings += [f"{type(e).__name__}: {e} (only `mergemix validate` needs it; `run` does not stop on it)"
+                        for e in check_validation_settings(settings)]
     if full and report.ok:
         report.errors += verify_stored_checkpoints(settings)
     for line in report.lines():

@@ -89,11 +89,14 @@ def hierarchy_study(settings, defs, instance, stage: str, log_level: str) -> Non
     print("\n" + store.get_json(layout.study_key(stage))["markdown"])
 
 
-def preflight(settings) -> None:
-    """``mergemix check`` before a run: the first problem stops it before anything trains."""
-    from mergemix_dagster.core.preflight import check_settings
+def preflight(settings, validation: bool = False) -> None:
+    """``mergemix check`` before a run: the first problem stops it before anything trains. ``validation``:
+    also the settings only ``validate`` uses (its held-out tasks), which ``run`` does not need."""
+    from mergemix_dagster.core.preflight import check_settings, check_validation_settings
 
     report = check_settings(settings, registered_stages(settings))
+    if validation:
+        report.errors += check_validation_settings(settings)
     for warning in report.warnings:
         print(f"mergemix: warning: {warning}", file=sys.stderr)
     report.raise_first()
@@ -140,6 +143,7 @@ def validate(config: str, stage: str, log_level: str) -> int:
     from mergemix_dagster.runner.stage import dagster_instance, run_validation
 
     settings, defs = settings_and_defs(config)
+    preflight(settings, validation=True)
     stage = stage or settings.initial_stage
     v = settings.validation
     print(
