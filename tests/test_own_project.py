@@ -3,8 +3,12 @@ and a failure inside a step ends the command instead of hanging it."""
 
 from __future__ import annotations
 
+import errno
+import signal
+from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.test_faults import make_task
@@ -53,3 +57,61 @@ def test_own_heldout_tasks_or_none_pass_validate_preflight(tmp_path):
     for heldout in ([], [{"name": "my_sums", "capability": "math", "metric": "acc"}]):
         config = own_tasks_config(tmp_path, validation={"heldout_tasks": heldout})
         assert check_validation_settings(load_settings(str(config))) == []
+
+
+# ------------------------------------------------------------------ no hang: a failed step ends the command
+
+
+@contextmanager
+def deadline(seconds: int):
+    """Fail (instead of hanging the suite) when the block takes longer than ``seconds``."""
+    def expired(*_):
+        raise TimeoutError(f"still running after {seconds} s: the command hangs")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_a_circular_exception_chain_is_reported_not_looped_over(tmp_path, monkeypatch, capsys):
+    from mergemix_dagster.cli.errors import named_error, report_failure
+
+    monkeypatch.setenv("MERGEMIX_HOME", str(tmp_path / "home"))
+    inner, outer = RuntimeError("CUDA out of memory"), ValueError("step failed")
+    inner.__cause__, outer.__context__ = outer, inner  # Error -> wrapper -> Error ... as Dagster chains them
+    with deadline(10):
+        assert named_error(outer) is None
+        assert report_failure(outer) == 1
+    err = capsys.readouterr().err
+    assert "unexpected error: ValueError: step failed" in err
+    trace = Path(err.split("trace: ")[1].split()[0])
+    assert trace.is_absolute() and trace.is_file() and "CUDA out of memory" in trace.read_text()
+
+
+@pytest.mark.parametrize("error, code, shown", [
+    (RuntimeError("CUDA out of memory"), 1, "unexpected error: RuntimeError: CUDA out of memory"),
+    (OSError(errno.ENOSPC, "No space left on device", "/store/x"), 2, "StoreError: No space left on device: /store/x"),
+    (OSError(errno.EROFS, "Read-only file system", "/store/x"), 2, "StoreError: Read-only file system: /store/x"),
+    (PermissionError(errno.EACCES, "Permission denied", "/store/x"), 2, "StoreError: Permission denied: /store/x"),
+], ids=["runtime", "enospc", "erofs", "eacces"])
+def test_an_error_inside_a_step_ends_run_promptly_with_its_message(error, code, shown, tmp_path, monkeypatch, capsys):
+    """Inside a real Dagster step (the general corpus of the smoke config): the run ends, says what the step
+    raised and where the trace is, with exit 1 (unexpected) or 2 (a named error the user can fix)."""
+    from mergemix_dagster.cli import main
+
+    def fail(*_a, **_k):
+        raise error
+
+    monkeypatch.setattr("mergemix_dagster.assets.corpora.build_general_documents", fail)
+    monkeypatch.setenv("MERGEMIX_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
+    with deadline(240):
+        assert main(["run", "--config", "smoke"]) == code
+    err = capsys.readouterr().err
+    assert shown in err, err
+    trace = Path(err.split("trace: ")[1].split()[0])
+    assert trace.is_absolute() and trace.parent == tmp_path / "home" / "logs" and str(error) in trace.read_text()
