@@ -73,4 +73,6 @@ def stage_report(s, instance: dg.DagsterInstance, stage: str):
         notes.append(f"lm-eval's results JSON of each scored model: {layout.lm_eval_dir(s.home_path, stage)}.")
     checks = [(c.asset, c.check, c.passed, c.severity, c.description) for c in latest_check_results(instance, stage)]
     mixture = chosen[["domain", "weight"]].reset_index(drop=True)
-    return StageReport(stage, mixture, utility, tradeoffs, checks, cost, images, notes)
+    from mergemix_dagster.core.search.choose import choice_warnings
+
+    return StageReport(stage, mixture, utility, tradeoffs, checks, cost, images, notes, choice_warnings(details))
