@@ -115,3 +115,124 @@ def test_an_error_inside_a_step_ends_run_promptly_with_its_message(error, code, 
     assert shown in err, err
     trace = Path(err.split("trace: ")[1].split()[0])
     assert trace.is_absolute() and trace.parent == tmp_path / "home" / "logs" and str(error) in trace.read_text()
+
+
+# ------------------------------------------------- the project a run used is the project later commands use
+
+
+def test_a_command_without_config_reads_the_project_the_home_records(tmp_path, monkeypatch, capsys):
+    from mergemix_dagster.cli import main
+    from mergemix_dagster.core.settings import load_settings, record_project, recorded_project
+
+    home = tmp_path / "home"
+    config = own_tasks_config(tmp_path, home=str(home))
+    monkeypatch.setenv("MERGEMIX_HOME", str(home))
+    monkeypatch.delenv("MERGEMIX_CONFIG")
+    assert load_settings().evaluation.tasks[0].name == "mm_math"  # no record yet: the embedded default
+    record_project(load_settings(str(config)), config, "mergemix run")
+    assert recorded_project(home)["config"] == str(config.resolve())
+    assert load_settings().evaluation.tasks[0].name == "my_sums"  # what `report`, `show`, `export`, the UI load
+    assert main(["show"]) == 0 and "no chosen mixtures yet" in capsys.readouterr().out
+    # the same config named explicitly is the same project
+    assert main(["show", "--config", str(config)]) == 0
+    # another project on this home is refused by name, with both names and the fixes
+    assert main(["show", "--config", "smoke"]) == 2
+    err = capsys.readouterr().err
+    assert f"holds the results of project {config.resolve()}" in err and "not of config smoke" in err
+    assert f"pass --config {config.resolve()}" in err and "its own home" in err
+    # a recorded config that is gone is named, not replaced by the default
+    config.rename(tmp_path / "moved.yaml")
+    assert main(["show"]) == 2
+    assert "which no longer exists" in capsys.readouterr().err
+
+
+def test_a_refused_run_does_not_claim_the_home(tmp_path, monkeypatch):
+    from mergemix_dagster.cli import main
+    from mergemix_dagster.core.settings import recorded_project
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"home": str(tmp_path / "home"),
+                                   "domains": [{"name": "math", "capability": "math"}, {"name": "code", "capability": "math"}],
+                                   "evaluation": {"tasks": [{"name": "no_such_task", "capability": "math"}]}}))
+    assert main(["run", "--config", str(bad)]) == 2
+    assert recorded_project(tmp_path / "home") is None
+
+
+# ------------------------------------------------------------------------------- noise is said out loud
+
+NOISE = "the mixture moves it by 0.01, 0.5× its noise 0.02 (p = 0.4); kept, since no target is resolved"
+
+
+def noise_details(reasons: dict[str, str], weights: dict[str, float]) -> dict:
+    from mergemix_dagster.core.search.choose import degenerate
+
+    return {"chosen_from": "search", "degenerate": degenerate(weights), "not_optimized": {}, "protections": {},
+            "resolution": {c: {"optimized": True, "reason": r} for c, r in reasons.items()}}
+
+
+def test_a_choice_decided_by_noise_and_a_one_hot_choice_are_warnings():
+    from mergemix_dagster.core.search.choose import choice_warnings
+
+    noise = choice_warnings(noise_details({"math": NOISE, "code": NOISE}, {"math": 0.5, "code": 0.5}))
+    assert len(noise) == 1 and noise[0].startswith("no capability is resolved (math, code)")
+    one_resolved = {"math": "p = 0.001 < 0.01: resolved", "code": "p = 0.4: differences are noise"}
+    assert choice_warnings(noise_details(one_resolved, {"math": 0.5, "code": 0.5})) == []
+    one_hot = choice_warnings(noise_details(one_resolved, {"math": 1.0, "code": 0.0}))
+    assert one_hot == ["degenerate mixture: math holds 100% of the mixture: effectively a single-domain run"]
+
+
+def test_the_run_output_and_the_report_open_with_the_noise_warning(tmp_path, monkeypatch, capsys):
+    import pandas as pd
+
+    from mergemix_dagster.cli.run import print_mixture
+    from mergemix_dagster.core.report import StageReport, render_markdown
+    from mergemix_dagster.core.search.choose import choice_warnings
+    from mergemix_dagster.core.settings import load_settings
+    from mergemix_dagster.resources import CheckpointStore, EvaluationDatabase, layout
+
+    monkeypatch.setenv("MERGEMIX_HOME", str(tmp_path / "home"))
+    settings = load_settings("smoke")
+    weights = dict.fromkeys(settings.domain_names, 1 / len(settings.domain_names))
+    details = noise_details(dict.fromkeys(settings.capabilities, NOISE), weights)
+    EvaluationDatabase(path=settings.database_path).upsert_chosen_mixture("s0", weights, 0.5, 0.5, details)
+    CheckpointStore(root=settings.store_uri).put_json(layout.mixture_key("s0"), {"weights": weights, **details})
+    print_mixture(settings, "s0", str(tmp_path / "dagster"), "smoke")
+    out = capsys.readouterr().out
+    assert "  WARNING no capability is resolved" in out
+    text = render_markdown(StageReport("s0", pd.DataFrame(), {}, pd.DataFrame(), warnings=choice_warnings(details)))
+    assert text.splitlines()[2].startswith("> **WARNING** no capability is resolved")
+    # the next commands, complete: absolute executables, the home and the config; the UI with DAGSTER_HOME
+    report = next(x for x in out.splitlines() if x.startswith("Report:")).split(":", 1)[1].strip()
+    assert report.startswith(f"MERGEMIX_HOME={settings.home_path} /") and report.endswith("--config smoke")
+    ui = next(x for x in out.splitlines() if x.startswith("Dagster UI:"))
+    assert f"DAGSTER_HOME={tmp_path / 'dagster'}" in ui and "MERGEMIX_CONFIG=smoke" in ui
+
+
+# --------------------------------------------------------------------- what `mergemix check` checked
+
+
+def test_check_prints_what_it_checked_for_a_users_base_corpora_and_tasks(tmp_path, capsys):
+    import transformers
+
+    from mergemix_dagster.cli import main
+    from mergemix_dagster.core.check_summary import check_summary
+    from mergemix_dagster.core.settings import load_settings
+    from tests.test_faults import make_user_config
+
+    config = make_user_config(tmp_path, "gpt2")
+    summary = check_summary(load_settings(str(config)))
+    rows = {r["domain"]: r for r in summary.domains}
+    assert rows["math"]["files"] == "2" and rows["math"]["documents"] == "120"  # a.jsonl (60) + b.parquet (60)
+    assert rows["math"]["source"] == ".jsonl, .parquet" and rows["words"]["files"] == "2"
+    chars = int(rows["math"]["characters"].replace(",", ""))
+    assert rows["math"]["tokens"] == f"≈{round(chars / 4):,}"
+    assert "(general)" in rows
+    model = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "base-gpt2"))
+    assert summary.base["architecture"] == "GPT2LMHeadModel"
+    assert summary.base["parameters"] == f"{sum(p.numel() for p in model.parameters()):,}"
+    assert summary.capabilities == [{"capability": "math", "tasks": "my_sums (4)", "items": "4",
+                                     "domains": "math, words"}]  # evaluation.limit 4 of 6 items
+    assert main(["check", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "domains (tokens ≈ characters / 4" in out and "GPT2LMHeadModel" in out and "my_sums (4)" in out
+    assert out.rstrip().endswith("mergemix check: OK")
