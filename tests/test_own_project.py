@@ -236,3 +236,37 @@ def test_check_prints_what_it_checked_for_a_users_base_corpora_and_tasks(tmp_pat
     out = capsys.readouterr().out
     assert "domains (tokens ≈ characters / 4" in out and "GPT2LMHeadModel" in out and "my_sums (4)" in out
     assert out.rstrip().endswith("mergemix check: OK")
+
+
+# ---------------------------------------------------------------------------------------------- exports
+
+
+def test_export_aliases_placeholders_strict_and_the_recorded_token_counts(tmp_path, monkeypatch, capsys):
+    import json
+
+    from mergemix_dagster.cli import main
+    from mergemix_dagster.core.settings import load_settings, resolve_config_path
+    from mergemix_dagster.resources import CheckpointStore, layout
+
+    raw = yaml.safe_load(resolve_config_path("smoke").read_text())
+    raw |= {"home": str(tmp_path / "home"), "target": {"tokens": 1000, "max_epochs": 4}}
+    config = tmp_path / "planned.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    settings = load_settings(str(config))
+    weights = dict.fromkeys(settings.domain_names, 1 / len(settings.domain_names))
+    tokens = dict.fromkeys(settings.domain_names, 10_000)
+    CheckpointStore(root=settings.store_uri).put_json(
+        layout.mixture_key("s0"), {"stage": "s0", "weights": weights, "available_tokens": tokens})
+    out = tmp_path / "exports"
+    assert main(["export", "--config", str(config), "--format", "hf", "--format", "megatron", "--format", "json",
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr()
+    assert sorted(p.name for p in out.iterdir()) == ["hf_interleave.py", "hf_interleave.yaml", "megatron_blend.txt",
+                                                     "mixture_plan.json"]
+    megatron = next(x for x in printed.err.splitlines() if "megatron_blend.txt: no data location for" in x)
+    assert "math" in megatron and "set export.megatron_prefixes" in megatron and "--strict" in megatron
+    # the token plan from the counts mixture.json records, no --available-tokens needed
+    assert json.loads((out / "mixture_plan.json").read_text())["token_plan"] is not None
+    assert "no token plan" not in printed.out
+    assert main(["export", "--config", str(config), "--format", "megatron", "--strict", "--out", str(tmp_path / "x")]) == 2
+    assert "ExportError" in capsys.readouterr().err and not (tmp_path / "x").exists()
