@@ -8,6 +8,7 @@ import signal
 from contextlib import contextmanager
 from pathlib import Path
 
+import dagster as dg
 import pytest
 import yaml
 
@@ -270,3 +271,32 @@ def test_export_aliases_placeholders_strict_and_the_recorded_token_counts(tmp_pa
     assert "no token plan" not in printed.out
     assert main(["export", "--config", str(config), "--format", "megatron", "--strict", "--out", str(tmp_path / "x")]) == 2
     assert "ExportError" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+# ------------------------------------------------------------------------------- report and compare
+
+
+def test_the_report_names_its_objective_and_scale_and_rounds_tiny_weights(tmp_path, monkeypatch):
+    from mergemix_dagster.core.report import render_markdown
+    from mergemix_dagster.core.settings import load_settings
+    from mergemix_dagster.resources import EvaluationDatabase
+    from mergemix_dagster.runner.report import stage_report
+
+    monkeypatch.setenv("MERGEMIX_HOME", str(tmp_path / "home"))
+    settings = load_settings("smoke")
+    weights = dict.fromkeys(settings.domain_names, 0.0) | {settings.domain_names[0]: 1 - 5.551115123125802e-17,
+                                                          settings.domain_names[1]: 5.551115123125802e-17}
+    details = {"objective": "maximin over capabilities", "chosen_from": "search", "resolution": {}}
+    EvaluationDatabase(path=settings.database_path).upsert_chosen_mixture("s0", weights, 1.2, 1.117, details)
+    import pandas as pd
+
+    scored = pd.DataFrame([  # the base and the verified search choice, one row per capability
+        {"candidate_id": cid, "kind": kind, "alpha": alpha, "capability": c, "task": c, "value": 0.3}
+        for cid, kind, alpha in (("base", "base", dict.fromkeys(settings.domain_names, 0.0)), ("v", "verify", weights))
+        for c in settings.capabilities])
+    monkeypatch.setattr("mergemix_dagster.resources.artifacts.configured_rows", lambda *_a, **_k: scored)
+    with dg.instance_for_test() as instance:
+        text = render_markdown(stage_report(settings, instance, "s0"))
+    assert "e-17" not in text and "- objective: maximin over capabilities" in text
+    assert "- verified objective: 1.117" in text and "so an objective above 1 beats every measured mixture" in text
+    assert "| search choice (verified) |" in text and "search optimum" not in text

@@ -126,18 +126,39 @@ def placeholder_warnings(settings, weights: dict[str, float], written: dict[str,
     return out
 
 
+COMPARE_COLUMNS = {
+    "verified_utility": "verified objective*",
+    "previous_mixture_utility": "previous stage's mixture*",
+    "utility_lost_by_not_moving": "lost by not moving*",
+    "moved_tv": "moved (TV)",
+}
+
+
 @verb(
     "compare", "compare the chosen mixtures of all stages (table, plot)",
-    "  mergemix compare\n  mergemix compare --config my.yaml",
+    "  mergemix compare\n  mergemix compare --config my.yaml --json",
 )
-def compare(config: str) -> int:
+@click.option("--json", "as_json", is_flag=True, help="print the comparison's JSON as written")
+def compare(config: str, as_json: bool) -> int:
+    import pandas as pd
+
     from mergemix_dagster.runner.stage import dagster_instance, run_report
 
     settings, defs = settings_and_defs(config)
     run_report(defs, dagster_instance(settings))
-    path = settings.home_path / "stage_comparison.json"
-    print(path.read_text() if path.exists() else "no chosen mixtures yet")
-    print(f"plot: {layout.stage_comparison_plot(settings.home_path)}")
+    path = layout.stage_comparison_plot(settings.home_path).with_suffix(".json")
+    if not path.exists():
+        print("no chosen mixtures yet")
+        return 0
+    if as_json:
+        print(path.read_text())
+        return 0
+    frame = pd.DataFrame(json.loads(path.read_text())).rename(columns=COMPARE_COLUMNS)
+    print(frame.to_markdown(index=False, floatfmt=".3f", missingval="-"))
+    print("\n* on each stage's own yardstick: its capabilities min–max normalized over the mixtures measured in "
+          "that stage (1 = best measured there). Compare within a row (the previous stage's mixture scored on "
+          "this stage's base and scale), not down a column.")
+    print(f"plot: {layout.stage_comparison_plot(settings.home_path)}\ntable: {path}")
     return 0
 
 

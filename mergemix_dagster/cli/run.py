@@ -121,7 +121,8 @@ def print_mixture(settings, stage: str, dagster_home: str = "", config: str = ""
     for _, r in rows.iterrows():
         print(f"  {r['domain']:<10} {r['weight']:.3f}")
     r0 = rows.iloc[0]
-    print(f"  predicted utility {r0['predicted_utility']:.3f}, verified utility {r0['verified_utility']:.3f}")
+    print(f"  predicted objective {r0['predicted_utility']:.3f}, verified {r0['verified_utility']:.3f} "
+          "(capabilities normalized over this stage's measured mixtures: 1 = best measured)")
     store = CheckpointStore(root=settings.store_uri)
     key = layout.mixture_key(stage)
     details = store.get_json(key) if store.exists(key) else {}
