@@ -125,6 +125,22 @@ def test_show_and_report_after_a_run(smoke_cli_run):
     assert "experts_beat_base" in text and "| expert " in text
 
 
+def test_the_printed_next_commands_run_as_printed_from_another_directory(smoke_cli_run, tmp_path):
+    """Absolute and complete: no MERGEMIX_* or DAGSTER_HOME in the environment, another working directory."""
+    home, env, proc = smoke_cli_run
+    bare = {k: v for k, v in env.items() if k not in ("MERGEMIX_HOME", "MERGEMIX_CONFIG", "DAGSTER_HOME")}
+    lines = proc.stdout.splitlines()
+    for label, shows in (("Report:", str(home / "reports" / "s0" / "report.md")), ("Mixtures:", "Experts vs base"),
+                         ("Export:", str(home / "exports" / "s0"))):
+        command = next(x for x in lines if x.startswith(label)).split(":", 1)[1].strip()
+        assert " /" in command and "--config smoke" in command, command
+        ran = subprocess.run(["bash", "-c", command], cwd=tmp_path, env=bare, capture_output=True, text=True)
+        assert ran.returncode == 0 and shows in ran.stdout, (command, ran.stderr[-2000:])
+    ui = next(x for x in lines if x.startswith("Dagster UI:"))
+    assert f"DAGSTER_HOME={home / 'dagster'} MERGEMIX_HOME={home} MERGEMIX_CONFIG=smoke /" in ui
+    assert not list(tmp_path.iterdir())  # nothing written where the commands were run
+
+
 @pytest.mark.parametrize("argv", [["stage", "add", "--help"], ["fit", "--help"], ["check", "--help"], ["export", "--help"]])
 def test_nested_and_other_verbs_have_help_with_examples(argv):
     from mergemix_dagster.cli import main

@@ -217,13 +217,18 @@ def test_unknown_merge_method_is_a_config_error_before_any_training(tmp_path):
 
 
 def test_default_heldout_task_missing_from_a_users_tasks_dir_is_reported(tmp_path):
+    """Only for `validate`, which uses it: `check_settings` (what `check` and `run` stop on) lets it pass."""
+    from mergemix_dagster.core.preflight import check_validation_settings
+
     s = _settings(domains=[{"name": "math", "capability": "math"}, {"name": "code", "capability": "math"}],
                   evaluation={"tasks_dir": str(make_task(tmp_path / "tasks")),
                               "tasks": [{"name": "my_sums", "capability": "math", "metric": "acc"}]},
                   home=str(tmp_path / "home"))
-    errors = check_settings(s).errors
-    assert [type(e) for e in errors] == [MissingTaskError]
+    assert check_settings(s).errors == []
+    errors = check_validation_settings(s)
+    assert errors and {type(e) for e in errors} == {MissingTaskError}
     assert "validation.heldout_tasks" in str(errors[0]) and "mm_arith_words" in str(errors[0])
+    assert "set validation.heldout_tasks to" in str(errors[0]) and "or to []" in str(errors[0])  # the fix
 
 
 def test_a_base_without_tokenizer_files_is_a_named_error(tmp_path):

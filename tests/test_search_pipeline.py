@@ -78,9 +78,11 @@ def test_token_bound_uses_the_real_corpus_token_counts(smoke_run, pipeline_confi
     )
     assert result.success
     mixture = store.get_json("stages/s0/mixture.json")
-    (check,) = result.get_asset_check_evaluations()
-    assert check.check_name == "mixture_not_degenerate"
-    assert check.passed == (max(mixture["weights"].values()) < 0.9)
+    checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    assert set(checks) == {"mixture_not_degenerate", "capabilities_resolved"}
+    assert checks["mixture_not_degenerate"].passed == (max(mixture["weights"].values()) < 0.9)
+    reasons = [r["reason"] for r in mixture["resolution"].values()]
+    assert checks["capabilities_resolved"].passed == (not all(r.endswith("no target is resolved") for r in reasons))
     for d, w in mixture["weights"].items():
         assert w * target <= counted[d] * 1.0 + 1e-6  # α_d · T ≤ E · N_d, exactly
     assert mixture["unconstrained_optimum"] is not None

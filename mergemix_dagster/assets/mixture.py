@@ -6,7 +6,8 @@ scored with lm-eval. If the best feasible mixture already measured scores a high
 choice beyond paired noise (the ``search.measured_margin_quantile`` quantile of a paired bootstrap over items
 > 0), that measured mixture is chosen instead and ``chosen_from`` says so; ``predicted_objective`` and
 ``verified_objective`` are then those of the measured mixture. A degenerate result (one domain holding
-≥ 90 %) is flagged by an asset check, in ``mixture.json`` and at the end of ``mergemix run``.
+≥ 90 %) is flagged by an asset check, in ``mixture.json`` and at the end of ``mergemix run``; so is a choice
+decided by noise (no capability resolved beyond paired noise: check ``capabilities_resolved``).
 """
 
 
@@ -17,6 +18,7 @@ from mergemix_dagster.core.mixture import Mixture
 from mergemix_dagster.core.search.choose import (
     MarginRule,
     choice_details,
+    choice_warnings,
     chosen_objectives,
     choose_verified_or_measured,
     degenerate,
@@ -48,6 +50,7 @@ from mergemix_dagster.steps.stage_asset import stage_asset
 
 MIXTURE_CODE_VERSION = "3"  # 3: paired resolution + protection, measured-wins margin, stored scores of the chosen mixture
 DEGENERATE_CHECK = "mixture_not_degenerate"
+RESOLVED_CHECK = "capabilities_resolved"
 
 
 def build_mixture_assets(parts: PipelinePartitions) -> list[dg.AssetsDefinition]:
@@ -60,6 +63,10 @@ def build_mixture_assets(parts: PipelinePartitions) -> list[dg.AssetsDefinition]
         check_specs=[dg.AssetCheckSpec(
             DEGENERATE_CHECK, asset="chosen_mixture",
             description="The chosen mixture is one a team would train on: no domain holds 90 % or more.",
+        ), dg.AssetCheckSpec(
+            RESOLVED_CHECK, asset="chosen_mixture",
+            description="At least one capability moves beyond paired noise across the measured mixtures; when "
+                        "none does, the choice is decided by noise.",
         )],
     )
     def chosen_mixture(context: dg.AssetExecutionContext, s: Settings, stage: str,
@@ -139,8 +146,17 @@ def build_mixture_assets(parts: PipelinePartitions) -> list[dg.AssetsDefinition]
             description=why_degenerate or f"{effective_domains(weights):.2f} effective domains (exp entropy)",
             metadata={"max_weight": r(max(weights.values())), "effective_domains": r(effective_domains(weights))},
         )
-        if why_degenerate:
-            context.log.warning(f"degenerate mixture: {why_degenerate}")
+        noise_decided = [w for w in choice_warnings(details) if w.startswith("no capability is resolved")]
+        resolved = [c for c, t in resolution.items() if t.resolved]
+        resolved_check = dg.AssetCheckResult(
+            check_name=RESOLVED_CHECK,
+            passed=not noise_decided,
+            severity=dg.AssetCheckSeverity.WARN,
+            description=noise_decided[0] if noise_decided else
+            f"{len(resolved)} of {len(resolution)} capabilities resolved beyond paired noise",
+        )
+        for warning in [*noise_decided, *([f"degenerate mixture: {why_degenerate}"] if why_degenerate else [])]:
+            context.log.warning(warning)
         for c, reason in objective.excluded.items():
             context.log.warning(f"capability {c} is not optimized: {reason}")
         return dg.MaterializeResult(
@@ -169,7 +185,7 @@ def build_mixture_assets(parts: PipelinePartitions) -> list[dg.AssetsDefinition]
                 **({"token_plan": dg.MetadataValue.md(plan.to_markdown())} if plan is not None else {}),
             },
             data_version=dg.DataVersion(layout.content_version(weights)),
-            check_results=[check],
+            check_results=[check, resolved_check],
         )
 
     return [chosen_mixture]

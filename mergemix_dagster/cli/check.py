@@ -19,14 +19,23 @@ from mergemix_dagster.resources import layout
     "  mergemix check\n  mergemix check --config my.yaml --full",
 )
 @click.option("--full", is_flag=True, help="also verify every stored checkpoint's full content hash")
-def check(config: str, full: bool) -> int:
-    """Every config problem at once, each a named error and one line; exit 2 when there is any."""
-    from mergemix_dagster.core.preflight import check_settings
+@click.option("--summary/--no-summary", default=True, show_default=True,
+              help="print what was checked: domains (documents, estimated tokens), base, benchmarks per capability")
+def check(config: str, full: bool, summary: bool) -> int:
+    """Every config problem at once, each a named error and one line; exit 2 when there is any; before them, a
+    short table of what was checked (``core/check_summary.py``: token counts there are estimates)."""
+    from mergemix_dagster.core.preflight import check_settings, check_validation_settings
 
     settings = load(config)
     report = check_settings(settings, registered_stages(settings))
+    report.warnings += [f"{type(e).__name__}: {e} (only `mergemix validate` needs it; `run` does not stop on it)"
+                        for e in check_validation_settings(settings)]
     if full and report.ok:
         report.errors += verify_stored_checkpoints(settings)
+    if summary:
+        from mergemix_dagster.core.check_summary import check_summary
+
+        print("\n".join(check_summary(settings).lines()))
     for line in report.lines():
         print(f"  {line}")
     print(f"mergemix check: {'OK' if report.ok else f'{len(report.errors)} problem(s)'}"

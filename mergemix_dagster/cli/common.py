@@ -12,11 +12,23 @@ from pathlib import Path
 from mergemix_dagster.resources import layout
 
 
-def load(config: str):
-    """The settings of ``--config`` (``""``: ``$MERGEMIX_CONFIG``, else the embedded default)."""
-    from mergemix_dagster.core.settings import load_settings
+def config_path(config: str) -> Path:
+    """The file of ``--config`` (``""``: ``$MERGEMIX_CONFIG``, else the config the home records, else the
+    embedded default)."""
+    from mergemix_dagster.core.settings import resolve_config_path
 
-    return load_settings(config or None)
+    return resolve_config_path(config or None)
+
+
+def load(config: str):
+    """The settings of ``--config`` (see ``config_path``); a home that holds another project's results is a
+    named error (``check_project``), not a silent switch."""
+    from mergemix_dagster.core.settings import check_project, load_settings
+
+    path = config_path(config)
+    settings = load_settings(str(path))
+    check_project(settings, path)
+    return settings
 
 
 def settings_and_defs(config: str):
@@ -24,7 +36,42 @@ def settings_and_defs(config: str):
     from mergemix_dagster.definitions import build_definitions
 
     settings = load(config)
-    return settings, build_definitions(settings, config=config)
+    return settings, build_definitions(settings, config=str(config_path(config)))
+
+
+def record(settings, config: str, by: str) -> None:
+    """The home now belongs to this config: later commands without ``--config`` use it."""
+    from mergemix_dagster.core.settings import record_project
+
+    record_project(settings, config_path(config), by)
+
+
+def hint_command(settings, config: str, verb: str) -> str:
+    """``verb`` as a command that works from any directory: absolute executable, home and config."""
+    import shlex
+    import sys
+
+    from mergemix_dagster.core.settings import config_name
+
+    exe = Path(sys.executable).parent / "mergemix"
+    program = shlex.quote(str(exe)) if exe.is_file() else f"{shlex.quote(sys.executable)} -m mergemix_dagster.cli"
+    return (f"MERGEMIX_HOME={shlex.quote(str(settings.home_path))} {program} {verb} "
+            f"--config {shlex.quote(config_name(config_path(config)))}")
+
+
+def ui_command(settings, config: str, dagster_home: str) -> str:
+    """The Dagster UI on this home and project, from any directory (``dg dev`` needs the checkout; this is
+    the same UI)."""
+    import shlex
+    import sys
+
+    from mergemix_dagster.core.settings import config_name
+
+    exe = Path(sys.executable).parent / "dagster"
+    program = shlex.quote(str(exe)) if exe.is_file() else "dagster"
+    return (f"DAGSTER_HOME={shlex.quote(str(Path(dagster_home).absolute()))} "
+            f"MERGEMIX_HOME={shlex.quote(str(settings.home_path))} "
+            f"MERGEMIX_CONFIG={shlex.quote(config_name(config_path(config)))} {program} dev -m mergemix_dagster.definitions")
 
 
 def print_checks(instance, stage: str) -> None:

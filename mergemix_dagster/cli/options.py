@@ -129,13 +129,23 @@ def verb(name: str, help: str, examples: str) -> Callable[[Callable[..., int]], 
             try:
                 return fn(current_config(), **options)
             except Exception as exc:
-                return report_failure(exc)
+                return report_failure(exc, home_of(current_config()))
 
         return click.command(
             name, cls=VerbCommand, help=_description(help), short_help=help, epilog="examples:\n" + examples,
         )(config_option(callback))
 
     return decorate
+
+
+def home_of(config: str) -> str | None:
+    """The home of ``config``'s settings, where a failure's trace goes; None when they do not load."""
+    try:
+        from mergemix_dagster.core.settings import load_settings
+
+        return str(load_settings(config or None).home_path)
+    except Exception:  # the settings may be what failed: the trace then goes to $MERGEMIX_HOME
+        return None
 
 
 def verb_group(name: str, help: str, examples: str) -> click.Group:

@@ -19,6 +19,8 @@ from mergemix_dagster.core.errors import MergeMixError
 from mergemix_dagster.core.training.exports import FORMATS as EXPORT_FORMATS
 from mergemix_dagster.resources import layout
 
+FORMAT_ALIASES = {"hf": ("hf_yaml", "hf_python")}  # `--format hf`: both Hugging Face files
+
 
 @verb(
     "show", "print the chosen mixture of every stage",
@@ -52,14 +54,17 @@ def show(config: str, as_json: bool) -> int:
 )
 @stage_option("s0", "stage whose mixture.json to export (default s0)")
 @repeatable(
-    "--format", None, type=click.Choice([*EXPORT_FORMATS, "all"]),
-    help="format to write (repeatable; default: export.formats of the settings)",
+    "--format", None, type=click.Choice([*EXPORT_FORMATS, *FORMAT_ALIASES, "all"]),
+    help="format to write (repeatable; hf = hf_yaml + hf_python; default: export.formats of the settings)",
 )
 @click.option("--out", metavar="OUT", default="", help="output folder (default <home>/exports/<stage>)")
 @repeatable(
-    "--available-tokens", "NAME=TOKENS", help="available tokens of a domain/sub-domain, for the token plan (repeatable)"
+    "--available-tokens", "NAME=TOKENS",
+    help="available tokens of a domain/sub-domain for the token plan (repeatable; default: the counts mixture.json records)",
 )
-def export(config: str, stage: str, format: list[str], out: str, available_tokens: list[str]) -> int:
+@click.option("--strict", is_flag=True, help="a domain without a data location (export.megatron_prefixes, paths) is "
+              "an error instead of a placeholder (export.strict)")
+def export(config: str, stage: str, format: list[str], out: str, available_tokens: list[str], strict: bool) -> int:
     """Write a finished stage's mixture in trainer formats (docs/exports.md)."""
     from mergemix_dagster.core.errors import OverRepetitionWarning
     from mergemix_dagster.core.training.exports import (
@@ -86,30 +91,74 @@ def export(config: str, stage: str, format: list[str], out: str, available_token
         warnings.simplefilter("ignore", OverRepetitionWarning)
         plan = token_plan_for(chosen_weights(payload), settings, available, payload.get("available_documents"))
     folder = Path(out) if out else layout.exports_dir(settings.home_path, stage)
-    formats = list(FORMATS) if "all" in format else (format or None)
+    formats = list(FORMATS) if "all" in format else (
+        list(dict.fromkeys(f for name in format for f in FORMAT_ALIASES.get(name, (name,)))) or None)
+    if strict:
+        settings = settings.model_copy(update={"export": settings.export.model_copy(update={"strict": True})})
     written = write_exports(payload, plan, settings, folder, formats)
     for fmt, path in written.items():
         print(f"{fmt:<10} {path}")
-    if plan is None:
-        print("no token plan: set target.tokens and give the available tokens (--available-tokens NAME=TOKENS)")
+    for line in placeholder_warnings(settings, chosen_weights(payload), written):
+        print(f"warning: {line}", file=sys.stderr)
+    if plan is None and settings.target.tokens is None:
+        print("no token plan: set target.tokens (the available tokens are "
+              f"{'recorded in mixture.json' if available else 'given with --available-tokens NAME=TOKENS'})")
+    elif plan is None:
+        print("no token plan: mixture.json records no available tokens; give them with --available-tokens NAME=TOKENS")
     elif plan.over_repeated:
         detail = ", ".join(f"{n} ({plan.allocation(n).epochs:.2f})" for n in plan.over_repeated)
         print(f"warning: over {plan.max_epochs:g} epochs: {detail}", file=sys.stderr)
     return 0
 
 
+def placeholder_warnings(settings, weights: dict[str, float], written: dict[str, Path]) -> list[str]:
+    """One line per exported file that holds a placeholder (``export.missing_location``) instead of a data
+    location, naming the setting that fills it."""
+    out = []
+    for fmt, path in written.items():
+        text = path.read_text()
+        missing = [n for n, w in weights.items() if w > 0 and settings.export.missing_location.format(name=n) in text]
+        if missing:
+            setting = "export.megatron_prefixes" if fmt == "megatron" else "the domain's `paths`"
+            out.append(f"{path.name}: no data location for {', '.join(missing)} (written as "
+                       f"{settings.export.missing_location.format(name=missing[0])!r}, ...): set {setting} for "
+                       f"each; `--strict` makes this an error")
+    return out
+
+
+COMPARE_COLUMNS = {
+    "verified_utility": "verified objective*",
+    "previous_mixture_utility": "previous stage's mixture*",
+    "utility_lost_by_not_moving": "lost by not moving*",
+    "moved_tv": "moved (TV)",
+}
+
+
 @verb(
     "compare", "compare the chosen mixtures of all stages (table, plot)",
-    "  mergemix compare\n  mergemix compare --config my.yaml",
+    "  mergemix compare\n  mergemix compare --config my.yaml --json",
 )
-def compare(config: str) -> int:
+@click.option("--json", "as_json", is_flag=True, help="print the comparison's JSON as written")
+def compare(config: str, as_json: bool) -> int:
+    import pandas as pd
+
     from mergemix_dagster.runner.stage import dagster_instance, run_report
 
     settings, defs = settings_and_defs(config)
     run_report(defs, dagster_instance(settings))
-    path = settings.home_path / "stage_comparison.json"
-    print(path.read_text() if path.exists() else "no chosen mixtures yet")
-    print(f"plot: {layout.stage_comparison_plot(settings.home_path)}")
+    path = layout.stage_comparison_plot(settings.home_path).with_suffix(".json")
+    if not path.exists():
+        print("no chosen mixtures yet")
+        return 0
+    if as_json:
+        print(path.read_text())
+        return 0
+    frame = pd.DataFrame(json.loads(path.read_text())).rename(columns=COMPARE_COLUMNS)
+    print(frame.to_markdown(index=False, floatfmt=".3f", missingval="-"))
+    print("\n* on each stage's own yardstick: its capabilities min–max normalized over the mixtures measured in "
+          "that stage (1 = best measured there). Compare within a row (the previous stage's mixture scored on "
+          "this stage's base and scale), not down a column.")
+    print(f"plot: {layout.stage_comparison_plot(settings.home_path)}\ntable: {path}")
     return 0
 
 

@@ -15,9 +15,12 @@ import sys
 import click
 
 from mergemix_dagster.cli.common import (
+    hint_command,
     print_checks,
+    record,
     registered_stages,
     settings_and_defs,
+    ui_command,
 )
 from mergemix_dagster.cli.options import log_level_option, stage_option, verb
 from mergemix_dagster.core.errors import ConfigError
@@ -50,6 +53,7 @@ def run(config: str, stage: str, log_level: str, study: bool) -> int:
             "search.hierarchy: none (docs/hierarchy.md)"
         )
     preflight(settings)
+    record(settings, config, "mergemix run")
     instance = dagster_instance(settings)
     stage = stage or settings.initial_stage
     print(f"mergemix: stage {stage!r}, {len(settings.domain_names)} domains {list(settings.domain_names)}")
@@ -65,7 +69,7 @@ def run(config: str, stage: str, log_level: str, study: bool) -> int:
         on_check_failed=lambda line: print(f"  warning: {line}", flush=True),
     )
     print("\nStage timings (s): " + ", ".join(f"{k}={v:.1f}" for k, v in timings.items()))
-    print_mixture(settings, stage, instance.root_directory)
+    print_mixture(settings, stage, instance.root_directory, config)
     print_checks(instance, stage)
     if study:
         hierarchy_study(settings, defs, instance, stage, log_level)
@@ -89,18 +93,23 @@ def hierarchy_study(settings, defs, instance, stage: str, log_level: str) -> Non
     print("\n" + store.get_json(layout.study_key(stage))["markdown"])
 
 
-def preflight(settings) -> None:
-    """``mergemix check`` before a run: the first problem stops it before anything trains."""
-    from mergemix_dagster.core.preflight import check_settings
+def preflight(settings, validation: bool = False) -> None:
+    """``mergemix check`` before a run: the first problem stops it before anything trains. ``validation``:
+    also the settings only ``validate`` uses (its held-out tasks), which ``run`` does not need."""
+    from mergemix_dagster.core.preflight import check_settings, check_validation_settings
 
     report = check_settings(settings, registered_stages(settings))
+    if validation:
+        report.errors += check_validation_settings(settings)
     for warning in report.warnings:
         print(f"mergemix: warning: {warning}", file=sys.stderr)
     report.raise_first()
 
 
-def print_mixture(settings, stage: str, dagster_home: str = "") -> None:
-    """The chosen mixture of ``stage`` from DuckDB, its warnings, and where every result lives."""
+def print_mixture(settings, stage: str, dagster_home: str = "", config: str = "") -> None:
+    """The chosen mixture of ``stage`` from DuckDB, its warnings, and where every result lives: the next
+    commands printed in full (absolute executables, home and ``config``), so they work from any directory."""
+    from mergemix_dagster.core.search.choose import choice_warnings
     from mergemix_dagster.resources import CheckpointStore, EvaluationDatabase
 
     db = EvaluationDatabase(path=settings.database_path)
@@ -112,21 +121,24 @@ def print_mixture(settings, stage: str, dagster_home: str = "") -> None:
     for _, r in rows.iterrows():
         print(f"  {r['domain']:<10} {r['weight']:.3f}")
     r0 = rows.iloc[0]
-    print(f"  predicted utility {r0['predicted_utility']:.3f}, verified utility {r0['verified_utility']:.3f}")
+    print(f"  predicted objective {r0['predicted_utility']:.3f}, verified {r0['verified_utility']:.3f} "
+          "(capabilities normalized over this stage's measured mixtures: 1 = best measured)")
     store = CheckpointStore(root=settings.store_uri)
     key = layout.mixture_key(stage)
     details = store.get_json(key) if store.exists(key) else {}
-    if details.get("degenerate"):
-        print(f"  WARNING degenerate mixture: {details['degenerate']}")
+    for warning in choice_warnings(details):
+        print(f"  WARNING {warning}")
     for cap, reason in (details.get("not_optimized") or {}).items():
         print(f"  NOTE {cap} is not optimized: {reason}")
     for cap, protection in (details.get("protections") or {}).items():
         print(f"  NOTE {cap} is protected: {protection}")
     print(f"\nmixture.json:  {store.uri(layout.mixture_key(stage))}")
     print(f"DuckDB:        {settings.database_path}  (tables: evaluations, chosen_mixture, training_runs)")
-    home = dagster_home or os.environ.get("DAGSTER_HOME", "")
-    print(f"Dagster UI:    DAGSTER_HOME={shlex.quote(home)} .venv/bin/dg dev   (or: make ui)")
-    print(f"Report:        .venv/bin/mergemix report --stage {stage}")
+    home = dagster_home or os.environ.get("DAGSTER_HOME", "") or str(settings.home_path / "dagster")
+    print(f"Dagster UI:    {ui_command(settings, config, home)}")
+    print(f"Report:        {hint_command(settings, config, f'report --stage {shlex.quote(stage)}')}")
+    print(f"Mixtures:      {hint_command(settings, config, 'show')}")
+    print(f"Export:        {hint_command(settings, config, f'export --stage {shlex.quote(stage)} --format all')}")
 
 
 @verb(
@@ -140,6 +152,8 @@ def validate(config: str, stage: str, log_level: str) -> int:
     from mergemix_dagster.runner.stage import dagster_instance, run_validation
 
     settings, defs = settings_and_defs(config)
+    preflight(settings, validation=True)
+    record(settings, config, "mergemix validate")
     stage = stage or settings.initial_stage
     v = settings.validation
     print(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import click
 
-from mergemix_dagster.cli.common import load, settings_and_defs
+from mergemix_dagster.cli.common import load, record, settings_and_defs
 from mergemix_dagster.cli.options import verb, verb_group
 from mergemix_dagster.core.errors import MergeMixError
 from mergemix_dagster.resources import layout
@@ -47,6 +47,7 @@ def add_stage(config: str, name: str, checkpoint: str, force: bool) -> int:
 
     settings = load(config)
     check_new_stage(settings, name, checkpoint)
+    record(settings, config, "mergemix stage add")
     if not checkpoint:
         if name != settings.initial_stage:
             raise MergeMixError(f"stage {name!r} needs --checkpoint (only the initial stage uses the base)")
@@ -107,6 +108,7 @@ def midtrain(config: str, from_stage: str, name: str, tokens: int, no_register: 
     from mergemix_dagster.resources.artifacts import base_checkpoint, corpus_documents
 
     settings, _ = settings_and_defs(config)
+    record(settings, config, "mergemix midtrain")
     store = CheckpointStore(root=settings.store_uri)
     rows = EvaluationDatabase(path=settings.database_path).query(
         "SELECT domain, weight FROM chosen_mixture WHERE stage = ?", [from_stage]

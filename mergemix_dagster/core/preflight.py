@@ -6,10 +6,11 @@ the first, so ``mergemix check`` lists every problem at once; ``mergemix run`` r
 
 What is checked: the home and the DuckDB file, every domain's corpus paths (files, dirs, globs resolve to
 readable files of a supported format whose first document has the text field), the base (a causal LM config,
-safetensors weights, a tokenizer that encodes text and has an EOS token), every evaluation and held-out task
-(exists in ``tasks_dir``, reports the metric, data files present), that every domain's capability is measured
-by a task, the training budgets, stage names, and registered stage checkpoints (exist, same architecture
-as the base).
+safetensors weights, a tokenizer that encodes text and has an EOS token), every evaluation task (exists in
+``tasks_dir``, reports the metric, data files present), that every domain's capability is measured by a task,
+the training budgets, stage names, and registered stage checkpoints (exist, same architecture as the base).
+The held-out tasks of the validation study are checked apart (``check_validation_settings``): only
+``mergemix validate`` needs them, so only it stops on them.
 """
 
 from __future__ import annotations
@@ -155,6 +156,31 @@ def check_tasks(tasks, tasks_dir: str | None, limit: int | None, what: str) -> l
     return problems
 
 
+def check_validation_settings(s: "Settings") -> list[MergeMixError]:
+    """The settings only ``mergemix validate`` uses: its held-out tasks exist under ``evaluation.tasks_dir``.
+
+    Not part of ``check_settings``: a project with its own ``tasks_dir`` and no ``validation:`` section must
+    run as written, and the default held-out benchmarks are bundled ones. Each problem names the setting and
+    the fix.
+    """
+    from mergemix_dagster.core.settings.stages import ValidationSettings
+
+    tasks = s.validation.heldout_tasks
+    problems = check_tasks(tasks, s.evaluation.tasks_dir, s.evaluation.limit, "validation.heldout_tasks")
+    if not problems:
+        return []
+    defaulted = "heldout_tasks" not in s.validation.model_fields_set
+    where = s.evaluation.tasks_dir or "the bundled tasks"
+    if defaulted and s.evaluation.tasks_dir:
+        bundled = [t.name for t in ValidationSettings().heldout_tasks]
+        fix = (f"validation.heldout_tasks is not set, so it defaults to the bundled held-out tasks {bundled}, which "
+               f"are not under your evaluation.tasks_dir {where}: set validation.heldout_tasks to tasks of yours "
+               "there that the search never sees, or to [] to validate on the search tasks only")
+    else:
+        fix = f"fix the names in validation.heldout_tasks (tasks under {where}), or set it to []"
+    return [type(p)(f"{p}. Fix: {fix}") for p in problems]
+
+
 def check_checkpoint(stage: str, checkpoint: str, base_config: dict | None, embedded: dict | None) -> list[MergeMixError]:
     """A registered stage checkpoint exists and has the base's architecture."""
     from mergemix_dagster.core.merge.compatibility import ARCHITECTURE_FIELDS
@@ -242,7 +268,6 @@ def check_settings(s: "Settings", registered: Mapping[str, str] | None = None) -
             f"search.merge_method {s.search.merge_method!r} is not a merge method; known: {', '.join(known_methods())}"
         ))
     report.errors += check_tasks(s.evaluation.tasks, s.evaluation.tasks_dir, s.evaluation.limit, "evaluation.tasks")
-    report.errors += check_tasks(s.validation.heldout_tasks, s.evaluation.tasks_dir, s.evaluation.limit, "validation.heldout_tasks")
     stages = dict(s.stages.checkpoints) | dict(registered or {})
     embedded = None
     if s.model.base == "embedded":

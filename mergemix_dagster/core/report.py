@@ -22,6 +22,7 @@ class StageReport:
     cost: pd.DataFrame = field(default_factory=pd.DataFrame)  # study, runs, tokens, seconds
     images: dict[str, bytes] = field(default_factory=dict)  # title -> PNG
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # the report opens with them (no capability resolved, ...)
 
 
 def _md(frame: pd.DataFrame) -> str:
@@ -30,6 +31,7 @@ def _md(frame: pd.DataFrame) -> str:
 
 def render_markdown(report: StageReport) -> str:
     lines = [f"# MergeMix report — stage {report.stage}", ""]
+    lines += [f"> **WARNING** {w}" for w in report.warnings] + ([""] if report.warnings else [])
     lines += ["## Chosen mixture", "", _md(report.mixture), ""]
     lines += [f"- {k.replace('_', ' ')}: {v:.4g}" if isinstance(v, float) else f"- {k.replace('_', ' ')}: {v}"
               for k, v in report.utility.items()]

@@ -30,10 +30,12 @@ def stage_report(s, instance: dg.DagsterInstance, stage: str):
         raise MergeMixError(f"stage {stage!r} has no chosen mixture yet: run `mergemix run --stage {stage}` first")
     details = json.loads(chosen["details"].iloc[0] or "{}")
     utility = {
-        "predicted_utility": float(chosen["predicted_utility"].iloc[0]),
-        "verified_utility": float(chosen["verified_utility"].iloc[0]),
+        "objective": str(details.get("objective") or details.get("utility") or "(not recorded)"),
+        "predicted_objective": float(chosen["predicted_utility"].iloc[0]),
+        "verified_objective": float(chosen["verified_utility"].iloc[0]),
+        "scale": "each capability min–max normalized over this stage's measured mixtures (0 = worst, 1 = best "
+                 "seen), so an objective above 1 beats every measured mixture; not comparable across stages",
         "chosen_from": details.get("chosen_from", ""),
-        "utility": str(details.get("utility", "")),
     }
     from mergemix_dagster.steps.validation_report import search_evaluation_counts
 
@@ -44,7 +46,7 @@ def stage_report(s, instance: dg.DagsterInstance, stage: str):
         kind = group["kind"].iloc[0]
         alpha = dict(group["alpha"].iloc[0])
         vertex = next((d for d, w in alpha.items() if abs(w - 1) < 1e-9), None)
-        label = {"base": "base", "verify": "search optimum"}.get(kind) or (f"expert {vertex}" if vertex else cid)
+        label = {"base": "base", "verify": "search choice (verified)"}.get(kind) or (f"expert {vertex}" if vertex else cid)
         kinds[label] = "expert" if vertex and kind == "seed" else kind
         scores[label] = capability_means(zip(group["capability"], group["value"]))
     caps = list(s.capabilities)
@@ -73,4 +75,7 @@ def stage_report(s, instance: dg.DagsterInstance, stage: str):
         notes.append(f"lm-eval's results JSON of each scored model: {layout.lm_eval_dir(s.home_path, stage)}.")
     checks = [(c.asset, c.check, c.passed, c.severity, c.description) for c in latest_check_results(instance, stage)]
     mixture = chosen[["domain", "weight"]].reset_index(drop=True)
-    return StageReport(stage, mixture, utility, tradeoffs, checks, cost, images, notes)
+    mixture["weight"] = [round(float(w), 4) + 0.0 for w in mixture["weight"]]  # no 5.551e-17 in a table
+    from mergemix_dagster.core.search.choose import choice_warnings
+
+    return StageReport(stage, mixture, utility, tradeoffs, checks, cost, images, notes, choice_warnings(details))

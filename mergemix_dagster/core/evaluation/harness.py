@@ -270,6 +270,11 @@ class Evaluator:
             except Exception as exc:
                 raise MissingTaskError(f"task {spec.name!r} from {path} cannot be loaded: {exc}") from exc
 
+    def items(self, name: str) -> int:
+        """How many items of task ``name`` a call scores (``limit`` applied)."""
+        n = len(self._task_objects[name].eval_docs)
+        return min(n, self.limit) if self.limit else n
+
     def _encoding_cache(self, tokenizer) -> dict:
         """Token ids of the prompts, reused across calls while the tokenizer is the same.
 

@@ -25,7 +25,13 @@ from mergemix_dagster.core.evaluation.paired import ObjectiveDifference, paired_
 from mergemix_dagster.core.evaluation.scores import CapabilityTable
 from mergemix_dagster.core.mixture import Mixture
 from mergemix_dagster.core.search.constraints import MixtureConstraints
-from mergemix_dagster.core.search.objective import Objective, ScoreScale, TargetResolution, objective_values
+from mergemix_dagster.core.search.objective import (
+    Objective,
+    ScoreScale,
+    TargetResolution,
+    none_resolved,
+    objective_values,
+)
 from mergemix_dagster.core.search.simplex import SearchResult, search_mixture
 from mergemix_dagster.core.search.surrogate import CapabilitySurrogates
 from mergemix_dagster.core.settings import SearchSettings
@@ -44,6 +50,21 @@ def degenerate(weights: dict[str, float], threshold: float = DEGENERATE_SHARE) -
     if weights[top] >= threshold:
         return f"{top} holds {weights[top]:.0%} of the mixture: effectively a single-domain run"
     return None
+
+
+def choice_warnings(details: Mapping) -> list[str]:
+    """What a team must hear before training on a chosen mixture, from ``mixture.json``'s details: no
+    capability resolved (every difference between mixtures within paired noise: the choice is decided by
+    noise), and a degenerate (one-hot) mixture. The terminal, the report and the UI's checks say these."""
+    out = []
+    resolution = details.get("resolution") or {}
+    if none_resolved([r.get("reason", "") for r in resolution.values()]):
+        out.append(f"no capability is resolved ({', '.join(resolution)}): every difference between the measured "
+                   "mixtures is within paired noise, so this choice is decided by noise, not by measured gains; "
+                   "larger benchmarks (more items) or stronger experts would resolve them")
+    if details.get("degenerate"):
+        out.append(f"degenerate mixture: {details['degenerate']}")
+    return out
 
 
 def effective_domains(weights: dict[str, float]) -> float:
@@ -284,6 +305,6 @@ def choice_details(
 
 __all__ = [
     "DEGENERATE_SHARE", "round_decimals", "degenerate", "effective_domains", "StageSearch", "search_stage",
-    "ChosenMixture", "NO_ITEMS_MARGIN", "MARGIN_BOOTSTRAP", "PairedItems", "MarginRule", "measured_margin",
+    "choice_warnings", "ChosenMixture", "NO_ITEMS_MARGIN", "MARGIN_BOOTSTRAP", "PairedItems", "MarginRule", "measured_margin",
     "choose_verified_or_measured", "Prediction", "predict_at", "chosen_objectives", "choice_details",
 ]

@@ -184,12 +184,20 @@ def resolve_targets(
     return keep_if_none_resolved(out) if keep_all_if_none else out
 
 
+NONE_RESOLVED = "kept, since no target is resolved"  # the end of every reason when no target is resolved
+
+
 def keep_if_none_resolved(out: Mapping[str, TargetResolution]) -> dict[str, TargetResolution]:
     """All targets kept when none is resolved: excluding everything would leave nothing to optimize."""
     if out and not any(r.resolved for r in out.values()):
-        return {t: replace(r, resolved=True, reason=r.reason + "; kept, since no target is resolved")
-                for t, r in out.items()}
+        return {t: replace(r, resolved=True, reason=f"{r.reason}; {NONE_RESOLVED}") for t, r in out.items()}
     return dict(out)
+
+
+def none_resolved(reasons: Sequence[str]) -> bool:
+    """Whether ``keep_if_none_resolved`` kept every target because none was resolved (from their reasons,
+    as ``mixture.json`` records them): the mixture is then chosen on differences within noise."""
+    return bool(reasons) and all(str(r).endswith(NONE_RESOLVED) for r in reasons)
 
 
 def kl_to_prior(X: np.ndarray, prior: np.ndarray) -> np.ndarray:

@@ -1,7 +1,8 @@
 """Pipeline settings: one YAML file says which domains, base model, recipes, benchmarks and search to use.
 
-The file is chosen by ``$MERGEMIX_CONFIG`` (a path, or the name of a bundled config: ``default``,
-``smoke``); results go under ``$MERGEMIX_HOME`` (default ``./.mergemix``). Settings are read when the
+The file is chosen by ``--config`` or ``$MERGEMIX_CONFIG`` (a path, or the name of a bundled config:
+``default``, ``smoke``), else the one the home records (``<home>/project.json``, written by ``mergemix run``),
+else the embedded default; results go under ``$MERGEMIX_HOME`` (default ``./.mergemix``). Settings are read when the
 Dagster code location loads, because domains decide the partitions.
 
 One module per concern; import from here (``from mergemix_dagster.core.settings import Settings``):
@@ -23,7 +24,16 @@ the dump of an existing settings file makes every stored artifact stale: new key
 from mergemix_dagster.core.settings.base import StrictModel
 from mergemix_dagster.core.settings.data import DomainSettings, ModelSettings, SubdomainSettings
 from mergemix_dagster.core.settings.evaluation import EvaluationSettings, TaskSettings
-from mergemix_dagster.core.settings.loading import CONFIG_DIR, load_settings, resolve_config_path
+from mergemix_dagster.core.settings.loading import (
+    CONFIG_DIR,
+    PROJECT_FILE,
+    check_project,
+    config_name,
+    load_settings,
+    record_project,
+    recorded_project,
+    resolve_config_path,
+)
 from mergemix_dagster.core.settings.pipeline import DEFAULT_HOME, Settings
 from mergemix_dagster.core.settings.recipes import ExpertSettings, RecipeSettings, TrainRecipe, recipe_from
 from mergemix_dagster.core.settings.search import (
@@ -50,10 +60,11 @@ from mergemix_dagster.core.settings.trainer import (
 )
 
 __all__ = [
-    "CONFIG_DIR", "DEFAULT_HOME", "STAGE_NAME", "TRAINER_PLACEHOLDERS",
+    "CONFIG_DIR", "DEFAULT_HOME", "PROJECT_FILE", "STAGE_NAME", "TRAINER_PLACEHOLDERS",
     "CheckSettings", "DomainSettings", "EcsTrainerSettings", "EvaluationSettings", "ExpertSettings", "ExportFormat",
     "ExportSettings", "KubernetesTrainerSettings", "ModelSettings", "ObjectiveSettings", "RecipeSettings",
     "SearchSettings", "Settings", "StageSettings", "StrictModel", "SubdomainSettings", "TargetSettings",
     "TaskSettings", "TrainRecipe", "TrainerKind", "TrainerKindSettings", "TrainerSettings", "ValidationSettings",
-    "check_stage_name", "load_settings", "recipe_from", "resolve_config_path",
+    "check_project", "check_stage_name", "config_name", "load_settings", "recipe_from", "record_project",
+    "recorded_project", "resolve_config_path",
 ]
