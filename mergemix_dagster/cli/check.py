@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from mergemix_dagster.cli.common import load, registered_stages
+from mergemix_dagster.cli.common import database_copy, load, registered_stages
 from mergemix_dagster.cli.options import verb
 from mergemix_dagster.core.errors import MergeMixError
 from mergemix_dagster.resources import layout
@@ -22,9 +22,12 @@ from mergemix_dagster.resources import layout
 def check(config: str, full: bool) -> int:
     """Every config problem at once, each a named error and one line; exit 2 when there is any."""
     from mergemix_dagster.core.preflight import check_settings
+    from mergemix_dagster.resources import CheckpointStore
+    from mergemix_dagster.resources.artifacts import missing_checkpoints
 
     settings = load(config)
-    report = check_settings(settings, registered_stages(settings))
+    report = check_settings(settings, registered_stages(settings), database_copy(settings))
+    report.warnings += missing_checkpoints(CheckpointStore(root=settings.store_uri))
     if full and report.ok:
         report.errors += verify_stored_checkpoints(settings)
     for line in report.lines():
