@@ -232,3 +232,29 @@ def test_the_checkpoint_sensor_skips_folders_that_are_not_stage_names(tmp_path):
         result = stage_checkpoint_sensor(context)
     assert [r.partition_key for r in result.run_requests] == ["s1"]
     assert result.dynamic_partitions_requests[0].partition_keys == ["s1"]
+
+
+# ------------------------------------------------------------------ content, not metadata, decides freshness
+
+
+def test_a_corpus_edited_in_place_with_the_same_size_and_mtime_is_found_by_check_full(tmp_path, monkeypatch):
+    from mergemix_dagster.assets.corpora import files_fingerprint
+    from mergemix_dagster.core.settings import Settings
+    from mergemix_dagster.resources.content_hash import changed_sources
+
+    monkeypatch.setenv("MERGEMIX_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("MERGEMIX_VERIFY", raising=False)
+    corpus = tmp_path / "math.jsonl"
+    corpus.write_text(json.dumps({"text": "1 plus 1 equals 2."}) + "\n")
+    settings = Settings(domains=[{"name": "math", "paths": [str(corpus)]}, {"name": "code"}])
+    first = files_fingerprint([str(corpus)])
+    os.utime(corpus, ns=(corpus.stat().st_atime_ns, corpus.stat().st_mtime_ns + 10**9))
+    assert files_fingerprint([str(corpus)]) == first  # touched, same bytes: nothing to re-read
+    stat = corpus.stat()
+    corpus.write_text(json.dumps({"text": "1 plus 1 equals 3."}) + "\n")  # same size
+    os.utime(corpus, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # and the same mtime, as a careless copy leaves it
+    assert files_fingerprint([str(corpus)]) == first  # the fast path cannot see it
+    (line,) = changed_sources(settings)  # `mergemix check --full` re-reads every local corpus file
+    assert str(corpus) in line and "size and mtime did not" in line
+    assert files_fingerprint([str(corpus)]) != first  # so the next `mergemix run` re-reads the domain
+    assert changed_sources(settings) == []

@@ -18,18 +18,21 @@ from mergemix_dagster.resources import layout
     "check", "check the config against the world (paths, base, tokenizer, tasks) before training",
     "  mergemix check\n  mergemix check --config my.yaml --full",
 )
-@click.option("--full", is_flag=True, help="also verify every stored checkpoint's full content hash")
+@click.option("--full", is_flag=True, help="also verify every stored checkpoint's full content hash and re-hash every "
+              "local corpus file (finds edits that kept the size and mtime)")
 def check(config: str, full: bool) -> int:
     """Every config problem at once, each a named error and one line; exit 2 when there is any."""
     from mergemix_dagster.core.preflight import check_settings
     from mergemix_dagster.resources import CheckpointStore
     from mergemix_dagster.resources.artifacts import missing_checkpoints
+    from mergemix_dagster.resources.content_hash import changed_sources
 
     settings = load(config)
     report = check_settings(settings, registered_stages(settings), database_copy(settings))
     report.warnings += missing_checkpoints(CheckpointStore(root=settings.store_uri))
     if full and report.ok:
         report.errors += verify_stored_checkpoints(settings)
+        report.warnings += changed_sources(settings)
     for line in report.lines():
         print(f"  {line}")
     print(f"mergemix check: {'OK' if report.ok else f'{len(report.errors)} problem(s)'}"
