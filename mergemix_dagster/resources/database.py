@@ -104,6 +104,12 @@ ALTER TABLE evaluations ADD COLUMN IF NOT EXISTS item_values DOUBLE[];
 """
 
 
+TRAINING_SELECT = (
+    "SELECT stage, run_id, study, map_keys(alpha) AS _ak, map_values(alpha) AS _av, seed, tokens, seconds, "
+    "final_loss, checkpoint_uri, finished_at FROM training_runs"
+)
+
+
 def _is_lock_error(e: Exception) -> bool:
     text = str(e)
     return "Could not set lock" in text or "Conflicting lock" in text
@@ -243,17 +249,21 @@ class EvaluationDatabase(dg.ConfigurableResource):
         store = self._store()
         if store is None or index.count_records(store) or self.state() != "ok":
             return 0
-        with self.connect() as con:
+        with self.connect() as con:  # held until the records are written: no write of another process in between
+            if index.count_records(store):
+                return 0
+            self._flush_pending(con)
             records = index.evaluation_records(self._select_evaluations(con, "", []))
             for stage in [r[0] for r in con.execute("SELECT DISTINCT stage FROM chosen_mixture").fetchall()]:
                 rows = con.execute("SELECT * FROM chosen_mixture WHERE stage = ?", [stage]).fetchall()
                 key, record = index.chosen_record(stage, rows)
                 records[key] = record
-        for _, r in self.training_runs().iterrows():
-            key, record = index.training_run_record(r.to_dict())
-            records[key] = record
-        for key, record in records.items():
-            store.put_json(key, record, overwrite=True)
+            runs = con.execute(TRAINING_SELECT).df()
+            for r in runs.to_dict("records"):
+                key, record = index.training_run_record(r | {"alpha": dict(zip(map(str, r.pop("_ak")), map(float, r.pop("_av"))))})
+                records[key] = record
+            for key, record in records.items():
+                store.put_json(key, record, overwrite=True)
         return len(records)
 
     # ---------------------------------------------------------- evaluations
@@ -402,8 +412,7 @@ class EvaluationDatabase(dg.ConfigurableResource):
             tmp.replace(folder / f"{name}.json")
 
     def _pending_dir(self) -> Path:
-        path = Path(self.path).expanduser()
-        return path.with_name(path.name + ".pending")
+        return Path(self.path).expanduser().with_name(Path(self.path).name + ".pending")
 
     @staticmethod
     def _write_training_runs(con: duckdb.DuckDBPyConnection, rows: list[dict]) -> None:
@@ -429,12 +438,8 @@ class EvaluationDatabase(dg.ConfigurableResource):
         if self._pending_dir().is_dir():
             with self.connect() as con:
                 self._flush_pending(con)
-        df = self.query(
-            "SELECT stage, run_id, study, map_keys(alpha) AS _ak, map_values(alpha) AS _av, seed, tokens, seconds, "
-            "final_loss, checkpoint_uri, finished_at FROM training_runs "
-            f"{'WHERE stage = ?' if stage is not None else ''} ORDER BY stage, run_id",
-            [stage] if stage is not None else [],
-        )
+        where = "WHERE stage = ?" if stage is not None else ""
+        df = self.query(f"{TRAINING_SELECT} {where} ORDER BY stage, run_id", [stage] if stage is not None else [])
         df.insert(3, "alpha", [dict(zip(map(str, k), map(float, v))) for k, v in zip(df["_ak"], df["_av"])])
         return df.drop(columns=["_ak", "_av"])
 
