@@ -30,7 +30,7 @@ def _settings(hierarchy: str):
     return SimpleNamespace(search=SimpleNamespace(hierarchy=hierarchy))
 
 
-SOURCES = "changed_general_corpus + changed_domain_corpora + damaged_expert_checkpoints + changed_stage_base"
+SOURCES = "changed_general_corpus + changed_domain_corpora + changed_stage_base + damaged_expert_checkpoints"
 FLAT = [SOURCES, "stale_layer", "stale_evaluations", "stale_layer"]
 
 

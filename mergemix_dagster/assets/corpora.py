@@ -18,6 +18,7 @@ from mergemix_dagster.core.settings import DomainSettings, SubdomainSettings
 from mergemix_dagster.resources import layout
 from mergemix_dagster.steps.metadata import corpus_metadata
 from mergemix_dagster.resources.artifacts import store_corpus
+from mergemix_dagster.resources.content_hash import content_hash
 
 CORPUS_CODE_VERSION = "1"
 
@@ -37,7 +38,9 @@ REMOTE_SOURCE = "remote"
 
 
 def files_fingerprint(paths: list[str]) -> str:
-    """Cheap identity of local files named by ``paths`` (dirs and globs expanded): names, sizes, mtimes.
+    """Identity of local files named by ``paths`` (dirs and globs expanded): names, sizes and content hashes,
+    cached by size, mtime and inode (``resources/content_hash.py``: one ``stat`` per unchanged file; a file
+    edited in place with the same size and mtime is seen by ``mergemix check --full``).
 
     A remote path (``s3://``) contributes only the marker ``remote``: its content is checked by reading it.
     """
@@ -52,14 +55,15 @@ def files_fingerprint(paths: list[str]) -> str:
                 files = expand_paths([path])
             except Exception:  # an empty glob or dir: its (missing) content is the identity
                 files = []
-            entries.append([path, [[str(f), os.stat(f).st_size, os.stat(f).st_mtime_ns] for f in files]])
+            entries.append([path, [[str(f), os.stat(f).st_size, content_hash(f)] for f in files]])
         else:
             entries.append([path, "missing"])
     return layout.content_version(entries)
 
 
 def source_fingerprint(cfg: DomainSettings) -> str:
-    """Cheap identity of a domain's source: file paths, sizes and mtimes (or the embedded builder's settings).
+    """Cheap identity of a domain's source: file paths, sizes and cached content hashes (``files_fingerprint``), or
+    the embedded builder's settings.
 
     ``mergemix run`` (and the corpus sensor) compare it with the one recorded at the last materialization
     and re-read the corpus when it differs; remote sources are re-read on every run.

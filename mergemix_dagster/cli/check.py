@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from mergemix_dagster.cli.common import load, registered_stages
+from mergemix_dagster.cli.common import database_copy, load, registered_stages
 from mergemix_dagster.cli.options import verb
 from mergemix_dagster.core.errors import MergeMixError
 from mergemix_dagster.resources import layout
@@ -18,20 +18,26 @@ from mergemix_dagster.resources import layout
     "check", "check the config against the world (paths, base, tokenizer, tasks) before training",
     "  mergemix check\n  mergemix check --config my.yaml --full",
 )
-@click.option("--full", is_flag=True, help="also verify every stored checkpoint's full content hash")
+@click.option("--full", is_flag=True, help="also verify every stored checkpoint's full content hash and re-hash every "
+              "local corpus file (finds edits that kept the size and mtime)")
 @click.option("--summary/--no-summary", default=True, show_default=True,
               help="print what was checked: domains (documents, estimated tokens), base, benchmarks per capability")
 def check(config: str, full: bool, summary: bool) -> int:
     """Every config problem at once, each a named error and one line; exit 2 when there is any; before them, a
     short table of what was checked (``core/check_summary.py``: token counts there are estimates)."""
     from mergemix_dagster.core.preflight import check_settings, check_validation_settings
+    from mergemix_dagster.resources import CheckpointStore
+    from mergemix_dagster.resources.artifacts import missing_checkpoints
+    from mergemix_dagster.resources.content_hash import changed_sources
 
     settings = load(config)
-    report = check_settings(settings, registered_stages(settings))
+    report = check_settings(settings, registered_stages(settings), database_copy(settings))
     report.warnings += [f"{type(e).__name__}: {e} (only `mergemix validate` needs it; `run` does not stop on it)"
                         for e in check_validation_settings(settings)]
+    report.warnings += missing_checkpoints(CheckpointStore(root=settings.store_uri))
     if full and report.ok:
         report.errors += verify_stored_checkpoints(settings)
+        report.warnings += changed_sources(settings)
     if summary:
         from mergemix_dagster.core.check_summary import check_summary
 

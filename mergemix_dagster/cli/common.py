@@ -95,4 +95,15 @@ def registered_stages(settings) -> dict[str, str]:
     if not store.is_s3 and not Path(settings.store_uri).is_dir():
         return {}
     keys = [k for k in store.list_keys(layout.STAGES_PREFIX) if k.endswith("/registration.json")]
-    return {k.split("/")[1]: store.get_json(k).get("checkpoint", "") for k in keys}
+    records = {k.split("/")[1]: store.get_json(k) for k in keys}
+    return {name: r.get("checkpoint", "") for name, r in records.items() if not r.get("removed_at")}  # stage remove
+
+
+def database_copy(settings) -> dict:
+    """What the store holds of the DuckDB database (``resources/index.py``), for ``check_settings``."""
+    from mergemix_dagster.resources import CheckpointStore, index
+
+    store = CheckpointStore(root=settings.store_uri)
+    if not store.is_s3 and not Path(settings.store_uri).is_dir():
+        return {}
+    return index.copy_summary(store, settings.database_path)

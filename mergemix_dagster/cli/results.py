@@ -31,7 +31,7 @@ def show(config: str, as_json: bool) -> int:
     from mergemix_dagster.resources import EvaluationDatabase
 
     settings = load(config)
-    db = EvaluationDatabase(path=settings.database_path)
+    db = EvaluationDatabase(path=settings.database_path, store_root=settings.store_uri)
     rows = db.query("SELECT stage, domain, weight, predicted_utility, verified_utility FROM chosen_mixture ORDER BY stage, domain")
     if as_json:
         print(json.dumps(rows.to_dict("records"), indent=2, default=str))

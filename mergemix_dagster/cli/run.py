@@ -15,6 +15,7 @@ import sys
 import click
 
 from mergemix_dagster.cli.common import (
+    database_copy,
     hint_command,
     print_checks,
     record,
@@ -23,7 +24,7 @@ from mergemix_dagster.cli.common import (
     ui_command,
 )
 from mergemix_dagster.cli.options import log_level_option, stage_option, verb
-from mergemix_dagster.core.errors import ConfigError
+from mergemix_dagster.core.errors import ConfigError, DatabaseMissingError
 from mergemix_dagster.resources import layout
 
 
@@ -42,7 +43,7 @@ from mergemix_dagster.resources import layout
          "(6 reference runs; ~15 min of the ~1 h of make hierarchy on 2 CPU cores)",
 )
 def run(config: str, stage: str, log_level: str, study: bool) -> int:
-    from mergemix_dagster.runner.stage import dagster_instance, run_stage
+    from mergemix_dagster.runner.stage import check_known_stage, dagster_instance, run_stage
 
     if log_level == "WARNING":
         log_level = "CRITICAL"  # a failed step's trace goes to the log file, not the terminal
@@ -52,10 +53,12 @@ def run(config: str, stage: str, log_level: str, study: bool) -> int:
             f"--study compares the arms of a hierarchical search; config {config or '(default)'} has "
             "search.hierarchy: none (docs/hierarchy.md)"
         )
+    stage = stage or settings.initial_stage
+    check_known_stage(settings, stage)  # a bad name or a typo is refused before anything is registered
+    restore_database(settings)
     preflight(settings)
     record(settings, config, "mergemix run")
     instance = dagster_instance(settings)
-    stage = stage or settings.initial_stage
     print(f"mergemix: stage {stage!r}, {len(settings.domain_names)} domains {list(settings.domain_names)}")
     print(f"mergemix: results under {settings.home_path}, Dagster instance {instance.root_directory}")
 
@@ -98,12 +101,26 @@ def preflight(settings, validation: bool = False) -> None:
     also the settings only ``validate`` uses (its held-out tasks), which ``run`` does not need."""
     from mergemix_dagster.core.preflight import check_settings, check_validation_settings
 
-    report = check_settings(settings, registered_stages(settings))
+    report = check_settings(settings, registered_stages(settings), database_copy(settings))
     if validation:
         report.errors += check_validation_settings(settings)
     for warning in report.warnings:
         print(f"mergemix: warning: {warning}", file=sys.stderr)
     report.raise_first()
+
+
+def restore_database(settings) -> None:
+    """A missing or unreadable DuckDB file rebuilt from the store's copy (a corrupt one kept aside); a home
+    made before the copy existed gets its copy."""
+    from mergemix_dagster.resources import EvaluationDatabase
+
+    db = EvaluationDatabase(path=settings.database_path, store_root=settings.store_uri)
+    counts = db.rebuild()
+    if counts:
+        print(f"mergemix: rebuilt {settings.database_path} from the store: {counts['evaluations']} evaluation rows, "
+              f"{counts['chosen_mixture']} chosen-mixture rows, {counts['training_runs']} training runs", flush=True)
+    elif written := db.copy_to_store():
+        print(f"mergemix: copied {settings.database_path} to the store ({written} records) so it can be rebuilt")
 
 
 def print_mixture(settings, stage: str, dagster_home: str = "", config: str = "") -> None:
@@ -112,8 +129,14 @@ def print_mixture(settings, stage: str, dagster_home: str = "", config: str = ""
     from mergemix_dagster.core.search.choose import choice_warnings
     from mergemix_dagster.resources import CheckpointStore, EvaluationDatabase
 
-    db = EvaluationDatabase(path=settings.database_path)
+    db = EvaluationDatabase(path=settings.database_path, store_root=settings.store_uri)
     rows = db.query("SELECT domain, weight, predicted_utility, verified_utility FROM chosen_mixture WHERE stage = ?", [stage])
+    store = CheckpointStore(root=settings.store_uri)
+    key = layout.mixture_key(stage)
+    if rows.empty and store.exists(key):  # never an exit 0 with the results gone
+        raise DatabaseMissingError(
+            f"stage {stage!r} has a chosen mixture in the store ({store.uri(key)}) but none in {settings.database_path}"
+        )
     if rows.empty:
         print(f"no chosen mixture for stage {stage!r} yet")
         return
@@ -123,8 +146,6 @@ def print_mixture(settings, stage: str, dagster_home: str = "", config: str = ""
     r0 = rows.iloc[0]
     print(f"  predicted objective {r0['predicted_utility']:.3f}, verified {r0['verified_utility']:.3f} "
           "(capabilities normalized over this stage's measured mixtures: 1 = best measured)")
-    store = CheckpointStore(root=settings.store_uri)
-    key = layout.mixture_key(stage)
     details = store.get_json(key) if store.exists(key) else {}
     for warning in choice_warnings(details):
         print(f"  WARNING {warning}")

@@ -16,7 +16,7 @@ from mergemix_dagster.resources import layout
 
 stage = verb_group(
     "stage", "manage stages (mid-training checkpoints)",
-    "  mergemix stage add s0\n  mergemix stage add s1 --checkpoint /ckpts/step-5000",
+    "  mergemix stage add s0\n  mergemix stage add s1 --checkpoint /ckpts/step-5000\n  mergemix stage remove s9",
 )
 
 
@@ -58,7 +58,7 @@ def add_stage(config: str, name: str, checkpoint: str, force: bool) -> int:
     key = layout.stage_registration(name)
     if store.exists(key) and not force:
         existing = store.get_json(key)
-        if existing.get("checkpoint") != checkpoint:
+        if existing.get("checkpoint") != checkpoint and not existing.get("removed_at"):
             raise MergeMixError(
                 f"stage {name!r} is already registered with {existing.get('checkpoint')!r}; "
                 "pick a new stage name (or --force to re-point it)"
@@ -67,6 +67,46 @@ def add_stage(config: str, name: str, checkpoint: str, force: bool) -> int:
     added = register_stage(dagster_instance(settings), name)
     print(f"stage {name!r} -> {checkpoint} ({'added' if added else 'already present'})")
     return 0
+
+
+@verb(
+    "remove", "take a stage out of Dagster's stage partitions; its results stay in the store",
+    "  mergemix stage remove s9     # a typo registered by an older version\n"
+    "  mergemix stage add s1 --checkpoint /ckpts/step-5000   # registers it again, reusing what is stored",
+)
+@click.argument("name")
+def stage_remove(config: str, name: str) -> int:
+    """Delete the stage's Dagster partition and mark its store registration removed (the checkpoint sensor
+    and ``run --stage`` then leave it alone); nothing in the store or DuckDB is deleted."""
+    from mergemix_dagster.assets.partitions import STAGE_PARTITIONS_NAME
+    from mergemix_dagster.resources import CheckpointStore
+    from mergemix_dagster.runner.stage import dagster_instance
+
+    settings = load(config)
+    if name == settings.initial_stage or name in settings.stages.checkpoints:
+        where = "the initial stage" if name == settings.initial_stage else "in the config's stages.checkpoints"
+        raise MergeMixError(f"stage {name!r} is {where}: the next run would add it again; edit the config first")
+    instance = dagster_instance(settings)
+    store = CheckpointStore(root=settings.store_uri)
+    key = layout.stage_registration(name)
+    registered = store.exists(key)
+    if not registered and not instance.has_dynamic_partition(STAGE_PARTITIONS_NAME, name):
+        raise MergeMixError(f"stage {name!r} is not registered (nothing to remove)")
+    if instance.has_dynamic_partition(STAGE_PARTITIONS_NAME, name):
+        instance.delete_dynamic_partition(STAGE_PARTITIONS_NAME, name)
+    if registered:
+        from datetime import datetime, timezone
+
+        record = store.get_json(key) | {"removed_at": datetime.now(timezone.utc).isoformat()}
+        store.put_json(key, record, overwrite=True)
+    print(f"stage {name!r} removed from Dagster's stage partitions")
+    print(f"kept: {store.uri(layout.STAGES_PREFIX + name)}/ and {store.uri(layout.INDEX_PREFIX + name)}/ in the store, "
+          f"its rows in {settings.database_path}, its Dagster run history; "
+          f"`mergemix stage add {name} --checkpoint ...` registers it again and reuses them")
+    return 0
+
+
+stage.add_command(stage_remove)
 
 
 def check_new_stage(settings, name: str, checkpoint: str) -> None:
@@ -110,7 +150,7 @@ def midtrain(config: str, from_stage: str, name: str, tokens: int, no_register: 
     settings, _ = settings_and_defs(config)
     record(settings, config, "mergemix midtrain")
     store = CheckpointStore(root=settings.store_uri)
-    rows = EvaluationDatabase(path=settings.database_path).query(
+    rows = EvaluationDatabase(path=settings.database_path, store_root=settings.store_uri).query(
         "SELECT domain, weight FROM chosen_mixture WHERE stage = ?", [from_stage]
     )
     if rows.empty:

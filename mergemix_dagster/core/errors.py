@@ -49,6 +49,10 @@ class MissingTaskError(MergeMixError):
     """An evaluation task named in the configuration cannot be found."""
 
 
+class MalformedTaskError(MissingTaskError):
+    """A task YAML under ``tasks_dir`` does not parse (syntax error, a tag other than lm-eval's ``!function``)."""
+
+
 class DatabaseLockedError(MergeMixError):
     """The DuckDB file is held by another process for longer than we are willing to wait."""
 
@@ -77,6 +81,10 @@ class InvalidStageNameError(ConfigError):
     """A stage name cannot be a Dagster partition key or a folder name (empty, ``|``, ``/``, too long)."""
 
 
+class UnknownStageError(ConfigError):
+    """A valid stage name that no config entry, ``stage add``, ``midtrain`` or sensor registered (a typo)."""
+
+
 class CheckpointChangedError(StoreError):
     """A stored checkpoint's files differ from the ones recorded when it was written (replaced or edited)."""
 
@@ -87,6 +95,10 @@ class TruncatedCheckpointError(StoreError):
 
 class CorruptDatabaseError(StoreError):
     """The DuckDB file exists but cannot be opened as a database."""
+
+
+class DatabaseMissingError(StoreError):
+    """The DuckDB file is gone while the store holds results, and there is no copy to rebuild it from."""
 
 
 class TrainerOutputError(MergeMixError):

@@ -25,7 +25,9 @@ from mergemix_dagster.core.errors import (
     ConfigError,
     CorpusError,
     CorruptDatabaseError,
+    DatabaseMissingError,
     InvalidStageNameError,
+    MalformedTaskError,
     MalformedCorpusError,
     MergeMixError,
     MissingTaskError,
@@ -144,15 +146,23 @@ def check_base(base: str, seq_lens: Mapping[str, int]) -> tuple[dict | None, lis
 
 
 def check_tasks(tasks, tasks_dir: str | None, limit: int | None, what: str) -> list[MergeMixError]:
-    """Each task exists under ``tasks_dir``, reports its metric and has its data files (lm-eval loads it)."""
+    """Each task exists under ``tasks_dir``, reports its metric and has its data files (lm-eval loads it); a
+    task whose YAML does not parse is named malformed, with the line, not "not found"."""
     from mergemix_dagster.core.evaluation.harness import Evaluator, TaskSpec
+    from mergemix_dagster.core.evaluation.task_files import read_task_files
 
+    broken = [f for f in read_task_files(tasks_dir) if f.problem]
     problems: list[MergeMixError] = []
     for t in tasks:
+        mine = [f for f in broken if t.name in f.tasks]
+        if mine:
+            problems.append(MalformedTaskError(f"{what}: task {t.name!r}: {mine[0].path} is malformed: {mine[0].problem}"))
+            continue
         try:
             Evaluator([TaskSpec(t.name, t.capability, t.metric)], tasks_dir=Path(tasks_dir) if tasks_dir else None, limit=limit)
         except (MissingTaskError, ConfigError) as exc:
-            problems.append(type(exc)(f"{what}: {exc}"))
+            unread = f"; malformed YAML there: {', '.join(f'{f.path} ({f.problem})' for f in broken)}" if broken else ""
+            problems.append(type(exc)(f"{what}: {exc}{unread}"))
     return problems
 
 
@@ -181,6 +191,43 @@ def check_validation_settings(s: "Settings") -> list[MergeMixError]:
     return [type(p)(f"{p}. Fix: {fix}") for p in problems]
 
 
+def task_code_warnings(tasks, tasks_dir: str | None) -> list[str]:
+    """One line per configured task whose YAML imports Python code (``!function``)."""
+    from mergemix_dagster.core.evaluation.task_files import read_task_files
+
+    names = {t.name for t in tasks}
+    return [
+        f"task {name!r} ({f.path}) imports Python code ({', '.join(f.functions)}): lm-eval runs that module's "
+        "top-level code whenever the task loads, `mergemix check` included"
+        for f in read_task_files(tasks_dir) if f.functions and not f.problem for name in f.tasks if name in names
+    ]
+
+
+def check_bounds(s: "Settings") -> list[MergeMixError]:
+    """The min/max/pinned weights admit a mixture, and ``target.tokens`` can be met by the corpora at their
+    largest (``max_chars`` each, at most 5 tokens per character: UTF-8 bytes and an EOS per document) within ``target.max_epochs``."""
+    from mergemix_dagster.core.errors import InfeasibleConstraintsError
+    from mergemix_dagster.core.search.constraints import build_constraints
+
+    search = s.search
+    try:
+        build_constraints(s.domain_names, search.min_weight, search.max_weight, search.pinned)
+    except (InfeasibleConstraintsError, ConfigError) as exc:
+        return [type(exc)(f"search bounds: {exc}")]
+    if s.target.tokens:
+        most = {d.name: 5 * (sum(sub.max_chars or d.max_chars for sub in d.subdomains) if d.subdomains else d.max_chars)
+                for d in s.domains}
+        try:
+            build_constraints(s.domain_names, search.min_weight, search.max_weight, search.pinned,
+                              available_tokens=most, target_tokens=s.target.tokens, max_epochs=s.target.max_epochs)
+        except InfeasibleConstraintsError as exc:
+            return [InfeasibleConstraintsError(
+                f"target.tokens {s.target.tokens:.4g} cannot be met: even at max_chars per domain and 5 tokens "
+                f"per character, {exc}"
+            )]
+    return []
+
+
 def check_checkpoint(stage: str, checkpoint: str, base_config: dict | None, embedded: dict | None) -> list[MergeMixError]:
     """A registered stage checkpoint exists and has the base's architecture."""
     from mergemix_dagster.core.merge.compatibility import ARCHITECTURE_FIELDS
@@ -194,7 +241,12 @@ def check_checkpoint(stage: str, checkpoint: str, base_config: dict | None, embe
         return [StoreError(f"stage {stage!r}: checkpoint {checkpoint} does not exist")]
     if not (local / "config.json").is_file():
         return [StoreError(f"stage {stage!r}: {checkpoint} is not a Hugging Face checkpoint (no config.json)")]
-    from mergemix_dagster.core.training.model import read_config
+    from mergemix_dagster.core.training.model import read_config, safetensors_files
+
+    try:
+        safetensors_files(local)
+    except StoreError as exc:  # a pickle .bin checkpoint is never unpickled: `run` would refuse it later
+        return [StoreError(f"stage {stage!r}: {exc} (save it with save_pretrained(..., safe_serialization=True))")]
 
     config = read_config(local)
     reference, fields = (base_config, ARCHITECTURE_FIELDS) if base_config is not None else (embedded, EMBEDDED_FIELDS)
@@ -206,30 +258,69 @@ def check_checkpoint(stage: str, checkpoint: str, base_config: dict | None, embe
     return []
 
 
-def check_home(home: Path, database: str) -> list[MergeMixError]:
-    """The home is a directory (or can be made) and an existing DuckDB file opens."""
+DATABASE_TABLES = ("evaluations", "chosen_mixture", "training_runs")
+
+
+def database_state(path: str | Path) -> str:
+    """``missing``, ``corrupt`` (cannot be opened, or a table cannot be read: a cut file opens, then fails
+    when a read reaches the missing bytes) or ``ok`` (also when another process holds the write lock)."""
+    import duckdb
+
+    path = Path(path).expanduser()
+    if not path.exists():
+        return "missing"
+    try:
+        con = duckdb.connect(str(path), read_only=True)
+    except duckdb.Error as exc:
+        return "ok" if "lock" in str(exc).lower() else "corrupt"
+    try:
+        names = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+        for table in DATABASE_TABLES:
+            if table in names:
+                con.execute(f"SELECT * FROM {table}").fetchall()
+    except duckdb.Error:
+        return "corrupt"
+    finally:
+        con.close()
+    return "ok"
+
+
+def check_home(home: Path, database: str, copy: Mapping | None = None) -> tuple[list[MergeMixError], list[str]]:
+    """(errors, warnings): the home is a directory (or can be made); the DuckDB file opens and reads, or the
+    store holds the copy it is rebuilt from. ``copy``: ``records`` (how many the store holds) and ``results``
+    (stages with a chosen mixture in the store), as ``mergemix check`` reads them from the store."""
     home = Path(home)
     for p in [home, *home.parents]:
         if p.exists():
             if not p.is_dir():
-                return [StoreError(f"MERGEMIX_HOME {home} cannot be a directory: {p} is a file")]
+                return [StoreError(f"MERGEMIX_HOME {home} cannot be a directory: {p} is a file")], []
             break
-    db = Path(database)
-    if db.is_file():
-        import duckdb
+    state = database_state(database)
+    records, results = (copy or {}).get("records", 0), list((copy or {}).get("results", []))
+    if state == "ok":
+        return [], []
+    if records:
+        what = "is missing" if state == "missing" else "cannot be read"
+        return [], [f"DuckDB file {database} {what}; `mergemix run` rebuilds it from the {records} records in the store"]
+    if state == "corrupt":
+        return [CorruptDatabaseError(f"DuckDB file {database} cannot be read, and the store holds no copy of it")], []
+    if results:
+        return [DatabaseMissingError(
+            f"DuckDB file {database} is missing and the store holds no copy of it (a home made before the copy "
+            f"existed), yet stages {results} have results: restore the file, or delete {home / 'dagster'} so "
+            "`mergemix run` scores again (stored checkpoints are reused)"
+        )], []
+    return [], []
 
-        try:
-            duckdb.connect(str(db), read_only=True).close()
-        except duckdb.Error as exc:
-            if "lock" not in str(exc).lower():
-                return [CorruptDatabaseError(f"DuckDB file {db} cannot be opened: {str(exc).splitlines()[0]}")]
-    return []
 
-
-def check_settings(s: "Settings", registered: Mapping[str, str] | None = None) -> CheckReport:
-    """Every check above on ``s``; ``registered``: stage -> checkpoint of stages registered in the store."""
+def check_settings(s: "Settings", registered: Mapping[str, str] | None = None,
+                   database_copy: Mapping | None = None) -> CheckReport:
+    """Every check above on ``s``; ``registered``: stage -> checkpoint of stages registered in the store;
+    ``database_copy``: what the store holds of the database (``check_home``)."""
     report = CheckReport()
-    report.errors += check_home(s.home_path, s.database_path)
+    errors, warnings = check_home(s.home_path, s.database_path, database_copy)
+    report.errors += errors
+    report.warnings += warnings
     for d in s.domains:
         if d.paths:
             report.errors += check_corpus_paths(d.name, list(d.paths), d.text_field)
@@ -267,7 +358,9 @@ def check_settings(s: "Settings", registered: Mapping[str, str] | None = None) -
         report.errors.append(ConfigError(
             f"search.merge_method {s.search.merge_method!r} is not a merge method; known: {', '.join(known_methods())}"
         ))
+    report.errors += check_bounds(s)
     report.errors += check_tasks(s.evaluation.tasks, s.evaluation.tasks_dir, s.evaluation.limit, "evaluation.tasks")
+    report.warnings += task_code_warnings(s.evaluation.tasks, s.evaluation.tasks_dir)
     stages = dict(s.stages.checkpoints) | dict(registered or {})
     embedded = None
     if s.model.base == "embedded":

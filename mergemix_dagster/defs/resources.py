@@ -14,5 +14,5 @@ def definitions(settings: Settings, config: str) -> dg.Definitions:
     return dg.Definitions(resources={
         "settings": PipelineSettings(config=config),
         "store": CheckpointStore(root=settings.store_uri),
-        "database": EvaluationDatabase(path=settings.database_path),
+        "database": EvaluationDatabase(path=settings.database_path, store_root=settings.store_uri),
     })

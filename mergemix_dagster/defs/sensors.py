@@ -19,7 +19,7 @@ from mergemix_dagster.runner.instance import STAGE_TAG, fail_abandoned_runs
 from mergemix_dagster.runner.plan import corpus_changes
 from mergemix_dagster.resources import CheckpointStore
 from mergemix_dagster.resources.settings import PipelineSettings
-from mergemix_dagster.core.settings import Settings
+from mergemix_dagster.core.settings import STAGE_NAME, Settings
 from mergemix_dagster.runner.staleness import latest_stage, next_runs, stage_status
 
 BACKFILL_TAG = "dagster/backfill"  # on every run an asset backfill launches
@@ -96,6 +96,12 @@ def stage_run_requests(
     return requests, ""
 
 
+def removed(store: CheckpointStore, stage: str) -> bool:
+    """Whether ``mergemix stage remove`` took ``stage`` out (its checkpoint folder may still be watched)."""
+    key = stage_registration(stage)
+    return store.exists(key) and bool(store.get_json(key).get("removed_at"))
+
+
 @dg.sensor(
     name="stage_checkpoint_sensor",
     minimum_interval_seconds=60,
@@ -107,8 +113,12 @@ def stage_checkpoint_sensor(context: dg.SensorEvaluationContext, settings: Pipel
     candidates = dict(s.stages.checkpoints)
     if s.stages.watch:
         candidates |= discover_checkpoints(str(store.fetch_external(s.stages.watch)))
+    bad = [name for name in candidates if not STAGE_NAME.match(name)]
+    if bad:  # a folder name that cannot be a partition key or a store folder is never registered
+        context.log.warning(f"checkpoint folders skipped, not valid stage names (1-64 of A-Za-z0-9._-): {bad}")
     known = set(context.instance.get_dynamic_partitions(stage_partitions.name))
-    new = {name: path for name, path in candidates.items() if name not in known and name != s.initial_stage}
+    new = {name: path for name, path in candidates.items()
+           if name not in known and name != s.initial_stage and name not in bad and not removed(store, name)}
     if not new:
         return dg.SkipReason(f"no new checkpoints ({len(candidates)} known)")
     for name, path in new.items():

@@ -99,3 +99,20 @@ def store_corpus(store: CheckpointStore, docs: list[str], key: str) -> str:
         path = Path(tmp) / "corpus.jsonl.gz"
         write_corpus(docs, path)
         return store.put_file(path, key)
+
+
+def missing_checkpoints(store: CheckpointStore) -> list[str]:
+    """One line per current base or expert whose pointer names a checkpoint that is no longer stored (deleted
+    by hand): ``mergemix run`` makes it again (``runner/plan.py``); ``mergemix check`` says so."""
+    if not store.is_s3 and not Path(store.root).expanduser().is_dir():
+        return []
+    lines = []
+    for key in store.list_keys(layout.STAGES_PREFIX):
+        parts = key.split("/")  # stages/<stage>/base/current.json, stages/<stage>/experts/<domain>/current.json
+        if not key.endswith("/current.json") or parts[2] not in ("base", "experts"):
+            continue
+        target = store.get_json(key).get("key")
+        if target and not store.exists(target):
+            what = f"expert {parts[3]!r}" if parts[2] == "experts" else "the base"
+            lines.append(f"{what} of stage {parts[1]!r}: {store.uri(target)} is gone; `mergemix run` makes it again")
+    return lines

@@ -23,6 +23,10 @@ primary key ``(stage, domain)``: one row per domain of the chosen mixture of eac
 checkpoint_uri, finished_at)``, primary key ``(stage, run_id)``: every model this project trained (experts,
 reference runs of the validation study), so search costs are computed from what actually ran.
 
+The database is an index, not the only copy: every write is also kept in the checkpoint store
+(``resources/index.py``, under ``index/<stage>/``), and a missing or corrupt file is rebuilt from there
+(``rebuild``; ``mergemix run`` does it before anything else, any connection does it for a missing file).
+
 DuckDB allows one writing process per file. A second process waits up to ``lock_timeout_s`` for the
 lock (DuckDB raises ``IOException: ... Could not set lock on file ...``) and then fails with
 ``DatabaseLockedError`` naming the file. Connections are short-lived, so waits are short.
@@ -32,40 +36,29 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
+import os
 import random
 import time
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 import dagster as dg
 import duckdb
-import numpy as np
 import pandas as pd
 
-from mergemix_dagster.core.errors import CorruptDatabaseError, DatabaseLockedError, MergeMixError
+from mergemix_dagster.core.errors import CorruptDatabaseError, DatabaseLockedError
 from mergemix_dagster.core.mixture import Mixture
-
-EVALUATION_COLUMNS = [
-    "stage",
-    "candidate_id",
-    "kind",
-    "alpha",
-    "task",
-    "metric",
-    "value",
-    "capability",
-    "model_fingerprint",
-    "evaluated_at",
-    "evaluation_fingerprint",
-    "stderr",
-    "item_values",
-]
-CHOSEN_COLUMNS = ["stage", "domain", "weight", "predicted_utility", "verified_utility", "details", "chosen_at"]
-_KEY = ["stage", "candidate_id", "task", "metric"]
-_OPTIONAL = ("evaluated_at", "evaluation_fingerprint", "stderr", "item_values")
+from mergemix_dagster.resources import index
+from mergemix_dagster.resources.evaluation_rows import (
+    EVALUATION_COLUMNS,
+    item_tuple,
+    json_safe,
+    opt_float,
+    stage_rows,
+    utcnow,
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS evaluations (
@@ -111,63 +104,25 @@ ALTER TABLE evaluations ADD COLUMN IF NOT EXISTS item_values DOUBLE[];
 """
 
 
+TRAINING_SELECT = (
+    "SELECT stage, run_id, study, map_keys(alpha) AS _ak, map_values(alpha) AS _av, seed, tokens, seconds, "
+    "final_loss, checkpoint_uri, finished_at FROM training_runs"
+)
+
+
 def _is_lock_error(e: Exception) -> bool:
     text = str(e)
     return "Could not set lock" in text or "Conflicting lock" in text
 
 
-def _utcnow() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
-
-
-def _json_safe(obj: Any) -> Any:
-    """JSON-serializable copy with NaN/inf as null (JSON has no NaN)."""
-    if isinstance(obj, Mapping):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, (float, np.floating)):
-        v = float(obj)
-        return v if math.isfinite(v) else None
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, (str, int, bool)) or obj is None:
-        return obj
-    return str(obj)
-
-
-def _item_list(i: int, v: Any) -> list[float] | None:
-    """A row's per-item values as a list of floats (NaN kept: a missing item), or None for none given."""
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return None
-    try:
-        values = [float(x) for x in v]
-    except (TypeError, ValueError) as e:
-        raise MergeMixError(f"evaluation row {i}: item_values must be a sequence of numbers, got {v!r}") from e
-    return values or None
-
-
-def _item_tuple(v: Any) -> tuple[float, ...] | None:
-    """A stored ``item_values`` cell as a tuple of floats (NULL elements as NaN), or None for a NULL cell."""
-    if v is None or (np.ndim(v) == 0 and pd.isna(v)):
-        return None
-    if isinstance(v, np.ma.MaskedArray):  # DuckDB hands a list with NULL elements back masked
-        v = v.astype(float).filled(np.nan)
-    return tuple(float("nan") if x is None or pd.isna(x) else float(x) for x in v)
-
-
-def _opt_float(v: float | None) -> float | None:
-    if v is None:
-        return None
-    v = float(v)
-    return None if math.isnan(v) else v
-
-
 class EvaluationDatabase(dg.ConfigurableResource):
-    """``path``: the DuckDB file; ``lock_timeout_s``: how long to wait for another process's lock."""
+    """``path``: the DuckDB file; ``lock_timeout_s``: how long to wait for another process's lock;
+    ``store_root``: the checkpoint store that keeps a copy of every write (``resources/index.py``) and that a
+    missing file is rebuilt from (empty: no copy, as in unit tests of the database alone)."""
 
     path: str = ".mergemix/mergemix.duckdb"
     lock_timeout_s: float = 30.0
+    store_root: str = ""
 
     # --------------------------------------------------------------- schema
     @staticmethod
@@ -175,16 +130,24 @@ class EvaluationDatabase(dg.ConfigurableResource):
         """Create ``evaluations`` and ``chosen_mixture`` if missing (idempotent; ``connect`` calls it)."""
         conn.execute(SCHEMA)
 
+    def _store(self):
+        from mergemix_dagster.resources.store import CheckpointStore
+
+        return CheckpointStore(root=self.store_root) if self.store_root else None
+
     # -------------------------------------------------------------- connect
     @contextmanager
     def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
         """A DuckDB connection with the schema in place, closed on exit.
 
-        Retries while another process holds the file lock, then raises ``DatabaseLockedError``.
-        ``read_only`` on a file that does not exist yet yields an in-memory database with the (empty)
-        schema, so reads of a fresh project return empty results instead of failing.
+        A missing file is first rebuilt from the store's copy (when there is one). Retries while another
+        process holds the file lock, then raises ``DatabaseLockedError``. ``read_only`` on a file that does
+        not exist yields an in-memory database with the (empty) schema, so reads of a fresh project return
+        empty results instead of failing.
         """
         path = Path(self.path).expanduser()
+        if not path.exists() and self.store_root:
+            self.rebuild()
         if read_only and not path.exists():
             con = duckdb.connect(":memory:")
             try:
@@ -201,9 +164,11 @@ class EvaluationDatabase(dg.ConfigurableResource):
             try:
                 con = duckdb.connect(str(path), read_only=read_only)
                 break
-            except duckdb.IOException as e:
+            except duckdb.Error as e:
                 if not _is_lock_error(e):
-                    raise CorruptDatabaseError(f"DuckDB file {path} cannot be opened: {str(e).splitlines()[0]}") from e
+                    raise CorruptDatabaseError(
+                        f"DuckDB file {path} cannot be opened: {str(e).splitlines()[0]}{self._hint()}"
+                    ) from e
                 now = time.monotonic()
                 if now >= deadline:
                     raise DatabaseLockedError(
@@ -215,76 +180,129 @@ class EvaluationDatabase(dg.ConfigurableResource):
             if not read_only:
                 self.ensure_schema(con)
             yield con
+        except duckdb.IOException as e:  # a cut file opens, then fails when a read reaches the missing bytes
+            if _is_lock_error(e):
+                raise
+            raise CorruptDatabaseError(f"DuckDB file {path} cannot be read: {str(e).splitlines()[0]}{self._hint()}") from e
         finally:
             con.close()
 
+    # --------------------------------------------------- the store's copy
+    def _hint(self) -> str:
+        store = self._store()
+        return " (`mergemix run` rebuilds it from the store)" if store is not None and index.count_records(store) else ""
+
+    def state(self) -> str:
+        """``ok``, ``missing`` or ``corrupt`` (``core.preflight.database_state``)."""
+        from mergemix_dagster.core.preflight import database_state
+
+        return database_state(self.path)
+
+    def rebuild(self) -> dict[str, int] | None:
+        """Rebuild a missing or corrupt file from the store's records; returns the row counts per table, or None
+        when there is nothing to do (the file opens) or nothing to rebuild from (no records).
+
+        A corrupt file is kept aside as ``<file>.corrupt-<time>``, not deleted. The new file is written beside
+        and renamed into place, under ``<file>.rebuild.lock``, so a concurrent reader never sees half of it.
+        """
+        from filelock import FileLock
+
+        store = self._store()
+        if store is None or self.state() == "ok" or not index.count_records(store):
+            return None
+        path = Path(self.path).expanduser()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(path) + ".rebuild.lock"):
+            state = self.state()
+            if state == "ok":
+                return None
+            records = index.read_records(store)
+            tmp = path.with_name(f".{path.name}.rebuild-{os.getpid()}")
+            tmp.unlink(missing_ok=True)
+            con = duckdb.connect(str(tmp))
+            try:
+                self.ensure_schema(con)
+                if records[index.EVALUATIONS]:
+                    self._insert_evaluations(con, stage_rows(index.evaluation_frame(records[index.EVALUATIONS])))
+                for r in records[index.CHOSEN]:
+                    con.execute("INSERT INTO chosen_mixture VALUES (?, ?, ?, ?, ?, ?, ?)", [
+                        r["stage"], r["domain"], r["weight"], r["predicted_utility"], r["verified_utility"],
+                        r["details"], datetime.fromisoformat(r["chosen_at"]) if r.get("chosen_at") else None,
+                    ])
+                self._write_training_runs(con, records[index.TRAINING_RUNS])
+            finally:
+                con.close()
+            wal = path.with_name(path.name + ".wal")
+            if state == "corrupt":
+                stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+                path.replace(path.with_name(f"{path.name}.corrupt-{stamp}"))
+                if wal.exists():
+                    wal.replace(path.with_name(f"{wal.name}.corrupt-{stamp}"))
+            else:
+                wal.unlink(missing_ok=True)  # a log of the deleted file must not be replayed into the new one
+            tmp.replace(path)
+        return {k: len(v) for k, v in records.items()}
+
+    def copy_to_store(self) -> int:
+        """Write the store's copy of every row when the store has none (a home made before the copy existed);
+        returns how many records were written."""
+        store = self._store()
+        if store is None or index.count_records(store) or self.state() != "ok":
+            return 0
+        with self.connect() as con:  # held until the records are written: no write of another process in between
+            if index.count_records(store):
+                return 0
+            self._flush_pending(con)
+            records = index.evaluation_records(self._select_evaluations(con, "", []))
+            for stage in [r[0] for r in con.execute("SELECT DISTINCT stage FROM chosen_mixture").fetchall()]:
+                rows = con.execute("SELECT * FROM chosen_mixture WHERE stage = ?", [stage]).fetchall()
+                key, record = index.chosen_record(stage, rows)
+                records[key] = record
+            runs = con.execute(TRAINING_SELECT).df()
+            for r in runs.to_dict("records"):
+                key, record = index.training_run_record(r | {"alpha": dict(zip(map(str, r.pop("_ak")), map(float, r.pop("_av"))))})
+                records[key] = record
+            for key, record in records.items():
+                store.put_json(key, record, overwrite=True)
+        return len(records)
+
     # ---------------------------------------------------------- evaluations
+    @staticmethod
+    def _insert_evaluations(con: duckdb.DuckDBPyConnection, staged: pd.DataFrame) -> None:
+        """Replace the rows of ``staged``'s keys (inside the caller's transaction); ``_mm_rows`` stays registered."""
+        con.register("_mm_rows", staged)
+        con.execute(
+            "DELETE FROM evaluations e USING _mm_rows r WHERE e.stage = r.stage AND "
+            "e.candidate_id = r.candidate_id AND e.task = r.task AND e.metric = r.metric"
+        )
+        con.execute(  # columns named: older files gained theirs by ALTER, in their own order
+            f"INSERT INTO evaluations ({', '.join(EVALUATION_COLUMNS)}) SELECT stage, candidate_id, kind, "
+            "MAP(CAST(alpha_keys AS VARCHAR[]), CAST(alpha_values AS DOUBLE[])), task, metric, "
+            "value, capability, model_fingerprint, CAST(evaluated_at AS TIMESTAMP), evaluation_fingerprint, "
+            "CAST(stderr AS DOUBLE), CAST(item_values AS DOUBLE[]) FROM _mm_rows"
+        )
+
     def upsert_evaluations(self, rows: pd.DataFrame) -> int:
         """Insert or replace rows keyed by (stage, candidate_id, task, metric); returns the row count.
 
         ``alpha`` holds ``{domain: weight}`` dicts; ``evaluated_at`` is optional (default: now, UTC);
         ``item_values`` (optional) a sequence of per-item values or None per row.
         Within ``rows`` a repeated key keeps its last occurrence. A NaN ``value`` is refused.
+        The store's record of each candidate written is replaced before the rows are committed.
         """
         if rows is None or len(rows) == 0:
             return 0
-        missing = [c for c in EVALUATION_COLUMNS if c not in rows.columns and c not in _OPTIONAL]
-        if missing:
-            raise MergeMixError(f"evaluation rows lack columns {missing}; have {list(rows.columns)}")
-        df = rows.reset_index(drop=True).copy()
-        for col in _KEY:
-            if df[col].isna().any():
-                bad = int(np.where(df[col].isna())[0][0])
-                raise MergeMixError(f"evaluation row {bad} has no {col}: {df.iloc[bad].to_dict()}")
-        values = pd.to_numeric(df["value"], errors="coerce")
-        if values.isna().any():
-            bad = int(np.where(values.isna())[0][0])
-            r = df.iloc[bad]
-            raise MergeMixError(
-                f"evaluation row {bad} (stage={r['stage']!r}, candidate={r['candidate_id']!r}, task={r['task']!r}, "
-                f"metric={r['metric']!r}) has a NaN or non-numeric value: {r['value']!r}"
-            )
-        df["value"] = values.astype(float)
-        keys, vals = [], []
-        for i, a in enumerate(df["alpha"]):
-            try:
-                d = dict(a)
-                keys.append([str(k) for k in d])
-                vals.append([float(v) for v in d.values()])
-            except (TypeError, ValueError) as e:
-                raise MergeMixError(f"evaluation row {i}: alpha must be a {{domain: weight}} mapping, got {a!r}") from e
-        df["alpha_keys"] = keys
-        df["alpha_values"] = vals
-        if "evaluated_at" not in df.columns:
-            df["evaluated_at"] = _utcnow()
-        ts = pd.to_datetime(df["evaluated_at"], errors="coerce", utc=True).dt.tz_convert(None)
-        df["evaluated_at"] = ts.fillna(pd.Timestamp(_utcnow()))
-        if "evaluation_fingerprint" not in df.columns:
-            df["evaluation_fingerprint"] = None
-        df["stderr"] = [_opt_float(v) for v in df["stderr"]] if "stderr" in df.columns else None
-        items = df["item_values"] if "item_values" in df.columns else [None] * len(df)
-        df["item_values"] = pd.Series([_item_list(i, v) for i, v in enumerate(items)], index=df.index, dtype=object)
-        for col in ["stage", "candidate_id", "kind", "task", "metric", "capability", "model_fingerprint", "evaluation_fingerprint"]:
-            df[col] = df[col].map(lambda v: None if v is None or (isinstance(v, float) and math.isnan(v)) else str(v))
-        df = df.drop_duplicates(_KEY, keep="last")
-        staged = df[
-            ["stage", "candidate_id", "kind", "alpha_keys", "alpha_values", "task", "metric", "value",
-             "capability", "model_fingerprint", "evaluated_at", "evaluation_fingerprint", "stderr", "item_values"]
-        ]
+        staged = stage_rows(rows)
+        store = self._store()
         with self.connect() as con:
-            con.register("_mm_rows", staged)
             try:
                 con.execute("BEGIN TRANSACTION")
-                con.execute(
-                    "DELETE FROM evaluations e USING _mm_rows r WHERE e.stage = r.stage AND "
-                    "e.candidate_id = r.candidate_id AND e.task = r.task AND e.metric = r.metric"
-                )
-                con.execute(  # columns named: older files gained theirs by ALTER, in their own order
-                    f"INSERT INTO evaluations ({', '.join(EVALUATION_COLUMNS)}) SELECT stage, candidate_id, kind, "
-                    "MAP(CAST(alpha_keys AS VARCHAR[]), CAST(alpha_values AS DOUBLE[])), task, metric, "
-                    "value, capability, model_fingerprint, CAST(evaluated_at AS TIMESTAMP), evaluation_fingerprint, "
-                    "CAST(stderr AS DOUBLE), CAST(item_values AS DOUBLE[]) FROM _mm_rows"
-                )
+                self._insert_evaluations(con, staged)
+                if store is not None:
+                    written = self._select_evaluations(con, "WHERE EXISTS (SELECT 1 FROM _mm_rows r WHERE "
+                                                       "r.stage = e.stage AND r.candidate_id = e.candidate_id)", [])
+                    for key, record in index.evaluation_records(written).items():
+                        store.put_json(key, record, overwrite=True)
                 con.execute("COMMIT")
             except Exception:
                 con.execute("ROLLBACK")
@@ -293,29 +311,30 @@ class EvaluationDatabase(dg.ConfigurableResource):
                 con.unregister("_mm_rows")
         return len(staged)
 
-    def evaluations(self, stage: str | None = None) -> pd.DataFrame:
-        """Rows of ``evaluations`` (of one stage, or all), ``alpha`` as plain ``{domain: weight}`` dicts,
-        ``item_values`` as tuples of floats (None where a row has none)."""
+    @staticmethod
+    def _select_evaluations(con: duckdb.DuckDBPyConnection, where: str, params: list) -> pd.DataFrame:
         sql = (
             "SELECT stage, candidate_id, kind, map_keys(alpha) AS _ak, map_values(alpha) AS _av, task, metric, "
             "value, capability, model_fingerprint, evaluated_at, evaluation_fingerprint, stderr, item_values "
-            "FROM evaluations"
+            f"FROM evaluations e {where} ORDER BY stage, candidate_id, task, metric"
         )
-        params: list = []
-        if stage is not None:
-            sql += " WHERE stage = ?"
-            params.append(stage)
-        sql += " ORDER BY stage, candidate_id, task, metric"
-        with self.connect(read_only=False) as con:
-            df = con.execute(sql, params).df()
+        df = con.execute(sql, params).df()
         alphas = [
             {} if k is None else {str(a): float(b) for a, b in zip(list(k), list(v))}
             for k, v in zip(df["_ak"], df["_av"])
         ]
         df = df.drop(columns=["_ak", "_av"])
         df.insert(3, "alpha", pd.Series(alphas, index=df.index, dtype=object))
-        df["item_values"] = pd.Series([_item_tuple(v) for v in df["item_values"]], index=df.index, dtype=object)
+        df["item_values"] = pd.Series([item_tuple(v) for v in df["item_values"]], index=df.index, dtype=object)
         return df[EVALUATION_COLUMNS].reset_index(drop=True)
+
+    def evaluations(self, stage: str | None = None) -> pd.DataFrame:
+        """Rows of ``evaluations`` (of one stage, or all), ``alpha`` as plain ``{domain: weight}`` dicts,
+        ``item_values`` as tuples of floats (None where a row has none)."""
+        with self.connect(read_only=False) as con:
+            if stage is None:
+                return self._select_evaluations(con, "", [])
+            return self._select_evaluations(con, "WHERE stage = ?", [stage])
 
     # -------------------------------------------------------- chosen mixture
     def upsert_chosen_mixture(
@@ -326,19 +345,23 @@ class EvaluationDatabase(dg.ConfigurableResource):
         verified_utility: float | None,
         details: Mapping | None = None,
     ) -> None:
-        """Replace the chosen mixture of ``stage`` (one transaction). Weights must be on the simplex."""
+        """Replace the chosen mixture of ``stage`` (one transaction, the store's record first). Weights must be
+        on the simplex."""
         mixture = Mixture.from_dict(dict(weights))
-        now = _utcnow()
-        blob = json.dumps(_json_safe(dict(details or {})), sort_keys=True)
+        now = utcnow()
+        blob = json.dumps(json_safe(dict(details or {})), sort_keys=True)
         rows = [
-            (str(stage), d, float(w), _opt_float(predicted_utility), _opt_float(verified_utility), blob, now)
+            (str(stage), d, float(w), opt_float(predicted_utility), opt_float(verified_utility), blob, now)
             for d, w in zip(mixture.domains, mixture.weights)
         ]
+        store = self._store()
         with self.connect() as con:
             try:
                 con.execute("BEGIN TRANSACTION")
                 con.execute("DELETE FROM chosen_mixture WHERE stage = ?", [str(stage)])
                 con.executemany("INSERT INTO chosen_mixture VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+                if store is not None:
+                    store.put_json(*index.chosen_record(str(stage), rows), overwrite=True)
                 con.execute("COMMIT")
             except Exception:
                 con.execute("ROLLBACK")
@@ -362,7 +385,7 @@ class EvaluationDatabase(dg.ConfigurableResource):
         final_loss: float,
         checkpoint_uri: str,
     ) -> None:
-        """Insert or replace one finished training run (keyed by its content id).
+        """Insert or replace one finished training run (keyed by its content id); the store's record first.
 
         The checkpoint is already stored when this runs, so a rerun would reuse it and never record the run
         again: when the file stays locked past ``lock_timeout_s`` the row is kept in ``<db>.pending/`` and
@@ -370,9 +393,12 @@ class EvaluationDatabase(dg.ConfigurableResource):
         """
         row = {
             "stage": stage, "run_id": run_id, "study": study, "alpha": {str(k): float(v) for k, v in alpha.items()},
-            "seed": int(seed), "tokens": int(tokens), "seconds": float(seconds), "final_loss": _opt_float(final_loss),
-            "checkpoint_uri": checkpoint_uri, "finished_at": _utcnow().isoformat(),
+            "seed": int(seed), "tokens": int(tokens), "seconds": float(seconds), "final_loss": opt_float(final_loss),
+            "checkpoint_uri": checkpoint_uri, "finished_at": utcnow().isoformat(),
         }
+        store = self._store()
+        if store is not None:
+            store.put_json(*index.training_run_record(row), overwrite=True)
         try:
             with self.connect() as con:
                 self._write_training_runs(con, [row])
@@ -386,8 +412,7 @@ class EvaluationDatabase(dg.ConfigurableResource):
             tmp.replace(folder / f"{name}.json")
 
     def _pending_dir(self) -> Path:
-        path = Path(self.path).expanduser()
-        return path.with_name(path.name + ".pending")
+        return Path(self.path).expanduser().with_name(Path(self.path).name + ".pending")
 
     @staticmethod
     def _write_training_runs(con: duckdb.DuckDBPyConnection, rows: list[dict]) -> None:
@@ -408,16 +433,13 @@ class EvaluationDatabase(dg.ConfigurableResource):
             f.unlink()
         return len(files)
 
-    def training_runs(self, stage: str) -> pd.DataFrame:
-        """Rows of ``training_runs`` of ``stage``, ``alpha`` as plain dicts (pending rows written first)."""
+    def training_runs(self, stage: str | None = None) -> pd.DataFrame:
+        """Rows of ``training_runs`` of ``stage`` (or all), ``alpha`` as plain dicts (pending rows written first)."""
         if self._pending_dir().is_dir():
             with self.connect() as con:
                 self._flush_pending(con)
-        df = self.query(
-            "SELECT stage, run_id, study, map_keys(alpha) AS _ak, map_values(alpha) AS _av, seed, tokens, seconds, "
-            "final_loss, checkpoint_uri, finished_at FROM training_runs WHERE stage = ? ORDER BY run_id",
-            [stage],
-        )
+        where = "WHERE stage = ?" if stage is not None else ""
+        df = self.query(f"{TRAINING_SELECT} {where} ORDER BY stage, run_id", [stage] if stage is not None else [])
         df.insert(3, "alpha", [dict(zip(map(str, k), map(float, v))) for k, v in zip(df["_ak"], df["_av"])])
         return df.drop(columns=["_ak", "_av"])
 

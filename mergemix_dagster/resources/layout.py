@@ -153,3 +153,31 @@ def loss_history_key(checkpoint_key: str) -> str:
 
 
 TOKENIZER_POINTER = f"{TOKENIZER}/current.json"
+
+# The store's copy of what DuckDB holds (``resources/index.py``): the database is rebuilt from these records.
+INDEX_PREFIX = "index/"
+
+
+def _index_name(name: str) -> str:
+    return hashlib.sha256(str(name).encode()).hexdigest()[:24]
+
+
+def _index_stage(stage: str) -> str:
+    """The stage as a folder name: itself when it is a valid stage name, else a hash (never leaves the prefix)."""
+    import re
+
+    return stage if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", str(stage)) else f"_{_index_name(stage)}"
+
+
+def index_evaluations_key(stage: str, candidate_id: str) -> str:
+    """Every evaluation row of one candidate of ``stage``."""
+    return f"{INDEX_PREFIX}{_index_stage(stage)}/evaluations/{_index_name(candidate_id)}.json"
+
+
+def index_chosen_key(stage: str) -> str:
+    return f"{INDEX_PREFIX}{_index_stage(stage)}/chosen_mixture.json"
+
+
+def index_training_run_key(stage: str, run_id: str) -> str:
+    return f"{INDEX_PREFIX}{_index_stage(stage)}/training_runs/{_index_name(run_id)}.json"
+

@@ -42,8 +42,40 @@ def dagster_instance(settings: Settings) -> dg.DagsterInstance:
         return dg.DagsterInstance.get()
 
 
+def known_stages(settings: Settings) -> list[str]:
+    """The stages a run may name: the initial stage, the config's ``stages.checkpoints``, and every stage
+    registered in the store (``stage add``, ``midtrain``, the checkpoint sensor) and not removed since."""
+    from mergemix_dagster.resources import CheckpointStore, layout
+
+    store = CheckpointStore(root=settings.store_uri)
+    registered = []
+    if store.is_s3 or Path(settings.store_uri).is_dir():
+        for key in store.list_keys(layout.STAGES_PREFIX):
+            if key.endswith("/registration.json") and not store.get_json(key).get("removed_at"):
+                registered.append(key.split("/")[1])
+    return list(dict.fromkeys([settings.initial_stage, *settings.stages.checkpoints, *registered]))
+
+
+def check_known_stage(settings: Settings, stage: str) -> None:
+    """``InvalidStageNameError`` for a name that cannot be a stage, ``UnknownStageError`` (listing the known
+    stages) for a valid name nothing registered: a typo must not become a Dagster partition."""
+    from mergemix_dagster.core.errors import UnknownStageError
+    from mergemix_dagster.core.settings import check_stage_name
+
+    check_stage_name(stage)
+    known = known_stages(settings)
+    if stage not in known:
+        raise UnknownStageError(
+            f"stage {stage!r} is not a known stage (known: {', '.join(known)}); new stages come from "
+            "`mergemix stage add NAME --checkpoint DIR` or `mergemix midtrain --name NAME`"
+        )
+
+
 def register_stage(instance: dg.DagsterInstance, stage: str) -> bool:
-    """Add a stage partition; returns False when it was already there."""
+    """Add a stage partition (a valid stage name only); returns False when it was already there."""
+    from mergemix_dagster.core.settings import check_stage_name
+
+    check_stage_name(stage)
     if instance.has_dynamic_partition(STAGE_PARTITIONS_NAME, stage):
         return False
     instance.add_dynamic_partitions(STAGE_PARTITIONS_NAME, [stage])

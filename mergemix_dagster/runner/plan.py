@@ -8,9 +8,9 @@ next step sees what the previous one made.
 
 A flat stage (``search.hierarchy: none``):
 
-1. once: ``changed_general_corpus``, ``changed_domain_corpora``, ``damaged_expert_checkpoints``,
-   ``changed_stage_base``: sources whose files changed since they were read, and experts whose files were
-   damaged. Dagster cannot see a file change before the file is read again (no sensor daemon here).
+1. once: ``changed_general_corpus``, ``changed_domain_corpora``, ``changed_stage_base``,
+   ``damaged_expert_checkpoints``: sources whose files changed since they were read, a stored base or experts
+   whose files were damaged or deleted (the base first: a retrained expert reads it). Dagster cannot see a file change before the file is read again (no sensor daemon here).
 2. until fresh: ``stale_layer``, the first layer (foundation → corpora → stage base → experts → optimize)
    that is missing or stale by Dagster's data and code versions (``staleness.py``).
 3. once: ``stale_evaluations``, the optimize layer again when evaluation rows were scored under other task
@@ -114,7 +114,8 @@ def changed_domain_corpora(ctx: PlanContext) -> list[PlannedRun]:
 
 
 def damaged_experts(settings: Settings, stage: str) -> list[str]:
-    """Domains whose current expert checkpoint fails its cheap check (a truncated, replaced or edited file).
+    """Domains whose current expert checkpoint fails its cheap check (a truncated, replaced or edited file) or
+    whose checkpoint folder was deleted.
 
     The damaged copy is quarantined (kept aside, not deleted) so its expert is trained again; a retrained
     expert with the same content leaves everything downstream fresh.
@@ -130,7 +131,9 @@ def damaged_experts(settings: Settings, stage: str) -> list[str]:
         if not store.exists(pointer_key):
             continue
         key = store.get_json(pointer_key)["key"]
-        if not store.exists(key):
+        if not store.exists(key):  # a deleted folder is retrained like a damaged one, never left to fail later
+            logging.getLogger(__name__).warning(f"expert {d!r} of stage {stage!r}: {store.uri(key)} is gone, retraining")
+            damaged.append(d)
             continue
         try:
             store.verify_dir(key, f"expert {d!r} of stage {stage!r}")
@@ -143,24 +146,28 @@ def damaged_experts(settings: Settings, stage: str) -> list[str]:
 
 
 def damaged_expert_checkpoints(ctx: PlanContext) -> list[PlannedRun]:
-    """``experts_job`` per expert whose checkpoint files are damaged (quarantined by ``damaged_experts``)."""
+    """``experts_job`` per expert whose checkpoint files are damaged (quarantined by ``damaged_experts``) or gone."""
     return [PlannedRun("experts_job", expert_partition_key(d, ctx.stage), f"the checkpoint of expert {d!r} is damaged")
             for d in damaged_experts(ctx.settings, ctx.stage)]
 
 
 def changed_stage_base(ctx: PlanContext) -> list[PlannedRun]:
-    """``stage_base_job`` when the stage's outside checkpoint (``model.base``, or the registered mid-training
-    checkpoint) changed since it was read; the embedded base of the initial stage has no outside source."""
+    """``stage_base_job`` when the stored base checkpoint was deleted, or the stage's outside checkpoint
+    (``model.base``, or the registered mid-training checkpoint) changed since it was read; the embedded base of
+    the initial stage has no outside source."""
     from mergemix_dagster.assets.base import checkpoint_source_fingerprint
     from mergemix_dagster.resources import CheckpointStore
-    from mergemix_dagster.resources.layout import stage_registration
+    from mergemix_dagster.resources.layout import base_pointer, stage_registration
 
     settings, stage = ctx.settings, ctx.stage
+    store = CheckpointStore(root=settings.store_uri)
+    pointer = store.get_json(base_pointer(stage)) if store.exists(base_pointer(stage)) else {}
+    if "key" in pointer and not store.exists(pointer["key"]):  # deleted: made again, like a deleted expert
+        return [PlannedRun("stage_base_job", stage, f"the base checkpoint {store.uri(pointer['key'])} is gone")]
     if stage == settings.initial_stage and settings.model.base == "embedded":
         return []
     source = settings.model.base if stage == settings.initial_stage else None
     if source is None:
-        store = CheckpointStore(root=settings.store_uri)
         key = stage_registration(stage)
         source = store.get_json(key)["checkpoint"] if store.exists(key) else None
     metadata = latest_metadata(ctx.instance, "stage_base", stage)
@@ -228,7 +235,7 @@ def stale_evaluation_rows(settings: Settings, stage: str) -> int:
     if not store.exists(candidates_key(stage)):
         return 0
     ids = {c["candidate_id"] for c in store.get_json(candidates_key(stage))["candidates"]} | {"base"}
-    rows = EvaluationDatabase(path=settings.database_path).evaluations(stage)
+    rows = EvaluationDatabase(path=settings.database_path, store_root=settings.store_uri).evaluations(stage)
     pairs = {(t.name, t.metric) for t in settings.evaluation.tasks}
     current = evaluation_fingerprints(settings)
     return sum(
@@ -301,7 +308,7 @@ class Step:
 
 
 FLAT_STEPS = (
-    Step((changed_general_corpus, changed_domain_corpora, damaged_expert_checkpoints, changed_stage_base), once=True),
+    Step((changed_general_corpus, changed_domain_corpora, changed_stage_base, damaged_expert_checkpoints), once=True),
     Step((stale_layer,)),
     Step((stale_evaluations,), once=True),
     Step((stale_layer,)),

@@ -22,7 +22,7 @@ def stage_report(s, instance: dg.DagsterInstance, stage: str):
     from mergemix_dagster.core.plots import tradeoff_plot
     from mergemix_dagster.resources.artifacts import configured_rows
 
-    database = EvaluationDatabase(path=s.database_path)
+    database = EvaluationDatabase(path=s.database_path, store_root=s.store_uri)
     chosen = database.query(
         "SELECT domain, weight, predicted_utility, verified_utility, details FROM chosen_mixture WHERE stage = ?", [stage]
     )

@@ -22,6 +22,7 @@ from mergemix_dagster.core.settings import Settings
 from mergemix_dagster.runner.instance import (
     OWNER_TAG,
     STAGE_TAG,
+    check_known_stage,
     dagster_instance,
     fail_abandoned_runs,
     home_lock,
@@ -32,7 +33,7 @@ from mergemix_dagster.runner.plan import PlanContext, PlannedRun, PlanState, Ste
 
 # the CLI and the sensors import these from here
 __all__ = [
-    "OWNER_TAG", "STAGE_TAG", "corpus_changes", "dagster_instance", "execute", "fail_abandoned_runs", "home_lock",
+    "OWNER_TAG", "STAGE_TAG", "check_known_stage", "corpus_changes", "dagster_instance", "execute", "fail_abandoned_runs", "home_lock",
     "owner_tag", "register_stage", "run_report", "run_stage", "run_validation",
 ]
 
@@ -72,6 +73,7 @@ def run_stage(
     second stage reuses the corpora and tokenizer of the first. Raises on the first failed run.
     """
     timings: dict[str, float] = {}
+    check_known_stage(settings, stage)  # before the lock and before anything is registered
     with home_lock(settings):
         fail_abandoned_runs(instance)
         register_stage(instance, stage)

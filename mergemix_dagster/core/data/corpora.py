@@ -123,11 +123,40 @@ def _visible(f: Path, root: Path) -> bool:
     return not any(part.startswith(".") for part in f.relative_to(root).parts)
 
 
+#: set to 1 to read corpus files that are symlinks to places outside the folder named in ``paths``
+ALLOW_OUTSIDE_LINKS = "MERGEMIX_ALLOW_OUTSIDE_LINKS"
+
+
+def _glob_root(raw: str | Path) -> Path:
+    """The folder a glob cannot leave: its path up to the first part with a wildcard."""
+    parts = Path(raw).expanduser().parts
+    fixed = [p for p in parts[: next(i for i, p in enumerate(parts) if is_glob(p))]]
+    return Path(*fixed) if fixed else Path(".")
+
+
+def _inside(f: Path, root: Path, raw: str | Path) -> Path:
+    """``f``, unless it is a symlink (or under one) that resolves outside ``root``: ``CorpusError`` naming the
+    setting that allows it. A corpus is read into the store and the UI's previews, so a link to ``/etc/shadow``
+    must not be."""
+    import os
+
+    if os.environ.get(ALLOW_OUTSIDE_LINKS) == "1":
+        return f
+    target, base = f.resolve(), root.resolve()
+    if not target.is_relative_to(base):
+        raise CorpusError(
+            f"corpus path {raw}: {f} is a link to {target}, outside {base}; copy the file in, or set "
+            f"{ALLOW_OUTSIDE_LINKS}=1 to read links that leave the corpus folder"
+        )
+    return f
+
+
 def expand_paths(paths: Sequence[str | Path]) -> list[Path]:
     """The corpus files ``paths`` name, in order: files as given, directories and globs expanded (sorted).
 
-    Raises ``CorpusError`` for a path that does not exist and for a directory or glob without a
-    supported file, so a typo fails before any training.
+    Raises ``CorpusError`` for a path that does not exist, for a directory or glob without a supported file,
+    for a device, pipe or socket, and for a symlink that leaves the folder ``paths`` names (the file's own
+    folder for a file) unless ``$MERGEMIX_ALLOW_OUTSIDE_LINKS`` is 1, so a typo fails before any training.
     """
     if isinstance(paths, (str, Path)):
         paths = [paths]
@@ -141,14 +170,16 @@ def expand_paths(paths: Sequence[str | Path]) -> list[Path]:
                 raise CorpusError(
                     f"corpus glob {raw} matches no {'/'.join(SUPPORTED_SUFFIXES)} file ({len(matched)} paths matched)"
                 )
-            files.extend(found)
+            files.extend(_inside(f, _glob_root(raw), raw) for f in found)
         elif path.is_dir():
             found = sorted(f for f in path.rglob("*") if f.is_file() and _suffix(f) and _visible(f, path))
             if not found:
                 raise CorpusError(f"corpus directory {path} holds no {'/'.join(SUPPORTED_SUFFIXES)} file")
-            files.extend(found)
+            files.extend(_inside(f, path, raw) for f in found)
+        elif path.is_file():
+            files.append(_inside(path, path.absolute().parent, raw))
         elif path.exists():
-            files.append(path)
+            raise CorpusError(f"corpus path {path} is not a regular file or folder (a device, pipe or socket)")
         else:
             raise CorpusError(f"corpus path does not exist: {path}")
     return files
