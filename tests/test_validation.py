@@ -146,7 +146,7 @@ def test_judging_the_same_runs_on_another_metric_is_refused_or_a_new_attempt(val
 
     def validate_with(protocol: dict):
         raw = yaml.safe_load(pipeline_config.read_text())
-        raw["validation"]["protocol"] = protocol
+        raw["validation"]["protocol"] = raw["validation"].get("protocol", {}) | protocol  # only the metric changes
         path = tmp_path / f"protocol-{len(protocol)}.yaml"
         path.write_text(yaml.safe_dump(raw))
         edited = load_settings(str(path))
@@ -164,4 +164,7 @@ def test_judging_the_same_runs_on_another_metric_is_refused_or_a_new_attempt(val
     report = (settings.home_path / "validation" / "s0" / "report.md").read_text()
     assert "Other attempts on this stage" in report and "attempt 1" in report
     after = db.training_runs("s0")
-    assert list(after["finished_at"]) == list(before["finished_at"])  # the same runs, judged again, none retrained
+    kept = after[after["run_id"].isin(before["run_id"])]
+    assert list(kept["finished_at"]) == list(before["finished_at"])  # the same runs, judged again, none retrained
+    # only an arm the metric decides may add runs: the best single domain is the best expert on the metric
+    assert set(after[~after["run_id"].isin(before["run_id"])]["study"]) <= {"quality:best_single_domain"}
