@@ -8,9 +8,11 @@ import math
 import dagster as dg
 import numpy as np
 import pytest
+import yaml
 
 from mergemix_dagster.runner.stage import run_validation
-from mergemix_dagster.resources import EvaluationDatabase
+from mergemix_dagster.resources import CheckpointStore, EvaluationDatabase
+from mergemix_dagster.resources.layout import design_key
 
 
 def _latest(instance, key: str, partition: str):
@@ -62,25 +64,51 @@ def test_fidelity_figures_and_rank_check_are_reported(validated):
     assert evaluation.severity == dg.AssetCheckSeverity.ERROR  # below the threshold the ranking is not trusted
 
 
-def test_mixture_quality_trains_every_arm_on_every_seed(validated):
+def test_mixture_quality_trains_every_arm_on_every_protocol_seed(validated):
+    settings, _, instance = validated
+    p = settings.validation.protocol
+    quality = json.loads((settings.home_path / "validation" / "s0" / "quality.json").read_text())
+    assert {(r["arm"], r["seed"]) for r in quality["runs"]} == {(a, s) for a in p.arms for s in p.seeds}
+    assert set(p.arms) == {"uniform", "natural", "regmix", "best_single_domain", "chosen"} and len(p.seeds) >= 3
+    caps = list(settings.capabilities)
+    for r in quality["runs"]:  # every run: the declared metric, every capability, every held-out task, the hash
+        assert r["protocol_hash"] == quality["protocol"]["hash"]
+        assert r["metric"] == pytest.approx(np.mean([r[c] for c in caps]))  # macro-average, all maximized
+        assert all(c in r for c in caps) and "heldout:mm_arith_words" in r
+    assert max(quality["arms"]["best_single_domain"].values()) == 1.0
+    assert quality["arms"]["natural"] == pytest.approx(quality["natural_prior"])
+    # RegMix proper: its own swarm, trained, never the chosen mixture, none of the validation design
+    design = CheckpointStore(root=settings.store_uri).get_json(design_key("s0"))
+    swarm = quality["regmix"]
+    assert len(swarm["runs"]) == p.regmix_runs
+    chosen = quality["arms"]["chosen"]
+    assert all(sum(abs(m[d] - chosen[d]) for d in chosen) >= 0.05 for m in swarm["mixtures"])
+    runs = EvaluationDatabase(path=settings.database_path).training_runs("s0")
+    assert set(swarm["runs"]) <= set(runs[runs["study"] == "regmix_swarm"]["run_id"])
+    assert not set(swarm["runs"]) & set(runs[runs["study"].isin(["fidelity", "dual"])]["run_id"])
+    assert all(m != d["alpha"] for m in swarm["mixtures"] for d in design["fidelity"] + design["dual"])
+    # margins: chosen minus each arm on the declared metric, paired by seed, with the t-interval's verdict
+    by = {(r["arm"], r["seed"]): r["metric"] for r in quality["runs"]}
+    assert set(quality["margins"]) == set(p.arms) - {"chosen"}
+    for arm, m in quality["margins"].items():
+        assert m["per_seed"] == pytest.approx([by[("chosen", s)] - by[(arm, s)] for s in sorted(p.seeds)])
+        assert m["low"] <= m["mean"] <= m["high"] and m["beats"] == (m["low"] > 0)
+    assert quality["beats_every_arm"] == all(m["beats"] for m in quality["margins"].values())
+    assert set(quality["heldout_vs_uniform"]) == {"heldout:mm_arith_words"}
+    meta = _latest(instance, "mixture_quality", "s0").metadata
+    assert meta["protocol_hash"].value == quality["protocol"]["hash"]
+    assert quality["attempt"]["number"] == 1 and quality["attempt"]["judged_at"]
+
+
+def test_report_header_carries_the_protocol_and_its_hash(validated):
     settings, _, instance = validated
     quality = json.loads((settings.home_path / "validation" / "s0" / "quality.json").read_text())
-    arms = {(r["arm"], r["seed"]) for r in quality["runs"]}
-    assert arms == {(a, s) for a in ("uniform", "regmix", "best_single_domain", "chosen") for s in (0, 1)}
-    assert all("heldout:mm_arith_words" in r for r in quality["runs"])
-    # the best single-domain arm is a vertex; every arm is compared with the chosen one on the objective, per seed
-    assert max(quality["arms"]["best_single_domain"].values()) == 1.0
-    margins = _latest(instance, "mixture_quality", "s0").metadata["chosen_minus"].value
-    assert set(margins) == {"uniform", "regmix", "best_single_domain"}
-    by = {(r["arm"], r["seed"]): r["objective"] for r in quality["runs"]}
-    for arm, m in margins.items():
-        assert m["per_seed"] == pytest.approx([by[("chosen", s)] - by[(arm, s)] for s in (0, 1)], abs=1e-4)  # shown to 4 digits
-    assert quality["chosen_beats_every_baseline"] == all(m["mean"] > quality["seed_noise"] for m in margins.values())
-    for m in margins.values():  # paired noise: the spread of the per-seed margins (the arms share seeds)
-        assert m["paired_noise"] == pytest.approx(float(np.std(m["per_seed"], ddof=1)), abs=2e-4)
-    assert quality["chosen_beats_every_baseline_paired"] == all(m["mean"] > m["paired_noise"] for m in margins.values())
     report = (settings.home_path / "validation" / "s0" / "report.md").read_text()
-    assert "Cost of the search" in report and "Task vectors" in report
+    header = report.split("## Mixture quality")[0]
+    assert f"Protocol hash: **`{quality['protocol']['hash']}`**" in header
+    assert "metric: **macro_average**" in header and "seeds: 7001, 7002, 7003" in header
+    assert "Cost of the search" in report and f"RegMix proper ({settings.validation.protocol.regmix_runs} swarm runs)" in report and "Task vectors" in report
+    assert _latest(instance, "validation_report", "s0").metadata["protocol_hash"].value == quality["protocol"]["hash"]
 
 
 def test_surrogate_cv_check_runs_with_the_optimize_job(validated):
@@ -103,3 +131,40 @@ def test_second_validation_trains_nothing(validated):
     after = db.training_runs("s0")
     assert list(after["finished_at"]) == list(before["finished_at"])  # nothing retrained or overwritten
     assert len(db.evaluations("s0")) == rows_before
+
+
+def test_judging_the_same_runs_on_another_metric_is_refused_or_a_new_attempt(validated, pipeline_config, tmp_path):
+    """Runs last in this module: it adds a second attempt to the stage's ledger."""
+    from mergemix_dagster.cli.errors import named_error
+    from mergemix_dagster.core.errors import ProtocolChangedError
+    from mergemix_dagster.core.settings import load_settings
+    from mergemix_dagster.definitions import build_definitions
+
+    settings, _, instance = validated
+    db = EvaluationDatabase(path=settings.database_path)
+    before = db.training_runs("s0")
+
+    def validate_with(protocol: dict):
+        raw = yaml.safe_load(pipeline_config.read_text())
+        raw["validation"]["protocol"] = raw["validation"].get("protocol", {}) | protocol  # only the metric changes
+        path = tmp_path / f"protocol-{len(protocol)}.yaml"
+        path.write_text(yaml.safe_dump(raw))
+        edited = load_settings(str(path))
+        run_validation(build_definitions(edited, config=str(path)), edited, instance, "s0")
+        return edited
+
+    with pytest.raises(Exception) as refused:
+        validate_with({"metric": "capability:math"})
+    assert isinstance(named_error(refused.value), ProtocolChangedError)
+    validate_with({"metric": "capability:math", "new_attempt": "math alone, decided after attempt 1"})
+    quality = json.loads((settings.home_path / "validation" / "s0" / "quality.json").read_text())
+    assert quality["attempt"]["number"] == 2 and quality["attempt"]["reason"].startswith("math alone")
+    assert [a["number"] for a in quality["attempts"]] == [1, 2] and quality["attempts"][0]["judged_at"]
+    assert all(r["metric"] == pytest.approx(r["math"]) for r in quality["runs"])
+    report = (settings.home_path / "validation" / "s0" / "report.md").read_text()
+    assert "Other attempts on this stage" in report and "attempt 1" in report
+    after = db.training_runs("s0")
+    kept = after[after["run_id"].isin(before["run_id"])]
+    assert list(kept["finished_at"]) == list(before["finished_at"])  # the same runs, judged again, none retrained
+    # only an arm the metric decides may add runs: the best single domain is the best expert on the metric
+    assert set(after[~after["run_id"].isin(before["run_id"])]["study"]) <= {"quality:best_single_domain"}

@@ -163,7 +163,8 @@ def print_mixture(settings, stage: str, dagster_home: str = "", config: str = ""
 
 
 @verb(
-    "validate", "proxy-fidelity study: train reference models on real mixtures, compare with merged proxies",
+    "validate", "proxy-fidelity study, and the pre-registered trained comparison of the chosen mixture with its "
+    "baselines (validation.protocol: metric, seeds, arms declared before any run; docs/validation.md)",
     "  mergemix validate                    # stage s0; runs `mergemix run` first if needed\n"
     "  mergemix validate --config smoke --stage s0",
 )
@@ -177,10 +178,12 @@ def validate(config: str, stage: str, log_level: str) -> int:
     record(settings, config, "mergemix validate")
     stage = stage or settings.initial_stage
     v = settings.validation
+    p = v.protocol
     print(
         f"mergemix: validating stage {stage!r}: {v.n_mixtures} mixtures + {len(v.dual_alphas)} dual-capability points "
-        f"trained with the expert recipe ({settings.experts.tokens:,} tokens each), {v.quality_seeds} seed(s) per "
-        "mixture-quality arm; finished runs are reused",
+        f"trained with the expert recipe ({settings.experts.tokens:,} tokens each); pre-registered comparison "
+        f"(validation.protocol): arms {', '.join(p.arms)} at seeds {p.seeds}, judged on {p.metric} at "
+        f"{p.confidence:.0%} confidence, RegMix proper on its own swarm of {p.regmix_runs} runs; finished runs are reused",
         flush=True,
     )
     instance = dagster_instance(settings)

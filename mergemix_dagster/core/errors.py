@@ -112,3 +112,13 @@ class TrainerCommandError(MergeMixError):
 
 class PairedAnalysisError(MergeMixError):
     """Per-item scores cannot support a paired comparison: too few items or mixtures, or shapes that differ."""
+
+
+class ProtocolError(ConfigError):
+    """The validation protocol (``validation.protocol``) cannot be run as declared: fewer than 3 seeds, an
+    unknown metric or arm, repeated seeds."""
+
+
+class ProtocolChangedError(ProtocolError):
+    """The validation protocol of a stage changed after its results were judged: a new yardstick on the same
+    runs is a new, dated attempt (``validation.protocol.new_attempt``), never a silent re-judging."""

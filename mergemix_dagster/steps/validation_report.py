@@ -1,11 +1,13 @@
-"""The validation study's report: what the MergeMix search cost next to a training-based search, the
-mixture-quality summary over seeds, and one markdown page of the whole study (``validation_report``)."""
+"""The validation study's report: what the MergeMix search cost next to RegMix proper's swarm, the
+pre-registered protocol and its hash, the judged mixture quality, and one markdown page of the whole study
+(``validation_report``)."""
+
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 
 from mergemix_dagster.core.evaluation.fidelity import SearchCost, cost_markdown
-from mergemix_dagster.core.mixture import Mixture
 from mergemix_dagster.core.settings import Settings
 from mergemix_dagster.resources import CheckpointStore, EvaluationDatabase, layout
 from mergemix_dagster.resources.artifacts import read_pointer
@@ -29,10 +31,11 @@ def search_evaluation_counts(evals: pd.DataFrame) -> dict[str, int]:
     return {str(k): int(n) for k, n in rows.groupby("kind")["candidate_id"].nunique().items()}
 
 
-def search_costs(s: Settings, store: CheckpointStore, database: EvaluationDatabase, stage: str) -> list[SearchCost]:
+def search_costs(s: Settings, store: CheckpointStore, database: EvaluationDatabase, stage: str,
+                 swarm_runs: Sequence[str] = ()) -> list[SearchCost]:
     """MergeMix search (K experts + every search evaluation: base, seed design, DeMix rounds, verification) vs
-    the training-based search the validation ran (one reference run + evaluation per fidelity mixture), from
-    recorded runs. An expert without a training record makes the tokens and seconds "unknown"."""
+    RegMix proper (its swarm of trained runs ``swarm_runs``, one evaluation each), from recorded runs. A run
+    without a training record makes the tokens and seconds "unknown", never the recipe's planned value."""
     runs = database.training_runs(stage)
     experts = []
     for d in s.domain_names:
@@ -46,21 +49,83 @@ def search_costs(s: Settings, store: CheckpointStore, database: EvaluationDataba
     n_search_evals = int(search[["kind", "candidate_id"]].drop_duplicates().shape[0])
     timing_key = result_key(stage, "proxy_eval_timing.json")
     per_eval = store.get_json(timing_key)["seconds_per_evaluation"] if store.exists(timing_key) else float("nan")
-    refs = runs[runs["study"] == "fidelity"] if not runs.empty else runs
-    n_refs = len(refs)
+    recorded = runs.set_index("run_id") if not runs.empty else None
+    swarm = [(int(recorded.at[r, "tokens"]), float(recorded.at[r, "seconds"]))
+             if recorded is not None and r in recorded.index else (None, float("nan")) for r in swarm_runs]
+    swarm_tokens = None if any(t is None for t, _ in swarm) else sum(t for t, _ in swarm)
     return [
         SearchCost("MergeMix (K experts, merged proxies)", len(experts), tokens,
                    sum(x for _, x in experts), n_search_evals, n_search_evals * per_eval),
-        SearchCost(f"training-based ({n_refs} reference runs)", n_refs, int(refs["tokens"].sum()) if n_refs else 0,
-                   float(refs["seconds"].sum()) if n_refs else 0.0, n_refs, n_refs * per_eval),
+        SearchCost(f"RegMix proper ({len(swarm)} swarm runs)", len(swarm), swarm_tokens,
+                   float(sum(x for _, x in swarm)), len(swarm), len(swarm) * per_eval),
     ]
 
 
-def report_markdown(s: Settings, stage: str, fidelity: dict, quality: dict, vectors: dict, costs) -> str:
-    """The study as one markdown page: fidelity by capability, mixture quality, cost, task vectors."""
+def protocol_markdown(quality: dict) -> list[str]:
+    """The report's header: the pre-registered protocol, its hash and the ledger of attempts on this stage."""
+    p, attempt = quality["protocol"], quality["attempt"]
+    lines = [f"Protocol hash: **`{p['hash']}`** — attempt {attempt['number']} ({attempt['reason']}), registered "
+             f"{attempt['registered_at']}, judged {attempt['judged_at']}.", "",
+             "## Protocol (declared in `validation.protocol` before any quality run trained)", "",
+             f"- metric: **{p['metric']}** (higher is better; a minimized capability enters negated)",
+             f"- seeds: {', '.join(str(x) for x in p['seeds'])}",
+             f"- arms: {', '.join(p['arms'])}",
+             f"- confidence: {p['confidence']} (two-sided paired t-interval over seeds; the chosen mixture *beats* an "
+             "arm when the lower bound > 0, *loses* when the upper bound < 0; held out: *no worse than uniform* "
+             "when the upper bound of chosen − uniform ≥ 0)",
+             f"- RegMix swarm: {p['regmix_runs']} runs, Dirichlet({p['regmix_concentration']} · natural prior), "
+             f"seed {p['regmix_seed']}"]
+    earlier = [a for a in quality.get("attempts", []) if a["hash"] != p["hash"]]
+    if earlier:
+        lines += ["", "Other attempts on this stage (kept as they were):", ""]
+        lines += [f"- attempt {a['number']} `{a['hash']}` ({a['reason']}): metric {a['protocol']['metric']}, seeds "
+                  f"{a['protocol']['seeds']}, registered {a['registered_at']}, judged {a.get('judged_at') or 'never'}"
+                  for a in earlier]
+    return lines + [""]
+
+
+def quality_markdown(s: Settings, quality: dict) -> list[str]:
+    """Arms, arms × capabilities × seeds, the chosen arm's margins with intervals, held out vs uniform."""
     caps = list(s.capabilities)
-    lines = [f"# Validation of stage {stage}", ""]
-    lines += [f"Overall Spearman ρ (proxy vs trained, n = {fidelity['n']}): **{fidelity['overall_spearman']:.3f}** "
+    runs = pd.DataFrame(quality["runs"])
+    heldout = [c for c in runs.columns if c.startswith("heldout:")]
+    metric = quality["protocol"]["metric"]
+    conf = f"{100 * quality['protocol']['confidence']:.0f} %"
+    lines = ["## Mixture quality (trained with the expert recipe at every protocol seed)", "",
+             pd.DataFrame([{"arm": a, **w} for a, w in quality["arms"].items()]).to_markdown(index=False, floatfmt=".3f"),
+             "", f"Every run (metric = {metric}):", "",
+             runs[["arm", "seed", "metric", *caps, *heldout]].to_markdown(index=False, floatfmt=".4f"), "",
+             f"Chosen minus each arm on **{metric}**, paired by seed ({conf} t-interval):", "",
+             "| vs | margin | interval | per seed | verdict |", "|---|---|---|---|---|"]
+    for arm, m in quality["margins"].items():
+        lines.append(f"| {arm} | {m['mean']:+.4f} | [{m['low']:+.4f}, {m['high']:+.4f}] | "
+                     f"{', '.join(f'{x:+.4f}' for x in m['per_seed'])} | {m['verdict']} |")
+    verdict = "beats every arm beyond noise" if quality["beats_every_arm"] else "does not beat every arm beyond noise"
+    lines += ["", f"The chosen mixture **{verdict}** on the declared metric.", ""]
+    if quality["heldout_vs_uniform"]:
+        lines += [f"Held out, chosen minus uniform ({conf} t-interval):", "",
+                  "| task | margin | interval | no worse beyond noise |", "|---|---|---|---|"]
+        lines += [f"| {h} | {m['mean']:+.4f} | [{m['low']:+.4f}, {m['high']:+.4f}] | {'yes' if m['no_worse'] else 'no'} |"
+                  for h, m in quality["heldout_vs_uniform"].items()]
+        lines.append("")
+    regmix = quality.get("regmix") or {}
+    if regmix:
+        lines += [f"RegMix proper: LightGBM fitted on its own {len(regmix['runs'])} trained runs (seed "
+                  f"{regmix['seed']}) only; out-of-fold Spearman ρ "
+                  + ", ".join(f"{c} {_fmt(v)}" for c, v in regmix["cv_spearman"].items()) + ".", ""]
+    single = quality.get("best_single_domain") or {}
+    if single:
+        lines += [f"Best single domain: {single['domain']} (its expert's {metric} in the seed design: "
+                  + ", ".join(f"{d} {v:.4f}" for d, v in single["proxy_metric"].items()) + ").", ""]
+    return lines
+
+
+def report_markdown(s: Settings, stage: str, fidelity: dict, quality: dict, vectors: dict, costs) -> str:
+    """The study as one markdown page: the protocol and its hash, mixture quality, fidelity, cost, task vectors."""
+    caps = list(s.capabilities)
+    lines = [f"# Validation of stage {stage}", "", *protocol_markdown(quality), *quality_markdown(s, quality)]
+    lines += ["## Proxy fidelity", "",
+              f"Overall Spearman ρ (proxy vs trained, n = {fidelity['n']}): **{fidelity['overall_spearman']:.3f}** "
               f"(threshold {s.validation.min_spearman:.2f}); capability recovery {fidelity['overall_recovery']:.3f}.", ""]
     lines += ["| capability | ρ | recovery | gain recovery | dual-capability ρ |", "|---|---|---|---|---|"]
     for c in caps:
@@ -70,17 +135,6 @@ def report_markdown(s: Settings, stage: str, fidelity: dict, quality: dict, vect
         lines.append(f"| {k} (held out) | {_fmt(v)} | | | |")
     lines += ["", "Mixtures (overall = macro-average of capability scores):", "",
               pd.DataFrame(fidelity["mixtures"]).to_markdown(index=False, floatfmt=".3f"), ""]
-    runs = pd.DataFrame(quality["runs"])
-    lines += ["## Mixture quality (trained with the expert recipe)", "",
-              pd.DataFrame([{"arm": a, **w} for a, w in quality["arms"].items()]).to_markdown(index=False, floatfmt=".3f"),
-              "", runs.to_markdown(index=False, floatfmt=".3f"), "",
-              "Chosen minus each baseline on the search objective (seed noise: largest per-arm std "
-              f"{quality.get('seed_noise', float('nan')):.4f}):", "",
-              *[f"- vs {arm}: {v['mean']:+.4f} (per seed: {', '.join(f'{x:+.4f}' for x in v['per_seed'])}; "
-                f"paired noise, the std of those: {v.get('paired_noise', float('nan')):.4f})"
-                for arm, v in quality.get("chosen_minus", {}).items()],
-              *[f"- held out {h}, chosen − uniform: {v['mean']:+.4f} (noise {v['noise']:.4f})"
-                for h, v in quality.get("heldout_chosen_minus_uniform", {}).items()], ""]
     lines += ["## Cost of the search", "", cost_markdown(costs), ""]
     domains = vectors["domains"]
     lines += ["## Task vectors", "", "| | " + " | ".join(domains) + " | ‖Δ‖/‖base‖ |", "|---" * (len(domains) + 2) + "|"]
@@ -90,57 +144,10 @@ def report_markdown(s: Settings, stage: str, fidelity: dict, quality: dict, vect
     return "\n".join(lines) + "\n"
 
 
-def quality_summary(frame: pd.DataFrame, arms: dict[str, Mixture]) -> dict:
-    """Per-arm mean and seed standard deviation of the objective and every score; the chosen arm's margin
-    over each baseline (mean and per seed); the seed noise (largest per-arm std of the objective)."""
-    metrics = [c for c in frame.columns if c not in ("arm", "seed")]
-    summary = []
-    for arm, group in frame.groupby("arm", sort=False):
-        row = {"arm": arm}
-        for m in metrics:
-            row[f"{m}_mean"] = float(group[m].mean())
-            row[f"{m}_std"] = float(group[m].std(ddof=1)) if len(group) > 1 else float("nan")
-        summary.append(row)
-    by_seed = frame.pivot(index="seed", columns="arm", values="objective")
-    stds = [r["objective_std"] for r in summary if np.isfinite(r["objective_std"])]
-    noise = float(max(stds)) if stds else float("nan")
-    chosen_minus = {}
-    for arm in arms:
-        if arm == "chosen":
-            continue
-        diff = (by_seed["chosen"] - by_seed[arm])
-        # the arms share seeds, so the noise of their difference is the spread of the per-seed differences
-        paired = float(diff.std(ddof=1)) if len(diff) > 1 else float("nan")
-        chosen_minus[arm] = {"mean": float(diff.mean()), "per_seed": [float(x) for x in diff],
-                             "paired_noise": paired, "beyond_seed_noise": bool(diff.mean() > noise),
-                             "beyond_paired_noise": bool(diff.mean() > paired)}
-    heldout = [c for c in frame.columns if c.startswith("heldout:")]
-    heldout_minus_uniform = {}
-    for h in heldout:
-        hs = frame.pivot(index="seed", columns="arm", values=h)
-        d = hs["chosen"] - hs["uniform"]
-        heldout_minus_uniform[h] = {"mean": float(d.mean()), "per_seed": [float(x) for x in d],
-                                    "noise": float(max(frame.groupby("arm")[h].std(ddof=1).fillna(0)))}
-    return {
-        "arms": {a: m.as_dict() for a, m in arms.items()},
-        "runs": frame.to_dict("records"),
-        "summary": summary,
-        "chosen_minus": chosen_minus,
-        "seed_noise": noise,
-        "chosen_beats_every_baseline": bool(all(v["mean"] > noise for v in chosen_minus.values())),
-        "chosen_beats_every_baseline_paired": bool(all(v["beyond_paired_noise"] for v in chosen_minus.values())),
-        "heldout_chosen_minus_uniform": heldout_minus_uniform,
-        # kept for earlier reports
-        "chosen_minus_uniform": chosen_minus.get("uniform", {}).get("mean", float("nan")),
-        "chosen_minus_uniform_per_seed": chosen_minus.get("uniform", {}).get("per_seed", []),
-        "regmix_minus_uniform": float(frame[frame.arm == "regmix"]["objective"].mean()
-                                      - frame[frame.arm == "uniform"]["objective"].mean()),
-    }
-
-
 def _fmt(v) -> str:
     """A figure to 3 decimals, or n/a where none could be computed (None or not finite)."""
     return "n/a" if v is None or not np.isfinite(v) else f"{v:.3f}"
 
 
-__all__ = ["SEARCH_KINDS", "search_evaluations", "search_evaluation_counts", "search_costs", "report_markdown", "quality_summary"]
+__all__ = ["SEARCH_KINDS", "search_evaluations", "search_evaluation_counts", "search_costs", "protocol_markdown",
+           "quality_markdown", "report_markdown"]

@@ -1,5 +1,5 @@
 """The work behind the validation assets (``assets/validation/``): the design's mixtures, the reference
-trainer, the proxy-vs-trained rank fidelity, and the trained arms of the mixture-quality comparison.
+trainer and the proxy-vs-trained rank fidelity. The mixture-quality comparison: ``steps/mixture_quality.py``.
 
 Definitions of every figure: ``core/evaluation/fidelity.py`` and docs/results.md.
 """
@@ -13,25 +13,14 @@ import pandas as pd
 from mergemix_dagster.core.evaluation.fidelity import FidelityReport, rank_fidelity, spearman
 from mergemix_dagster.core.mixture import Mixture
 from mergemix_dagster.core.plots import dual_capability_plot, rank_rank_plot
-from mergemix_dagster.core.search.objective import Objective, ScoreScale
-from mergemix_dagster.core.search.simplex import search_mixture
-from mergemix_dagster.core.search.surrogate import CapabilitySurrogates
 from mergemix_dagster.core.settings import Settings
 from mergemix_dagster.resources import CheckpointStore, EvaluationDatabase, layout
 from mergemix_dagster.resources.artifacts import configured_rows
 from mergemix_dagster.resources.layout import candidate_fingerprint
 from mergemix_dagster.steps.reference_runs import PROXY_KIND, REFERENCE_KIND, ReferenceTrainer, scores_by_fingerprint
-from mergemix_dagster.steps.search_inputs import (
-    available_tokens,
-    constraints_from,
-    measured_table,
-    mixture_objective,
-    seed_scale,
-    stage_objective,
-    table_objective,
-)
 
-VALIDATION_CODE_VERSION = "1"  # of every validation asset: raise it when what the study computes changes
+VALIDATION_CODE_VERSION = "2"  # of every validation asset: raise it when what the study computes changes
+# 2: mixture_quality judged under the pre-registered protocol (validation.protocol), RegMix proper on its own swarm
 
 
 def validation_dir(s: Settings, stage: str) -> Path:
@@ -130,66 +119,7 @@ def measure_fidelity(
     return FidelityStudy(report, heldout_rho, dual_rho, rows, result, rank_plot, dual_plot)
 
 
-@dataclass(frozen=True)
-class QualityArms:
-    """The mixtures the quality comparison trains, the seeds, and the objective the search optimized."""
-
-    arms: dict[str, Mixture]  # uniform, regmix, best_single_domain, chosen
-    objective: Objective
-    scale: ScoreScale
-    trainer: ReferenceTrainer
-    seeds: list[int]
-
-
-def quality_arms(context, s: Settings, store: CheckpointStore, database: EvaluationDatabase, stage: str,
-                 design: dict) -> QualityArms:
-    """The chosen mixture and three baselines: uniform, a RegMix-style choice (LightGBM fitted on the
-    reference runs, same objective and constraints) and the vertex whose expert scores the best objective."""
-    candidates = store.get_json(layout.candidates_key(stage))
-    tokens = available_tokens(candidates)
-    objective, resolution = stage_objective(s, store, database, stage, tokens)
-    constraints = constraints_from(s, tokens, resolution)
-    scale = seed_scale(s, store, database, stage)
-    trainer = reference_trainer(context, s, store, database, stage)
-    seeds = trainer.seeds(s.validation.quality_seeds)
-    caps = list(s.capabilities)
-    trained = scores_by_fingerprint(database, stage, REFERENCE_KIND, s)
-    fidelity = design_mixtures(design, "fidelity")
-    X = np.array([m.as_array() for _, m in fidelity])
-    Y = {c: np.array([trained[trainer.run_id(m, seeds[0])][c] for _, m in fidelity]) for c in caps}
-    regmix_surrogates = CapabilitySurrogates.fit(s.domain_names, X, Y, seed=s.search.seed, cv_folds=0)
-    regmix = search_mixture(regmix_surrogates, objective, scale, n_samples=s.search.n_samples,
-                            seed=s.search.seed, constraints=constraints, choice="top_k_mean",
-                            top_k=s.search.top_k).mixture
-    seeds_table = measured_table(s, store, database, stage, 0)
-    vertex_values = table_objective(seeds_table, objective, scale)
-    vertices = [i for i, a in enumerate(seeds_table.alphas) if np.isclose(a.max(), 1.0)]
-    best_vertex = max(vertices, key=lambda i: vertex_values[i])
-    arms = {
-        "uniform": Mixture.uniform(s.domain_names),
-        "regmix": regmix,
-        "best_single_domain": Mixture.from_array(s.domain_names, seeds_table.alphas[best_vertex]),
-        "chosen": Mixture.from_dict(design["chosen"], s.domain_names),
-    }
-    return QualityArms(arms, objective, scale, trainer, seeds)
-
-
-def train_quality_arms(s: Settings, database: EvaluationDatabase, stage: str, plan: QualityArms) -> pd.DataFrame:
-    """Train (or reuse) every arm for every seed; one row per run: arm, seed, objective, overall, scores."""
-    caps = list(s.capabilities)
-    runs = [(arm, seed, plan.trainer.ensure(mixture, seed, f"quality:{arm}")[0])
-            for arm, mixture in plan.arms.items() for seed in plan.seeds]
-    trained = scores_by_fingerprint(database, stage, REFERENCE_KIND, s)
-    rows = []
-    for arm, seed, run_id in runs:
-        scores = trained[run_id]
-        value = mixture_objective({c: scores[c] for c in caps}, plan.arms[arm], plan.objective, plan.scale)
-        rows.append({"arm": arm, "seed": seed, "objective": value,
-                     "overall": float(np.mean([scores[c] for c in caps])), **scores})
-    return pd.DataFrame(rows)
-
-
 __all__ = [
     "VALIDATION_CODE_VERSION", "validation_dir", "design_mixtures", "reference_trainer", "FidelityStudy",
-    "measure_fidelity", "QualityArms", "quality_arms", "train_quality_arms",
+    "measure_fidelity",
 ]

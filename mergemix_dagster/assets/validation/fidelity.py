@@ -14,13 +14,11 @@ from mergemix_dagster.resources.layout import design_key, result_key
 from mergemix_dagster.resources.pools import AssetPools
 from mergemix_dagster.steps.metadata import image, number, table
 from mergemix_dagster.steps.stage_asset import stage_asset
-from mergemix_dagster.steps.validation_report import quality_summary
+from mergemix_dagster.steps.mixture_quality import judge, quality_plan, train_arms
 from mergemix_dagster.steps.validation_study import (
     VALIDATION_CODE_VERSION,
     measure_fidelity,
-    quality_arms,
     reference_trainer,
-    train_quality_arms,
     validation_dir,
 )
 
@@ -85,32 +83,29 @@ def build_fidelity_assets(parts: PipelinePartitions, pools: AssetPools) -> list[
                  deps=["reference_models"], kinds={"pytorch", "lightgbm"}, pool=pools.training)
     def mixture_quality(context: dg.AssetExecutionContext, s: Settings, stage: str,
                         store: CheckpointStore, database: EvaluationDatabase) -> dg.MaterializeResult:
-        """Train the chosen mixture and three baselines — uniform, a RegMix-style choice (LightGBM on the
-        reference runs, same objective and constraints) and the best single-domain mixture (the vertex whose
-        expert scores the best objective) — with the same budget over ``validation.quality_seeds`` seeds, and
-        compare them on the search objective and the held-out benchmarks, with the seed noise beside."""
+        """The pre-registered comparison (``validation.protocol``, docs/validation.md): register the protocol,
+        train RegMix proper's own swarm, then every arm — uniform, the natural token prior, RegMix proper, the
+        best single domain, the chosen mixture — at every protocol seed, and judge the chosen mixture's paired
+        margins on the declared metric (t-intervals) and held out against uniform."""
         design = store.get_json(design_key(stage))
-        plan = quality_arms(context, s, store, database, stage, design)
-        frame = train_quality_arms(s, database, stage, plan)
-        result = quality_summary(frame, plan.arms)
+        plan = quality_plan(s, store, database, stage, design, reference_trainer(context, s, store, database, stage))
+        result = judge(s, store, database, stage, plan, train_arms(plan))
         store.put_json(result_key(stage, "quality.json"), result, overwrite=True)
         (validation_dir(s, stage) / "quality.json").write_text(json.dumps(result, indent=2))
-        arm_table = pd.DataFrame([{"arm": a, **m.as_dict()} for a, m in plan.arms.items()])
+        margins = pd.DataFrame([{"vs": a, **{k: m[k] for k in ("mean", "low", "high", "verdict")}}
+                                for a, m in result["margins"].items()])
         return dg.MaterializeResult(
             metadata={
-                "arms": table(arm_table),
+                "protocol_hash": dg.MetadataValue.text(result["protocol"]["hash"]),
+                "attempt": dg.MetadataValue.int(result["attempt"]["number"]),
+                "metric": dg.MetadataValue.text(result["protocol"]["metric"]),
+                "arms": table(pd.DataFrame([{"arm": a, **m.as_dict()} for a, m in plan.arms.items()])),
                 "scores": table(pd.DataFrame(result["summary"])),
-                "objective": plan.objective.describe(),
-                "chosen_minus": dg.MetadataValue.json(
-                    {a: {"mean": round(v["mean"], 4), "per_seed": [round(x, 4) for x in v["per_seed"]],
-                         "paired_noise": round(v["paired_noise"], 4)}
-                     for a, v in result["chosen_minus"].items()}),
-                "seed_noise": number(float(result["seed_noise"])),
-                "chosen_beats_every_baseline": dg.MetadataValue.bool(result["chosen_beats_every_baseline"]),
-                "chosen_beats_every_baseline_paired": dg.MetadataValue.bool(
-                    result["chosen_beats_every_baseline_paired"]),
+                "margins": table(margins),
+                "beats_every_arm": dg.MetadataValue.bool(result["beats_every_arm"]),
+                "heldout_no_worse_than_uniform": dg.MetadataValue.bool(result["heldout_no_worse_than_uniform"]),
             },
-            data_version=dg.DataVersion(layout.content_version(result)),
+            data_version=dg.DataVersion(layout.content_version(result["runs"])),
         )
 
     return [proxy_fidelity, mixture_quality]

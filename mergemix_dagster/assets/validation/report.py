@@ -51,12 +51,13 @@ def build_study_report_assets(parts: PipelinePartitions) -> list[dg.AssetsDefini
                  deps=["proxy_fidelity", "mixture_quality", "task_vector_diagnostics"], kinds={"duckdb"})
     def validation_report(context: dg.AssetExecutionContext, s: Settings, stage: str,
                           store: CheckpointStore, database: EvaluationDatabase) -> dg.MaterializeResult:
-        """One markdown report of the study, with the cost of the MergeMix search vs the training-based
-        search computed from the runs recorded in ``training_runs`` (MergeMix Table 6)."""
+        """One markdown report of the study: the pre-registered protocol and its hash in the header, the judged
+        mixture quality, the proxy fidelity, and the cost of the MergeMix search vs RegMix proper's swarm
+        computed from the runs recorded in ``training_runs`` (MergeMix Table 6)."""
         fidelity = store.get_json(result_key(stage, "fidelity.json"))
         quality = store.get_json(result_key(stage, "quality.json"))
         vectors = store.get_json(result_key(stage, "task_vectors.json"))
-        costs = search_costs(s, store, database, stage)
+        costs = search_costs(s, store, database, stage, (quality.get("regmix") or {}).get("runs", ()))
         text = report_markdown(s, stage, fidelity, quality, vectors, costs)
         path = validation_dir(s, stage) / "report.md"
         path.write_text(text)
@@ -64,6 +65,7 @@ def build_study_report_assets(parts: PipelinePartitions) -> list[dg.AssetsDefini
         return dg.MaterializeResult(
             metadata={
                 "report": dg.MetadataValue.md(text),
+                "protocol_hash": dg.MetadataValue.text(quality["protocol"]["hash"]),
                 "cost": dg.MetadataValue.md(cost_markdown(costs)),
                 "path": dg.MetadataValue.path(str(path)),
                 "uri": dg.MetadataValue.path(uri),

@@ -13,7 +13,8 @@ One module per concern; import from here (``from mergemix_dagster.core.settings 
 - ``trainer``: who trains (``trainer.kind``) and each kind's own section (why not a union: see there);
 - ``evaluation``: benchmarks and where they run;
 - ``search``: objective, search, target run and exports;
-- ``stages``: validation study, stages, checks, stage names;
+- ``stages``: validation study, stages, checks, stage names; ``protocol``: the validation's pre-registered
+  mixture-quality comparison;
 - ``pipeline``: ``Settings``, the checks that span sections; ``loading``: finding and reading the file.
 
 This package is core's bottom layer: it imports nothing else of the project but ``core.errors``.
@@ -35,6 +36,7 @@ from mergemix_dagster.core.settings.loading import (
     resolve_config_path,
 )
 from mergemix_dagster.core.settings.pipeline import DEFAULT_HOME, Settings
+from mergemix_dagster.core.settings.protocol import ValidationProtocol
 from mergemix_dagster.core.settings.recipes import ExpertSettings, RecipeSettings, TrainRecipe, recipe_from
 from mergemix_dagster.core.settings.search import (
     ExportFormat,
@@ -64,7 +66,7 @@ __all__ = [
     "CheckSettings", "DomainSettings", "EcsTrainerSettings", "EvaluationSettings", "ExpertSettings", "ExportFormat",
     "ExportSettings", "KubernetesTrainerSettings", "ModelSettings", "ObjectiveSettings", "RecipeSettings",
     "SearchSettings", "Settings", "StageSettings", "StrictModel", "SubdomainSettings", "TargetSettings",
-    "TaskSettings", "TrainRecipe", "TrainerKind", "TrainerKindSettings", "TrainerSettings", "ValidationSettings",
-    "check_project", "check_stage_name", "config_name", "load_settings", "recipe_from", "record_project",
-    "recorded_project", "resolve_config_path",
+    "TaskSettings", "TrainRecipe", "TrainerKind", "TrainerKindSettings", "TrainerSettings", "ValidationProtocol",
+    "ValidationSettings", "check_project", "check_stage_name", "config_name", "load_settings", "recipe_from",
+    "record_project", "recorded_project", "resolve_config_path",
 ]

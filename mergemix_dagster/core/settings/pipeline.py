@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pydantic import Field, model_validator
 
-from mergemix_dagster.core.errors import ConfigError
+from mergemix_dagster.core.errors import ConfigError, ProtocolError
 from mergemix_dagster.core.settings.base import StrictModel
 from mergemix_dagster.core.settings.data import DomainSettings, ModelSettings
 from mergemix_dagster.core.settings.evaluation import EvaluationSettings
@@ -68,6 +68,10 @@ class Settings(StrictModel):
             if unknown:
                 raise ValueError(f"search.objective.{name} names unknown capabilities {unknown}; "
                                  f"capabilities are {sorted(caps)}")
+        metric = self.validation.protocol.capability
+        if metric is not None and metric not in caps:
+            raise ProtocolError(f"validation.protocol.metric names unknown capability {metric!r}; "
+                                f"capabilities are {sorted(caps)}")
         if isinstance(o.prior, dict) and set(o.prior) - domains:
             raise ValueError(f"search.objective.prior names unknown domains {sorted(set(o.prior) - domains)}")
         if self.search.n_candidates < len(domains) + 1:

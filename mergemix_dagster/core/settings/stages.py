@@ -9,6 +9,7 @@ from pydantic import Field
 from mergemix_dagster.core.errors import InvalidStageNameError
 from mergemix_dagster.core.settings.base import StrictModel
 from mergemix_dagster.core.settings.evaluation import TaskSettings
+from mergemix_dagster.core.settings.protocol import ValidationProtocol
 
 
 class ValidationSettings(StrictModel):
@@ -24,10 +25,15 @@ class ValidationSettings(StrictModel):
         None, min_length=2, max_length=2, description="two domains for the dual-capability curve; default: first two"
     )
     dual_alphas: list[float] = Field(default_factory=lambda: [round(0.1 * i, 1) for i in range(1, 10)])
-    quality_seeds: int = Field(2, ge=1, description="training seeds per arm (uniform, RegMix-style, chosen)")
+    quality_seeds: int = Field(2, ge=1, description="training seeds per arm of the hierarchy study; the "
+                               "mixture-quality comparison trains at validation.protocol.seeds")
     heldout_tasks: list[TaskSettings] = Field(
         default_factory=lambda: [TaskSettings(name="mm_arith_words", capability="math", metric="gold_prob")],
         description="benchmarks scored in validation but never used by the search",
+    )
+    protocol: ValidationProtocol = Field(
+        default_factory=ValidationProtocol,
+        description="the pre-registered mixture-quality comparison: metric, seeds, arms, confidence, RegMix swarm",
     )
     min_spearman: float = Field(0.9, description="asset check fails (ERROR) when overall rank fidelity ρ is lower")
     min_surrogate_cv_spearman: float = Field(
