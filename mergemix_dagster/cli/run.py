@@ -171,12 +171,14 @@ def print_mixture(settings, stage: str, dagster_home: str = "", config: str = ""
 @stage_option("", "stage to validate (default: the initial stage, s0)")
 @log_level_option("INFO")
 def validate(config: str, stage: str, log_level: str) -> int:
-    from mergemix_dagster.runner.stage import dagster_instance, run_validation
+    from mergemix_dagster.runner.stage import check_known_stage, dagster_instance, run_validation
 
     settings, defs = settings_and_defs(config)
+    stage = stage or settings.initial_stage
+    check_known_stage(settings, stage)  # as in `run`: a typo is refused before anything is registered
+    restore_database(settings)
     preflight(settings, validation=True)
     record(settings, config, "mergemix validate")
-    stage = stage or settings.initial_stage
     v = settings.validation
     p = v.protocol
     print(
