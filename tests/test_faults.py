@@ -222,8 +222,9 @@ def test_default_heldout_task_missing_from_a_users_tasks_dir_is_reported(tmp_pat
                               "tasks": [{"name": "my_sums", "capability": "math", "metric": "acc"}]},
                   home=str(tmp_path / "home"))
     errors = check_settings(s).errors
-    assert [type(e) for e in errors] == [MissingTaskError]
-    assert "validation.heldout_tasks" in str(errors[0]) and "mm_arith_words" in str(errors[0])
+    assert [type(e) for e in errors] == [MissingTaskError, MissingTaskError]  # one per default held-out task
+    assert all("validation.heldout_tasks" in str(e) for e in errors)
+    assert "mm_arith_words" in str(errors[0]) and "'mm_prose'" in str(errors[1])
 
 
 def test_a_base_without_tokenizer_files_is_a_named_error(tmp_path):

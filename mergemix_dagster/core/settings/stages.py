@@ -26,7 +26,8 @@ class ValidationSettings(StrictModel):
     dual_alphas: list[float] = Field(default_factory=lambda: [round(0.1 * i, 1) for i in range(1, 10)])
     quality_seeds: int = Field(2, ge=1, description="training seeds per arm (uniform, RegMix-style, chosen)")
     heldout_tasks: list[TaskSettings] = Field(
-        default_factory=lambda: [TaskSettings(name="mm_arith_words", capability="math", metric="gold_prob")],
+        default_factory=lambda: [TaskSettings(name="mm_arith_words", capability="math", metric="gold_prob"),
+                                 TaskSettings(name="mm_prose", capability="language", metric="gold_prob")],
         description="benchmarks scored in validation but never used by the search",
     )
     min_spearman: float = Field(0.9, description="asset check fails (ERROR) when overall rank fidelity ρ is lower")
