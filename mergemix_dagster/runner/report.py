@@ -73,4 +73,15 @@ def stage_report(s, instance: dg.DagsterInstance, stage: str):
         notes.append(f"lm-eval's results JSON of each scored model: {layout.lm_eval_dir(s.home_path, stage)}.")
     checks = [(c.asset, c.check, c.passed, c.severity, c.description) for c in latest_check_results(instance, stage)]
     mixture = chosen[["domain", "weight"]].reset_index(drop=True)
-    return StageReport(stage, mixture, utility, tradeoffs, checks, cost, images, notes)
+    return StageReport(stage, mixture, utility, tradeoffs, checks, cost, images, notes, _task_vectors(s, stage))
+
+
+def _task_vectors(s, stage: str) -> str:
+    """The task-vector table ``merge_candidates`` stored with the stage's candidates ('' before it did)."""
+    from mergemix_dagster.resources import CheckpointStore
+    from mergemix_dagster.steps.task_vectors import markdown
+
+    store = CheckpointStore(root=s.store_uri)
+    key = layout.candidates_key(stage)
+    payload = store.get_json(key) if store.exists(key) else {}
+    return markdown(payload["task_vectors"]) if "task_vectors" in payload else ""
