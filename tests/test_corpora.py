@@ -191,6 +191,17 @@ def test_benchmark_items_do_not_leak_into_corpora():
     for it in _items("mm_prose"):
         sentence = it["query"] + it["choices"][it["gold"]]
         assert sentence not in web, it["source"]
+    # the bits-per-byte paragraphs: held-out units only, and neither a paragraph nor a sentence of one is trained on
+    from mergemix_dagster.core.data.defaults.prose import split_sentences
+    from mergemix_dagster.core.data.defaults.split import is_heldout
+
+    bpb = _items("mm_prose_bpb")
+    assert len(bpb) == len({it["text"] for it in bpb})
+    for it in bpb:
+        assert is_heldout(it["source"].removeprefix("python-docs:")), it["source"]
+        assert it["text"] not in web, it["source"]
+        for sentence in split_sentences(it["text"]):
+            assert len(sentence) < 40 or sentence not in web, (it["source"], sentence)
     # held-out word-problem templates never appear in the math training data
     math = "\n".join(build_domain_documents("math", max_chars=1_000_000, seed=0))
     math += "\n".join(build_general_documents(400_000, seed=0))
@@ -204,12 +215,16 @@ def test_benchmark_files_well_formed():
     for path in sorted(TASK_DATA.glob("*.jsonl")):
         items = _items(path.stem)
         counts[path.stem] = len(items)
+        if path.stem == "mm_prose_bpb":  # whole paragraphs for bits per byte, not multiple choice
+            assert all(set(it) == {"id", "text", "source"} and 150 <= len(it["text"]) <= 600 for it in items)
+            assert [it["id"] for it in items] == list(range(len(items)))
+            continue
         for it in items:
             assert len(it["choices"]) == 4 and len(set(it["choices"])) == 4
             assert 0 <= it["gold"] < 4 and it["query"]
         golds = [it["gold"] for it in items]
         assert max(golds.count(g) for g in range(4)) < 0.4 * len(items)  # gold position is shuffled
-    assert set(counts) == {"mm_math", "mm_code", "mm_prose", "mm_facts", "mm_arith_words"}
+    assert set(counts) == {"mm_math", "mm_code", "mm_prose", "mm_facts", "mm_arith_words", "mm_prose_bpb"}
     assert all(150 <= n <= 300 for n in counts.values()), counts
 
 
@@ -219,4 +234,8 @@ def test_generated_benchmarks_are_reproducible(tmp_path):
     # pure generators (no dependence on the interpreter's stdlib version) must match byte for byte
     for name in ("mm_math", "mm_arith_words"):
         assert (tmp_path / "data" / f"{name}.jsonl").read_bytes() == (TASK_DATA / f"{name}.jsonl").read_bytes()
-        assert (tmp_path / f"{name}.yaml").read_text() == (TASK_DATA.parent / f"{name}.yaml").read_text()
+    # every YAML byte is in the evaluation fingerprints: the script writes the shipped ones unchanged
+    shipped = sorted(p.name for p in TASK_DATA.parent.glob("*.yaml"))
+    assert sorted(p.name for p in tmp_path.glob("*.yaml")) == shipped
+    for name in shipped:
+        assert (tmp_path / name).read_bytes() == (TASK_DATA.parent / name).read_bytes(), name

@@ -376,3 +376,47 @@ def test_identified_scores_keep_their_items():
     assert identified.items == (0.0, 1.0) and identified.evaluation_fingerprint == "fp"
     assert pickle.loads(pickle.dumps(identified)) == identified
     assert BenchmarkScore("t", "acc", 0.5, "c").items is None  # the old positional form still builds
+
+
+def test_byte_prob_of_a_known_log_likelihood():
+    """``byte_prob`` = exp(log-likelihood / UTF-8 bytes); bits_per_byte keeps lm-eval's (ll, bytes) pair."""
+    import math
+
+    from mergemix_dagster.tasks.mm_metrics import process_results_rolling
+
+    doc = {"text": "caf\u00e9 au lait"}  # 12 characters, 13 UTF-8 bytes
+    out = process_results_rolling(doc, [-13 * math.log(4.0)])  # 2 bits per byte
+    assert out["byte_prob"] == pytest.approx(0.25, abs=1e-12)
+    assert out["bits_per_byte"] == (pytest.approx(-13 * math.log(4.0)), 13)
+    assert process_results_rolling(doc, [0.0])["byte_prob"] == 1.0  # a certain model
+    with pytest.raises(ValueError):
+        process_results_rolling(doc, [-1.0, -2.0])  # one log-likelihood per document, nothing else
+
+
+def test_bits_per_byte_task_yields_per_item_values(tiny, tmp_path):
+    """The language benchmark loads through the harness; lm-eval's rolling log-likelihoods arrive as one item
+    per paragraph whose mean is the score, and its own bits_per_byte agrees with them."""
+    import json
+    import math
+
+    model, tokenizer = tiny
+    ev = Evaluator([TaskSpec("mm_prose_bpb", "language", "byte_prob")], batch_size=8, limit=10)
+    path = tmp_path / "bpb.json"
+    (score,) = ev.evaluate(model, tokenizer, results_path=path)
+    assert score.items is not None and len(score.items) == 10 and len(set(score.items)) == 10
+    assert all(0.0 < x < 1.0 for x in score.items)
+    assert abs(math.fsum(score.items) / 10 - score.value) < 1e-9 and score.stderr > 0
+    bpb = json.loads(path.read_text())["results"]["mm_prose_bpb"]["bits_per_byte,none"]
+    # the byte-weighted bits per byte of the same documents lies between the per-document values
+    assert min(score.items) <= 2.0 ** -bpb <= max(score.items)
+    again = ev.evaluate(model, tokenizer, progress_log=lambda _: None)[0]  # task by task: the same items
+    assert again.items == pytest.approx(score.items, abs=1e-9)
+    saved = model.lm_head.weight.detach().clone()
+    with torch.no_grad():  # a change of the weights moves every paragraph's value
+        model.lm_head.weight.mul_(1.5)
+    try:
+        moved = ev.evaluate(model, tokenizer)[0]
+    finally:
+        with torch.no_grad():
+            model.lm_head.weight.copy_(saved)
+    assert all(abs(a - b) > 1e-9 for a, b in zip(moved.items, score.items))

@@ -105,6 +105,19 @@ def test_expert_page_carries_the_expert_vs_base_table_and_its_check(smoke_run):
     assert f"of {len(settings.domain_names)} experts beat the base" in check.description
 
 
+def test_candidates_page_carries_the_task_vectors_and_the_report_prints_them(smoke_run):
+    """Every optimize run shows ‖Δ‖/‖base‖ and the task-vector cosines (not only the validation study)."""
+    from mergemix_dagster.core.report import render_markdown
+    from mergemix_dagster.runner.report import stage_report
+
+    settings, _, instance, _ = smoke_run
+    meta = _latest(instance, "merge_candidates")
+    table = meta["task_vectors"].value
+    assert table.splitlines()[0] == "| | " + " | ".join(settings.domain_names) + " | ‖Δ‖/‖base‖ |"
+    assert all(meta[f"relative_update_{d}"].value > 0 for d in settings.domain_names)
+    assert table in render_markdown(stage_report(settings, instance, "s0"))
+
+
 def test_validation_page_shows_plots_and_tables(validated):
     settings, defs, instance = validated
     meta = _latest(instance, "proxy_fidelity")

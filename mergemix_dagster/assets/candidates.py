@@ -18,6 +18,8 @@ from mergemix_dagster.resources.artifacts import read_pointer
 from mergemix_dagster.steps.search_inputs import prior_mixture
 from mergemix_dagster.resources.layout import candidate_fingerprint
 from mergemix_dagster.steps.search_inputs import count_domain_tokens
+from mergemix_dagster.steps.metadata import number
+from mergemix_dagster.steps.task_vectors import as_json, markdown, stage_task_vectors
 
 CANDIDATES_CODE_VERSION = "2"
 
@@ -32,7 +34,8 @@ def build_candidate_assets(parts: PipelinePartitions) -> list[dg.AssetsDefinitio
     def merge_candidates(
         context: dg.AssetExecutionContext, settings: PipelineSettings, store: CheckpointStore
     ) -> dg.MaterializeResult:
-        """Seed set of N mixtures (vertices, centroid, natural-token prior, midpoints, interior fill) + merge recipes."""
+        """Seed set of N mixtures (vertices, centroid, natural-token prior, midpoints, interior fill) + merge recipes,
+        and the experts' task vectors (‖Δ‖/‖base‖, cosines: ``steps/task_vectors.py``)."""
         s = settings.get()
         stage = context.partition_key
         base = read_pointer(store, layout.base_pointer(stage), f"base of stage {stage!r}")
@@ -50,7 +53,10 @@ def build_candidate_assets(parts: PipelinePartitions) -> list[dg.AssetsDefinitio
             candidates.append(
                 {"candidate_id": f"c{i:03d}", "alpha": weights, "fingerprint": candidate_fingerprint(recipe, weights)}
             )
-        payload = recipe | {"domains": list(s.domain_names), "available_tokens": tokens, "candidates": candidates}
+        # How far the experts are from the regime a merge assumes (small, not too conflicting task vectors).
+        vectors = as_json(stage_task_vectors(store, stage, s.domain_names))
+        payload = recipe | {"domains": list(s.domain_names), "available_tokens": tokens, "candidates": candidates,
+                            "task_vectors": vectors}
         store.put_json(layout.candidates_key(stage), payload, overwrite=True)
         table = "| id | " + " | ".join(s.domain_names) + " |\n|---|" + "---|" * len(s.domain_names) + "\n"
         for c in candidates:
@@ -62,6 +68,8 @@ def build_candidate_assets(parts: PipelinePartitions) -> list[dg.AssetsDefinitio
                 "prior": dg.MetadataValue.json({d: round(w, 4) for d, w in prior.as_dict().items()}),
                 "merge_method": s.search.merge_method,
                 "design": dg.MetadataValue.md(table),
+                "task_vectors": dg.MetadataValue.md(markdown(vectors)),
+                **{f"relative_update_{d}": number(v) for d, v in vectors["relative_update"].items()},
                 "uri": dg.MetadataValue.path(store.uri(layout.candidates_key(stage))),
             },
             data_version=dg.DataVersion(layout.content_version(payload)),

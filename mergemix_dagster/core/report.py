@@ -23,6 +23,7 @@ class StageReport:
     images: dict[str, bytes] = field(default_factory=dict)  # title -> PNG
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # the report opens with them (no capability resolved, ...)
+    task_vectors: str = ""  # markdown: cosines of the experts' task vectors and ‖Δ‖/‖base‖ (merge_candidates)
 
 
 def _md(frame: pd.DataFrame) -> str:
@@ -38,6 +39,10 @@ def render_markdown(report: StageReport) -> str:
     lines += ["", "## Trade-offs (mean score per capability)", "", _md(report.tradeoffs), ""]
     for title, png in report.images.items():
         lines += [f"### {title}", "", f"![{title}](data:image/png;base64,{base64.b64encode(png).decode('ascii')})", ""]
+    if report.task_vectors:
+        lines += ["## Task vectors (expert − base)", "",
+                  ("Cosine similarity between the experts' updates and each update's size relative to the base: "
+                   "merging assumes small updates that do not cancel each other."), "", report.task_vectors, ""]
     failed = [c for c in report.checks if not c[2]]
     lines += ["## Asset checks", "", f"{len(report.checks) - len(failed)} passed, {len(failed)} failed.", ""]
     if report.checks:

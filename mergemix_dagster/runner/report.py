@@ -78,4 +78,16 @@ def stage_report(s, instance: dg.DagsterInstance, stage: str):
     mixture["weight"] = [round(float(w), 4) + 0.0 for w in mixture["weight"]]  # no 5.551e-17 in a table
     from mergemix_dagster.core.search.choose import choice_warnings
 
-    return StageReport(stage, mixture, utility, tradeoffs, checks, cost, images, notes, choice_warnings(details))
+    return StageReport(stage, mixture, utility, tradeoffs, checks, cost, images, notes, choice_warnings(details),
+                       _task_vectors(s, stage))
+
+
+def _task_vectors(s, stage: str) -> str:
+    """The task-vector table ``merge_candidates`` stored with the stage's candidates ('' before it did)."""
+    from mergemix_dagster.resources import CheckpointStore
+    from mergemix_dagster.steps.task_vectors import markdown
+
+    store = CheckpointStore(root=s.store_uri)
+    key = layout.candidates_key(stage)
+    payload = store.get_json(key) if store.exists(key) else {}
+    return markdown(payload["task_vectors"]) if "task_vectors" in payload else ""

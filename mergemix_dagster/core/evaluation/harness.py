@@ -67,6 +67,8 @@ class BenchmarkScore:
     items: tuple[float, ...] | None = None
 
 
+#: The four multiple-choice tasks, one per capability (metric ``acc``): used by tests and ``benchmarks/``. The
+#: pipeline's defaults are ``EvaluationSettings.tasks`` (gold_prob; ``language`` is ``mm_prose_bpb``'s byte_prob).
 DEFAULT_TASKS: tuple[TaskSpec, ...] = (
     TaskSpec("mm_math", "math"),
     TaskSpec("mm_code", "code"),
@@ -319,6 +321,13 @@ class Evaluator:
         class _QuietHFLM(HFLM):
             def loglikelihood(self, requests, disable_tqdm: bool = True):
                 return super().loglikelihood(requests, disable_tqdm=True)
+
+            def loglikelihood_rolling(self, requests, disable_tqdm: bool = True):
+                return super().loglikelihood_rolling(requests, disable_tqdm=True)
+
+            def _loglikelihood_tokens(self, requests, disable_tqdm: bool = True, override_bs=None):
+                # loglikelihood_rolling asks for a bar per batch of windows (disable_tqdm=False in lm-eval).
+                return super()._loglikelihood_tokens(requests, disable_tqdm=True, override_bs=override_bs)
 
             def tok_encode(self, string, add_special_tokens=None, left_truncate_len=None, **kwargs):
                 # Token ids only (a pure function of the tokenizer), never model outputs.

@@ -20,10 +20,12 @@ class EvaluationSettings(StrictModel):
         default_factory=lambda: [
             TaskSettings(name="mm_math", capability="math", metric="gold_prob"),
             TaskSettings(name="mm_code", capability="code", metric="gold_prob"),
-            TaskSettings(name="mm_prose", capability="language", metric="gold_prob"),
+            TaskSettings(name="mm_prose_bpb", capability="language", metric="byte_prob"),
             TaskSettings(name="mm_facts", capability="knowledge", metric="gold_prob"),
         ],
-        description="bundled tasks report acc, acc_norm and gold_prob (softmax probability of the gold choice)",
+        description="bundled multiple-choice tasks report acc, acc_norm and gold_prob (softmax probability of the "
+        "gold choice); mm_prose_bpb (language) reports byte_prob (2^-bits per byte of each held-out paragraph, "
+        "higher is better) and bits_per_byte",
     )
     tasks_dir: str | None = Field(None, description="folder of lm-eval task YAML; default: the bundled tasks")
     batch_size: int = 64
