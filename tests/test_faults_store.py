@@ -114,7 +114,7 @@ def _mergemix(home: Path, config: Path, *args: str) -> subprocess.CompletedProce
 def _mixture_lines(stdout: str) -> dict[str, str]:
     """The chosen mixture as `mergemix run` prints it: domain -> weight."""
     lines = stdout.split("Chosen mixture for stage 's0':\n", 1)[1].splitlines()
-    return dict(line.split() for line in lines[: lines.index(next(x for x in lines if "utility" in x))])
+    return dict(line.split() for line in lines[: lines.index(next(x for x in lines if "predicted objective" in x))])
 
 
 @pytest.fixture(scope="module")
