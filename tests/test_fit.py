@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from mergemix_dagster.cli import main
-from mergemix_dagster.core.errors import ConfigError, SimplexError
-from mergemix_dagster.core.search.fit import SwarmWarning, fit_swarm, parse_objective, read_mixtures
+from mergemix_dagster.core.errors import ConfigError, SimplexError, TooFewRunsError, UnmatchedRunsError
+from mergemix_dagster.core.search.fit import SwarmNotice, SwarmWarning, fit_swarm, parse_objective, read_mixtures
+
+OLMIX = Path(__file__).resolve().parents[1] / "benchmarks" / "data" / "olmix"
 
 K = 17
 DOMAINS = [f"dom{i:02d}" for i in range(K)]
@@ -109,3 +112,91 @@ def test_objective_parsing():
 def test_unknown_objective_column_is_named(swarm, tmp_path):
     with pytest.raises(ConfigError, match="nope"):
         fit_swarm(swarm / "mix.csv", swarm / "scores.csv", "minimize:nope", tmp_path / "x", n_samples=1000)
+
+
+def small_swarm(d: Path, n: int = 24, extra_mix: int = 0, extra_scores: int = 0, index: bool = False) -> Path:
+    """3 domains, ``n`` runs in both files, plus ids only in the mixtures / only in the scores."""
+    rng = np.random.default_rng(1)
+    X = rng.dirichlet(np.ones(3), n + extra_mix + extra_scores)
+    runs = [f"r{i:03d}" for i in range(len(X))]
+    mix = pd.DataFrame(X, columns=["a", "b", "c"])
+    mix.insert(0, "run", runs)
+    scores = pd.DataFrame({"run": runs, "loss": 2 + ((X - 0.5) ** 2).sum(axis=1)})
+    mix.iloc[: n + extra_mix].to_csv(d / "mix.csv", index=index)
+    pd.concat([scores.iloc[:n], scores.iloc[n + extra_mix:]]).to_csv(d / "scores.csv", index=index)
+    return d
+
+
+FAST = ["--samples", "2000", "--choice", "argmax", "--ensemble", "2"]
+
+
+def test_ids_in_only_one_file_are_a_warning_with_count_and_examples_or_an_error_with_strict(tmp_path, capsys,
+                                                                                           monkeypatch):
+    monkeypatch.setenv("MERGEMIX_HOME", str(tmp_path / "home"))
+    d = small_swarm(tmp_path, extra_mix=20, extra_scores=2)
+    argv = ["fit", "--mixtures", str(d / "mix.csv"), "--scores", str(d / "scores.csv"), "--objective",
+            "minimize:loss", "--out", str(tmp_path / "out"), *FAST]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "warning: 20 run ids of" in err and "'r024'" in err  # the count and examples of runs without scores
+    assert "2 run ids of" in err and "'r044'" in err  # and of scores without a mixture
+    payload = json.loads((tmp_path / "out" / "mixture.json").read_text())
+    assert (payload["runs_used"], payload["runs_without_scores"], payload["runs_without_mixture"]) == (24, 20, 2)
+    assert main([*argv, "--strict"]) != 0
+    assert "UnmatchedRunsError: 20 run ids" in capsys.readouterr().err
+    with pytest.raises(UnmatchedRunsError):
+        fit_swarm(d / "mix.csv", d / "scores.csv", "minimize:loss", tmp_path / "x", strict=True)
+
+
+def test_non_finite_cells_name_the_run_id_and_the_column(tmp_path):
+    d = small_swarm(tmp_path)
+    scores = pd.read_csv(d / "scores.csv")
+    scores.loc[4, "loss"] = np.inf
+    scores.to_csv(d / "inf.csv", index=False)
+    with pytest.raises(ConfigError, match="run 'r004', column 'loss': score inf"):
+        fit_swarm(d / "mix.csv", d / "inf.csv", "minimize:loss", tmp_path / "x", n_samples=1000)
+    mix = pd.read_csv(d / "mix.csv")
+    mix.loc[7, "b"] = np.nan
+    mix.to_csv(d / "nan.csv", index=False)
+    with pytest.raises(SimplexError, match="run 'r007', column 'b'"):
+        read_mixtures(d / "nan.csv")
+    mix = pd.read_csv(d / "mix.csv").astype({"c": object})
+    mix.loc[3, "c"] = "0.1x"  # a typo in a weight column: not mistaken for a label column and ignored
+    mix.to_csv(d / "typo.csv", index=False)
+    with pytest.raises(SimplexError, match="run 'r003', column 'c': weight '0.1x'"):
+        read_mixtures(d / "typo.csv")
+
+
+def test_fewer_runs_than_domains_plus_two_is_a_named_error_before_fitting(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("MERGEMIX_HOME", str(tmp_path / "home"))
+    d = small_swarm(tmp_path, n=4)
+    with pytest.raises(TooFewRunsError, match="at least 5 runs .* 3 domains; 4 run ids"):
+        fit_swarm(d / "mix.csv", d / "scores.csv", "minimize:loss", tmp_path / "x", n_samples=1000)
+    assert not (tmp_path / "x").exists()  # nothing fitted, nothing written
+    assert main(["fit", "--mixtures", str(d / "mix.csv"), "--scores", str(d / "scores.csv"), "--objective",
+                 "minimize:loss", "--out", str(tmp_path / "y"), *FAST]) != 0
+    assert "TooFewRunsError" in capsys.readouterr().err
+
+
+def test_olmix_id_columns_are_recognised(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("MERGEMIX_HOME", str(tmp_path / "home"))
+    with pytest.warns(SwarmNotice, match="run id column 'run'; ignored columns 'Unnamed: 0' .*'name' .*'index'"):
+        ratios = read_mixtures(OLMIX / "dclm_ratios.csv")  # the published format: ,run,name,index,<domains>
+    assert ratios.index[0] == "19g3guks" and "name" not in ratios.columns and "index" not in ratios.columns
+    assert ratios.shape[1] == 24 and np.allclose(ratios.sum(axis=1), 1)
+    # the same layout end to end, with an Olmix-like name and index column and the pandas row position
+    d = small_swarm(tmp_path, index=True)
+    for f in ("mix.csv", "scores.csv"):
+        frame = pd.read_csv(d / f, index_col=0)
+        frame.insert(1, "name", [f"exp-{r}" for r in frame["run"]])
+        frame.insert(2, "index", range(len(frame)))
+        frame.to_csv(d / f)
+    argv = ["fit", "--mixtures", str(d / "mix.csv"), "--scores", str(d / "scores.csv"), "--objective",
+            "minimize:loss", *FAST]
+    assert main([*argv, "--out", str(tmp_path / "o1")]) == 0
+    assert "note: mixtures CSV" in capsys.readouterr().err
+    assert json.loads((tmp_path / "o1" / "mixture.json").read_text())["best_observed_run"].startswith("r0")
+    assert main([*argv, "--out", str(tmp_path / "o2"), "--id-column", "name"]) == 0
+    assert json.loads((tmp_path / "o2" / "mixture.json").read_text())["best_observed_run"].startswith("exp-r0")
+    assert main([*argv, "--out", str(tmp_path / "o3"), "--id-column", "nope"]) != 0
+    assert "has no id column 'nope'" in capsys.readouterr().err

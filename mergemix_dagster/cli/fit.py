@@ -20,7 +20,9 @@ from mergemix_dagster.cli.options import repeatable, verb
     "  mergemix fit --mixtures mix.csv --scores scores.csv --objective 'minimize:pile_loss' --out fit/\n"
     "  mergemix fit --mixtures mix.csv --scores scores.csv --objective 'maximize:acc,minimize:0.5*bpb' \\\n"
     "      --out fit/ --predict authors_mix.csv --max-weight web=0.5 --choice top_k_mean\n"
-    "both CSVs share their first column as the run id; rows within 1e-2 of the simplex are renormalized",
+    "the run id is --id-column, else the first of run, run_id, id, name present, else the first column;\n"
+    "columns without numbers (labels), with a blank header or named index are ignored with a note;\n"
+    "rows within 1e-2 of the simplex are renormalized",
 )
 @click.option("--mixtures", metavar="MIXTURES", required=True, help="CSV: run id, then one column per domain weight")
 @click.option("--scores", metavar="SCORES", required=True, help="CSV: run id, then one column per metric")
@@ -28,6 +30,10 @@ from mergemix_dagster.cli.options import repeatable, verb
               help="maximize:COL, minimize:COL, minimize:0.7*a+0.3*b, or terms joined by commas")
 @click.option("--out", metavar="OUT", required=True, help="output directory (mixture.json, surrogates/, predictions.csv)")
 @click.option("--predict", metavar="PREDICT", default="", help="CSV of other mixtures to predict (writes predictions.csv)")
+@click.option("--id-column", metavar="ID_COLUMN", default="",
+              help="run-id column of every CSV (default: the first of run, run_id, id, name, else the first column)")
+@click.option("--strict", is_flag=True, default=False,
+              help="run ids in only one of --mixtures / --scores are an error, not a warning")
 @click.option("--samples", metavar="SAMPLES", type=int, default=100_000, help="objective evaluations of the search")
 @click.option("--choice", default="lcb", type=click.Choice(["top_k_mean", "argmax", "lcb"]), show_default=True,
               help="lcb: highest lower confidence bound over the --ensemble (needs >= 2); top_k_mean: mean of the "
@@ -43,29 +49,37 @@ from mergemix_dagster.cli.options import repeatable, verb
 @repeatable("--prior", "DOMAIN=W", help="prior mixture for --kl-weight")
 @repeatable("--noise", "METRIC=SE", help="standard error of a metric (e.g. its std over seeds); a metric the swarm "
                                          "moves by less is reported and not optimized")
-def fit(config: str, mixtures: str, scores: str, objective: str, out: str, predict: str, samples: int, choice: str,
-        top_k: int, ensemble: int, seed: int, min_weight: list[str], max_weight: list[str], pin: list[str],
+def fit(config: str, mixtures: str, scores: str, objective: str, out: str, predict: str, id_column: str, strict: bool,
+        samples: int, choice: str, top_k: int, ensemble: int, seed: int, min_weight: list[str], max_weight: list[str], pin: list[str],
         kl_weight: float, prior: list[str], noise: list[str]) -> int:
     """Fit + search on a swarm of trained runs (RegMix/Olmix style) — no pipeline, no Dagster.
 
     ``config`` is accepted like on every verb and not read: the CSVs say everything.
     """
-    from mergemix_dagster.core.search.fit import SwarmWarning, fit_swarm, parse_bounds
+    from mergemix_dagster.core.search.fit import (
+        SwarmNotice,
+        SwarmWarning,
+        fit_swarm,
+        parse_bounds,
+    )
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", SwarmWarning)
-        result = fit_swarm(
-            Path(mixtures), Path(scores), objective, Path(out),
-            predict_csv=Path(predict) if predict else None, n_samples=samples, seed=seed,
-            choice=choice, top_k=top_k, ensemble=ensemble,
-            min_weight=parse_bounds(min_weight, "--min-weight"),
-            max_weight=parse_bounds(max_weight, "--max-weight"), pinned=parse_bounds(pin, "--pin"),
-            kl_weight=kl_weight, prior=parse_bounds(prior, "--prior") or None,
-            noise=parse_bounds(noise, "--noise") or None,
-        )
-    for w in caught:
-        if issubclass(w.category, SwarmWarning):
-            print(f"mergemix: warning: {w.message}", file=sys.stderr)
+        try:
+            result = fit_swarm(
+                Path(mixtures), Path(scores), objective, Path(out),
+                predict_csv=Path(predict) if predict else None, n_samples=samples, seed=seed,
+                choice=choice, top_k=top_k, ensemble=ensemble,
+                min_weight=parse_bounds(min_weight, "--min-weight"),
+                max_weight=parse_bounds(max_weight, "--max-weight"), pinned=parse_bounds(pin, "--pin"),
+                kl_weight=kl_weight, prior=parse_bounds(prior, "--prior") or None,
+                noise=parse_bounds(noise, "--noise") or None, id_column=id_column or None, strict=strict,
+            )
+        finally:  # said even when the fit then fails (e.g. unmatched ids leaving too few runs)
+            for w in caught:
+                if issubclass(w.category, SwarmWarning):
+                    kind = "note" if issubclass(w.category, SwarmNotice) else "warning"
+                    print(f"mergemix: {kind}: {w.message}", file=sys.stderr)
     p = result.payload
     print(f"objective {p['objective']} ({p['choice']}), {p['runs_used']} runs, {p['n_samples']:,} points searched")
     for d, w in sorted(p["weights"].items(), key=lambda kv: -kv[1]):

@@ -122,3 +122,12 @@ class ProtocolError(ConfigError):
 class ProtocolChangedError(ProtocolError):
     """The validation protocol of a stage changed after its results were judged: a new yardstick on the same
     runs is a new, dated attempt (``validation.protocol.new_attempt``), never a silent re-judging."""
+
+
+class TooFewRunsError(ConfigError):
+    """``mergemix fit`` got fewer runs (with both a mixture and scores) than domains + 2: too few to fit a
+    surrogate over the simplex and cross-validate it."""
+
+
+class UnmatchedRunsError(ConfigError):
+    """``mergemix fit --strict``: some run ids appear in only one of the mixtures and scores CSVs."""

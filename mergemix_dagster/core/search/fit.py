@@ -1,7 +1,9 @@
 """Fit and search on a swarm a team already trained (RegMix / Olmix style), with the pipeline's own code.
 
-Inputs are two CSV files sharing their first column as the run id: the mixtures (every other column a domain
-weight) and the scores (every other column a metric). One LightGBM regressor per metric in the objective, the
+Inputs are two CSV files sharing a run-id column (``--id-column``, default: the first of run, run_id, id, name
+that exists, else the first column): the mixtures (every other numeric column a domain weight) and the scores
+(every other column a metric). Columns with no number in them (labels like Olmix's ``name``), a blank header
+(a saved row position) and ``index`` are ignored, with a notice. One LightGBM regressor per metric in the objective, the
 same search, constraints and choices as the pipeline, and the same output: ``mixture.json``.
 """
 
@@ -19,17 +21,23 @@ import numpy as np
 import pandas as pd
 
 from mergemix_dagster.core.search.constraints import build_constraints
-from mergemix_dagster.core.errors import ConfigError, SimplexError
+from mergemix_dagster.core.errors import ConfigError, SimplexError, TooFewRunsError, UnmatchedRunsError
 from mergemix_dagster.core.search.objective import Objective, fit_score_scale, resolve_targets
 from mergemix_dagster.core.search.simplex import search_mixture
 from mergemix_dagster.core.search.surrogate import CapabilitySurrogates
 
 RENORMALIZE_TOLERANCE = 1e-2  # rows rounded to 3 decimals sum to 0.996–1.003: renormalize, with a warning
+ID_COLUMNS = ("run", "run_id", "id", "name")  # the first that exists is the run id, unless --id-column says
+EXAMPLES = 5  # ids named in a message
 _TERM = re.compile(r"^\s*(?:(?P<w>[0-9.eE+-]+)\s*\*\s*)?(?P<col>[^*]+?)\s*$")
 
 
 class SwarmWarning(UserWarning):
-    """Rows of a swarm were close to, but not exactly on, the simplex and were renormalized."""
+    """Something in a swarm was changed or left out: rows renormalized, run ids in only one file."""
+
+
+class SwarmNotice(SwarmWarning):
+    """Columns of a swarm CSV that are not used (labels, row positions); printed as a note."""
 
 
 @dataclass(frozen=True)
@@ -85,18 +93,15 @@ def parse_bounds(items: Sequence[str], what: str) -> dict[str, float]:
     return out
 
 
-def read_mixtures(path: Path, domains: Sequence[str] | None = None) -> pd.DataFrame:
+def read_mixtures(path: Path, domains: Sequence[str] | None = None, id_column: str | None = None) -> pd.DataFrame:
     """The mixtures CSV, indexed by run id; rows within 1e-2 of the simplex renormalized (with a warning)."""
-    frame = _read_csv(path, "mixtures")
+    frame = _read_csv(path, "mixtures", id_column)
     if domains is not None:
         missing = sorted(set(domains) - set(frame.columns))
         if missing:
             raise ConfigError(f"{path}: no column for domains {missing}")
         frame = frame[list(domains)]
-    values = frame.to_numpy(dtype=float)
-    if not np.isfinite(values).all():
-        row = frame.index[int(np.where(~np.isfinite(values).all(axis=1))[0][0])]
-        raise SimplexError(f"{path}: run {row!r} has a missing or non-finite weight")
+    values = _numeric(frame, path, "weight", SimplexError).to_numpy(dtype=float)
     if (values < 0).any():
         row = frame.index[int(np.where((values < 0).any(axis=1))[0][0])]
         raise SimplexError(f"{path}: run {row!r} has a negative weight")
@@ -118,7 +123,40 @@ def read_mixtures(path: Path, domains: Sequence[str] | None = None) -> pd.DataFr
     return pd.DataFrame(values / sums[:, None], index=frame.index, columns=frame.columns)
 
 
-def _read_csv(path: Path, what: str) -> pd.DataFrame:
+def _numeric(frame: pd.DataFrame, path: Path, what: str, error: type[Exception]) -> pd.DataFrame:
+    """``frame`` as floats, or ``error`` naming the first run id and column whose cell is missing, not a
+    number, or not finite (and how many such cells there are)."""
+    values = frame.apply(pd.to_numeric, errors="coerce").astype(float)
+    bad = ~np.isfinite(values.to_numpy())
+    if bad.any():
+        i, j = (int(k[0]) for k in np.nonzero(bad))
+        cell = frame.iat[i, j]
+        raise error(f"{path}: run {frame.index[i]!r}, column {frame.columns[j]!r}: {what} {_show(cell)} is missing, "
+                    f"not a number or not finite ({int(bad.sum())} such cells)")
+    return values
+
+
+def _id_column(columns: Sequence[str], id_column: str | None, path: Path) -> str:
+    if id_column:
+        if id_column not in columns:
+            raise ConfigError(f"{path} has no id column {id_column!r} (--id-column); its columns: {list(columns)[:20]}")
+        return id_column
+    return next((c for c in ID_COLUMNS if c in columns), columns[0])
+
+
+def _ignored_columns(frame: pd.DataFrame) -> dict[str, str]:
+    """Columns that are not data: a blank header (a saved row position), ``index``, and any column with values
+    but no number among them (a label). A column with some numbers and some text is kept: its text is an error."""
+    out = {}
+    for col in frame.columns:
+        if str(col).startswith("Unnamed: ") or col == "index":
+            out[col] = "row position"
+        elif frame[col].notna().any() and pd.to_numeric(frame[col], errors="coerce").isna().all():
+            out[col] = "not numeric"
+    return out
+
+
+def _read_csv(path: Path, what: str, id_column: str | None = None) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{what} CSV {path} does not exist")
@@ -128,11 +166,33 @@ def _read_csv(path: Path, what: str) -> pd.DataFrame:
         raise ConfigError(f"{what} CSV {path} cannot be read: {exc}") from exc
     if frame.shape[1] < 2:
         raise ConfigError(f"{what} CSV {path} needs a run-id column and at least one more column")
-    frame = frame.set_index(frame.columns[0])
+    frame = frame.set_index(_id_column(list(frame.columns), id_column, path))
     frame.index = frame.index.astype(str)
     if frame.index.duplicated().any():
         raise ConfigError(f"{what} CSV {path}: duplicate run ids {sorted(set(frame.index[frame.index.duplicated()]))[:5]}")
+    ignored = _ignored_columns(frame)
+    if ignored:
+        warnings.warn(f"{what} CSV {path}: run id column {frame.index.name!r}; ignored columns "
+                      + ", ".join(f"{c!r} ({r})" for c, r in ignored.items()), SwarmNotice, stacklevel=3)
+        frame = frame.drop(columns=list(ignored))
+        if frame.shape[1] == 0:
+            raise ConfigError(f"{what} CSV {path}: no numeric column besides the run id {frame.index.name!r}")
     return frame
+
+
+def _match_runs(mixtures: pd.DataFrame, scores: pd.DataFrame, mixtures_csv: Path, scores_csv: Path,
+                strict: bool) -> pd.Index:
+    """Run ids in both files; ids in only one are a warning with the count and examples (an error if strict)."""
+    no_scores = mixtures.index.difference(scores.index, sort=False)
+    no_mixture = scores.index.difference(mixtures.index, sort=False)
+    parts = [f"{len(ids)} run ids of {a} are not in {b} (e.g. {list(ids[:EXAMPLES])})"
+             for ids, a, b in ((no_scores, mixtures_csv, scores_csv), (no_mixture, scores_csv, mixtures_csv)) if len(ids)]
+    if parts:
+        msg = "; ".join(parts) + f"; {len(mixtures.index.intersection(scores.index))} runs are in both"
+        if strict:
+            raise UnmatchedRunsError(msg + " (--strict)")
+        warnings.warn(msg + "; those runs are left out (--strict makes this an error)", SwarmWarning, stacklevel=3)
+    return mixtures.index.intersection(scores.index, sort=False)
 
 
 @dataclass
@@ -161,32 +221,36 @@ def fit_swarm(
     cv_folds: int = 5,
     noise: dict[str, float] | None = None,
     min_spread_in_noise: float = 1.0,
+    id_column: str | None = None,
+    strict: bool = False,
 ) -> FitResult:
     """Fit one regressor per objective metric on the swarm, search, write ``mixture.json`` (and predictions).
 
     ``noise``: a standard error per metric (e.g. the std of a run repeated over seeds); metrics the swarm
     moves by less than ``min_spread_in_noise`` of it are reported and left out of the objective, as in the
-    pipeline (docs/search.md).
+    pipeline (docs/search.md). ``id_column``: the run-id column of both CSVs (default: the first of
+    ``ID_COLUMNS`` that exists, else the first column). ``strict``: run ids in only one file are an error.
     """
     if choice == "lcb" and ensemble < 2:
         raise ConfigError(f"choice 'lcb' (the default) needs an ensemble of >= 2 regressors, got {ensemble}; "
                           "use --choice top_k_mean or argmax without one")
-    mixtures = read_mixtures(mixtures_csv)
+    mixtures = read_mixtures(mixtures_csv, id_column=id_column)
     domains = tuple(mixtures.columns)
-    scores = _read_csv(scores_csv, "scores")
+    scores = _read_csv(scores_csv, "scores", id_column)
     parsed = parse_objective(objective_text)
     unknown = sorted(set(parsed.weights) - set(scores.columns))
     if unknown:
-        raise ConfigError(f"objective names columns {unknown} that {scores_csv} lacks; it has {list(scores.columns)}")
-    common = mixtures.index.intersection(scores.index)
-    if len(common) < 2:
-        raise ConfigError(f"only {len(common)} run ids appear in both {mixtures_csv} and {scores_csv}")
+        raise ConfigError(f"objective names columns {unknown} that {scores_csv} lacks or that are not numeric; "
+                          f"its numeric columns: {list(scores.columns)}")
+    common = _match_runs(mixtures, scores, mixtures_csv, scores_csv, strict)
+    needed = len(domains) + 2
+    if len(common) < needed:
+        raise TooFewRunsError(
+            f"fit needs at least {needed} runs (domains + 2) for {len(domains)} domains; {len(common)} run ids "
+            f"appear in both {mixtures_csv} and {scores_csv}")
     dropped = len(mixtures) - len(common)
     metrics = list(parsed.weights)
-    Y = scores.loc[common, metrics].apply(pd.to_numeric, errors="coerce")
-    bad = Y.isna().any(axis=1)
-    if bad.any():
-        raise ConfigError(f"{scores_csv}: runs {list(Y.index[bad])[:5]} have missing or non-numeric {metrics} values")
+    Y = _numeric(scores.loc[common, metrics], scores_csv, "score", ConfigError)
     X = mixtures.loc[common].to_numpy(dtype=float)
     targets = {m: Y[m].to_numpy(dtype=float) for m in metrics}
     surrogates = CapabilitySurrogates.fit(domains, X, targets, seed=seed, cv_folds=cv_folds, ensemble=ensemble)
@@ -222,6 +286,7 @@ def fit_swarm(
         "surrogate_cv": {m: {"r2": _num(q.r2), "spearman": _num(q.spearman)} for m, q in surrogates.quality.items()},
         "runs_used": int(len(common)),
         "runs_without_scores": int(dropped),
+        "runs_without_mixture": int(len(scores) - len(common)),
         "best_observed_run": best_run,
         "n_samples": result.n_samples,
     }
@@ -231,10 +296,10 @@ def fit_swarm(
     files["mixture"].write_text(json.dumps(payload, indent=2))
     surrogates.save(out_dir / "surrogates")
     if predict_csv is not None:
-        other = read_mixtures(predict_csv, domains)
+        other = read_mixtures(predict_csv, domains, id_column=id_column)
         pred = surrogates.predict(other.to_numpy(dtype=float))
         frame = pd.DataFrame({m: pred[m] for m in metrics}, index=other.index)
-        frame.index.name = _read_csv(predict_csv, "mixtures").index.name or "run"
+        frame.index.name = other.index.name or "run"
         files["predictions"] = out_dir / "predictions.csv"
         frame.to_csv(files["predictions"])
     return FitResult(payload, surrogates, files)
@@ -254,3 +319,7 @@ def _values(targets, objective, scale, X, domains) -> np.ndarray:
 
 def _num(v: float):
     return None if not math.isfinite(v) else float(v)
+
+
+def _show(cell) -> str:
+    return repr(cell) if isinstance(cell, str) else str(cell)
