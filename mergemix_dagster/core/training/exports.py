@@ -20,6 +20,7 @@ from mergemix_dagster.core.errors import ExportError
 from mergemix_dagster.core.mixture import SIMPLEX_TOLERANCE, Mixture
 from mergemix_dagster.core.data.subdomains import coarse_weights, split_leaf
 from mergemix_dagster.core.data.token_plan import TokenPlan, apportion, plan_tokens
+from mergemix_dagster.core.training.hf_layout import hf_parts
 
 if TYPE_CHECKING:  # settings are pydantic only; no import cycle at run time
     from mergemix_dagster.core.settings import Settings
@@ -33,7 +34,6 @@ FILE_NAMES = {
     "olmo": "olmo_source_mixture.yaml",
 }
 FORMATS = tuple(FILE_NAMES)
-_HF_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".txt": "text", ".csv": "csv"}
 
 
 def rounded_weights(weights: Mapping[str, float], decimals: int) -> dict[str, str]:
@@ -154,26 +154,27 @@ def interleave_probabilities(weights: Mapping[str, float], plan: TokenPlan | Non
 
 
 def hf_sources(weights: Mapping[str, float], settings: Settings, plan: TokenPlan | None) -> list[dict[str, Any]]:
-    """The datasets in interleave order: name, builder, data files, text field, probability."""
+    """The datasets in interleave order: name, probability, and the ``load_dataset`` parts that read it
+    (builder, data files, text field, load kwargs, optional; core/training/hf_layout.py)."""
     known = data_locations(settings)
     probabilities, _ = interleave_probabilities(_in_settings_order(weights, known), plan)
     rounded = rounded_weights(probabilities, settings.export.decimals)
     sources = []
     for name, probability in rounded.items():
-        files = _paths_of(name, settings, known)
-        suffixes = {_HF_BUILDERS.get(Path(f.removesuffix(".gz")).suffix, "json") for f in files}
-        if len(suffixes) > 1:
-            raise ExportError(f"{name!r} mixes file types {sorted(suffixes)}; one builder per dataset")
-        sources.append(
-            {
-                "name": name,
-                "builder": suffixes.pop(),
-                "data_files": files,
-                "text_field": known[name]["text_field"],
-                "probability": float(probability),
-            }
-        )
+        if known[name]["paths"]:
+            parts = hf_parts(known[name]["paths"], known[name]["text_field"])
+        else:  # the placeholder, read as a json file so that load_dataset fails on it by name
+            files = _paths_of(name, settings, known)
+            parts = [{"builder": "json", "data_files": files, "text_field": "text", "load_kwargs": {}, "optional": False}]
+        sources.append({"name": name, "probability": float(probability), "parts": parts})
     return sources
+
+
+def _yaml_part(part: Mapping[str, Any]) -> dict[str, Any]:
+    """A part as the YAML lists it: empty kwargs and a false ``optional`` left out."""
+    out = {k: part[k] for k in ("builder", "data_files", "text_field")}
+    out.update({k: part[k] for k in ("load_kwargs", "optional") if part[k]})
+    return out
 
 
 def render_hf_yaml(weights: Mapping[str, float], settings: Settings, plan: TokenPlan | None) -> str:
@@ -186,7 +187,7 @@ def render_hf_yaml(weights: Mapping[str, float], settings: Settings, plan: Token
             "seed": 0,
         },
         "probability_unit": unit,
-        "datasets": [{k: s[k] for k in ("name", "builder", "data_files", "text_field")} for s in sources],
+        "datasets": [{"name": s["name"], "parts": [_yaml_part(p) for p in s["parts"]]} for s in sources],
     }
     head = "# datasets.interleave_datasets(probabilities=...): the datasets below, in this order (docs/exports.md)\n"
     return head + yaml.safe_dump(doc, sort_keys=False)
@@ -200,20 +201,38 @@ Each source repeats when exhausted (a planned epoch count above 1 needs that): s
 budget{budget}.
 """
 
-from datasets import interleave_datasets, load_dataset
+import fsspec
+from datasets import concatenate_datasets, interleave_datasets, load_dataset
 
-# (name, builder, data files, text field), in the order of PROBABILITIES
+# name -> its load_dataset parts (builder, data files, text field, load kwargs, optional), in the order of
+# PROBABILITIES; an optional part (a folder whose file types were not known at export) may match no file
 SOURCES = {sources}
 PROBABILITIES = {probabilities}
 
 
+def _matches(pattern):
+    fs, path = fsspec.core.url_to_fs(pattern)
+    return bool(fs.glob(path))
+
+
+def load_source(name, parts):
+    """One name's documents as a stream with a single `text` column (its parts concatenated)."""
+    loaded = []
+    for builder, files, field, kwargs, optional in parts:
+        files = [f for f in files if _matches(f)] if optional else files
+        if not files:
+            continue
+        part = load_dataset(builder, data_files=files, split="train", streaming=True, **kwargs)
+        part = part.select_columns([field])
+        loaded.append(part if field == "text" else part.rename_column(field, "text"))
+    if not loaded:
+        raise FileNotFoundError(f"{{name}}: no data file in {{[files for _, files, *_ in parts]}}")
+    return loaded[0] if len(loaded) == 1 else concatenate_datasets(loaded)
+
+
 def build_mixture(seed=0):
-    parts = []
-    for name, builder, files, field in SOURCES:
-        part = load_dataset(builder, data_files=files, split="train", streaming=True).select_columns([field])
-        part = part if field == "text" else part.rename_column(field, "text")
-        parts.append(part.repeat(None))
-    return interleave_datasets(parts, probabilities=PROBABILITIES, seed=seed)
+    sources = [load_source(name, parts).repeat(None) for name, parts in SOURCES]
+    return interleave_datasets(sources, probabilities=PROBABILITIES, seed=seed)
 
 
 if __name__ == "__main__":
@@ -222,11 +241,17 @@ if __name__ == "__main__":
 '''
 
 
+def _python_part(part: Mapping[str, Any]) -> str:
+    fields = (part["builder"], part["data_files"], part["text_field"], part["load_kwargs"], part["optional"])
+    return "(" + ", ".join(repr(f) for f in fields) + ")"
+
+
 def render_hf_python(weights: Mapping[str, float], settings: Settings, plan: TokenPlan | None) -> str:
     _, unit = interleave_probabilities(weights, plan)
     sources = hf_sources(weights, settings, plan)
     listed = "[\n" + "".join(
-        f"    ({s['name']!r}, {s['builder']!r}, {s['data_files']!r}, {s['text_field']!r}),\n" for s in sources
+        f"    ({s['name']!r}, [\n" + "".join(f"        {_python_part(p)},\n" for p in s["parts"]) + "    ]),\n"
+        for s in sources
     ) + "]"
     budget = f" ({plan.target_tokens:,} tokens in the token plan)" if plan is not None else ""
     return _HF_SNIPPET.format(
