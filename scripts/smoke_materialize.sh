@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Materialize the whole graph with the `dagster asset materialize` CLI, one call per partition,
 # because a Dagster run cannot mix assets with different partitions definitions.
-# Usage: scripts/smoke_materialize.sh [config]   (default: smoke). Honors MERGEMIX_HOME and DAGSTER_HOME.
+# Usage: scripts/smoke_materialize.sh [config]   (default: smoke). Honors MERGEMIX_HOME and DAGSTER_HOME;
+# SMOKE_VALIDATE=1 (default: the whole validation group), fidelity (its proxy-fidelity half) or 0 (none).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}
@@ -25,5 +26,9 @@ $BIN/mergemix show
 if [ "${SMOKE_VALIDATE:-1}" = 1 ]; then  # the validation study of the stage (issue 4), same CLI
   materialize --select 'group:validation' --partition "$STAGE"
   cat "$MERGEMIX_HOME/validation/$STAGE/report.md"
+elif [ "${SMOKE_VALIDATE}" = fidelity ]; then  # only the proxy-fidelity half (tests: test_validation covers the rest)
+  materialize --select validation_design,validation_proxies,reference_models,proxy_fidelity --partition "$STAGE"
+  $BIN/python -c "import json,sys; print('Overall Spearman', json.load(open(sys.argv[1]))['overall_spearman'])" \
+    "$MERGEMIX_HOME/validation/$STAGE/fidelity.json"
 fi
 echo "smoke materialize OK: $MERGEMIX_HOME"

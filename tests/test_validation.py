@@ -74,7 +74,7 @@ def test_mixture_quality_trains_every_arm_on_every_protocol_seed(validated):
     for r in quality["runs"]:  # every run: the declared metric, every capability, every held-out task, the hash
         assert r["protocol_hash"] == quality["protocol"]["hash"]
         assert r["metric"] == pytest.approx(np.mean([r[c] for c in caps]))  # macro-average, all maximized
-        assert all(c in r for c in caps) and "heldout:mm_arith_words" in r
+        assert all(c in r for c in caps) and all(f"heldout:{t.name}" in r for t in settings.validation.heldout_tasks)
     assert max(quality["arms"]["best_single_domain"].values()) == 1.0
     assert quality["arms"]["natural"] == pytest.approx(quality["natural_prior"])
     # RegMix proper: its own swarm, trained, never the chosen mixture, none of the validation design
@@ -94,7 +94,8 @@ def test_mixture_quality_trains_every_arm_on_every_protocol_seed(validated):
         assert m["per_seed"] == pytest.approx([by[("chosen", s)] - by[(arm, s)] for s in sorted(p.seeds)])
         assert m["low"] <= m["mean"] <= m["high"] and m["beats"] == (m["low"] > 0)
     assert quality["beats_every_arm"] == all(m["beats"] for m in quality["margins"].values())
-    assert set(quality["heldout_vs_uniform"]) == {"heldout:mm_arith_words"}
+    assert set(quality["heldout_vs_uniform"]) == {f"heldout:{t.name}" for t in settings.validation.heldout_tasks}
+    assert {"heldout:mm_arith_words", "heldout:mm_prose"} <= set(quality["heldout_vs_uniform"])  # smoke: the defaults
     meta = _latest(instance, "mixture_quality", "s0").metadata
     assert meta["protocol_hash"].value == quality["protocol"]["hash"]
     assert quality["attempt"]["number"] == 1 and quality["attempt"]["judged_at"]
