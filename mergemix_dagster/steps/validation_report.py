@@ -12,6 +12,7 @@ from mergemix_dagster.core.settings import Settings
 from mergemix_dagster.resources import CheckpointStore, EvaluationDatabase, layout
 from mergemix_dagster.resources.artifacts import read_pointer
 from mergemix_dagster.resources.layout import result_key
+from mergemix_dagster.steps import task_vectors
 from mergemix_dagster.steps.subdomain_search import SUBDOMAIN_KIND, SUBDOMAIN_VERIFY_KIND
 
 
@@ -136,11 +137,7 @@ def report_markdown(s: Settings, stage: str, fidelity: dict, quality: dict, vect
     lines += ["", "Mixtures (overall = macro-average of capability scores):", "",
               pd.DataFrame(fidelity["mixtures"]).to_markdown(index=False, floatfmt=".3f"), ""]
     lines += ["## Cost of the search", "", cost_markdown(costs), ""]
-    domains = vectors["domains"]
-    lines += ["## Task vectors", "", "| | " + " | ".join(domains) + " | ‖Δ‖/‖base‖ |", "|---" * (len(domains) + 2) + "|"]
-    for i, d in enumerate(domains):
-        lines.append(f"| {d} | " + " | ".join(f"{x:.3f}" for x in vectors["cosine"][i]) +
-                     f" | {vectors['relative_update'][d]:.4f} |")
+    lines += ["## Task vectors", "", task_vectors.markdown(vectors)]
     return "\n".join(lines) + "\n"
 
 

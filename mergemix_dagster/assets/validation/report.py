@@ -4,14 +4,13 @@ import dagster as dg
 import pandas as pd
 
 from mergemix_dagster.assets.partitions import SAME_STAGE, PipelinePartitions
-from mergemix_dagster.core.evaluation.fidelity import cost_markdown, task_vector_diagnostics as diagnose_task_vectors
+from mergemix_dagster.core.evaluation.fidelity import cost_markdown
 from mergemix_dagster.core.settings import Settings
-from mergemix_dagster.core.training.model import load_state_dict
 from mergemix_dagster.resources import CheckpointStore, EvaluationDatabase, layout
-from mergemix_dagster.resources.artifacts import base_checkpoint, expert_checkpoint_dir
 from mergemix_dagster.resources.layout import result_key
 from mergemix_dagster.resources.settings import PipelineSettings
 from mergemix_dagster.steps.metadata import number, table
+from mergemix_dagster.steps.task_vectors import stage_task_vectors
 from mergemix_dagster.steps.stage_asset import stage_asset
 from mergemix_dagster.steps.validation_report import report_markdown, search_costs
 from mergemix_dagster.steps.validation_study import VALIDATION_CODE_VERSION, validation_dir
@@ -26,9 +25,7 @@ def build_study_report_assets(parts: PipelinePartitions) -> list[dg.AssetsDefini
         """MergeMix Appendix B: cosine similarity of the task vectors (expert − base) and ‖Δ‖/‖base‖."""
         s = settings.get()
         stage = context.partition_key
-        base_dir, _ = base_checkpoint(store, stage)
-        experts = {d: load_state_dict(expert_checkpoint_dir(store, stage, d)[0]) for d in s.domain_names}
-        diag = diagnose_task_vectors(load_state_dict(base_dir), experts)
+        diag = stage_task_vectors(store, stage, s.domain_names)  # one tensor of each checkpoint in memory at a time
         result = {
             "domains": list(diag.domains),
             "cosine": diag.cosine.tolist(),
