@@ -61,9 +61,10 @@ def verify_search_choice(
 
 
 def candidate_items(s: Settings, rows) -> dict | None:
-    """One candidate's per-item values by (task, metric) from its DuckDB rows, or None unless every configured
-    benchmark has them: the verified side of ``paired_items`` when the verification was scored elsewhere."""
-    return _complete(s, items_by_benchmark(configured_rows(rows, s)))
+    """One candidate's per-item values by (task, metric) from its DuckDB rows already passed through
+    ``configured_rows``, or None unless every configured benchmark has them: the verified side of ``paired_items``
+    when the verification was scored elsewhere."""
+    return _complete(s, items_by_benchmark(rows))
 
 
 def _task_capabilities(s: Settings) -> dict[tuple[str, str], str]:
