@@ -58,14 +58,15 @@ def test_each_sensor_targets_exactly_the_jobs_it_requests(defs):
 def test_layer_schedules_fire_at_different_minutes_in_layer_order(defs):
     schedules = sorted(defs.schedules, key=lambda s: s.name)
     crons = {s.name: s.cron_schedule for s in schedules}
-    assert len(set(crons.values())) == len(crons) == 4
-    minutes = [int(crons[f"reoptimize_{layer}"].split()[0]) for layer in ("corpora", "stage_base", "experts", "optimize")]
-    assert minutes == [0, 15, 30, 45]  # smoke config: stages.schedule "0 3 * * *"
+    assert len(set(crons.values())) == len(crons) == 5
+    layers = ("foundation", "corpora", "stage_base", "experts", "optimize")
+    minutes = [int(crons[f"reoptimize_{layer}"].split()[0]) for layer in layers]
+    assert minutes == [0, 12, 24, 36, 48]  # smoke config: stages.schedule "0 3 * * *"
 
 
 def test_staggered_cron_carries_into_the_next_hour_and_keeps_steps():
     assert staggered_cron("0 3 * * *", 0) == "0 3 * * *"
-    assert staggered_cron("50 23 * * 1", LAYER_OFFSET_MINUTES) == "5 0 * * 1"
+    assert staggered_cron("50 23 * * 1", LAYER_OFFSET_MINUTES) == "2 0 * * 1"
     assert staggered_cron("*/30 * * * *", 15) == "15-59/30 * * * *"
     with pytest.raises(ConfigError, match="minute as a number"):
         staggered_cron("0,30 3 * * *", 15)

@@ -110,7 +110,7 @@ def test_reoptimizing_stage_2_materializes_exactly_its_partitions(staged):
 
 def _schedule_requests(defs, instance) -> list[tuple[str, str]]:
     requests = []
-    for name in ("reoptimize_corpora", "reoptimize_stage_base", "reoptimize_experts", "reoptimize_optimize"):
+    for name in ("reoptimize_foundation", "reoptimize_corpora", "reoptimize_stage_base", "reoptimize_experts", "reoptimize_optimize"):
         schedule = defs.resolve_schedule_def(name)
         with dg.build_schedule_context(instance=instance, repository_def=defs.get_repository_def(), resources=defs.resources) as context:
             result = schedule.evaluate_tick(context)
