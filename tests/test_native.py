@@ -316,3 +316,29 @@ def test_chained_sensor_holds_off_while_a_backfill_run_of_the_stage_is_in_flight
         assert requests == [] and "backfill" in why
         instance.report_run_failed(run)
         assert not backfill_in_flight(instance, "s1")
+
+
+def test_the_same_staleness_on_a_later_occasion_is_requested_again_and_a_failure_is_not_retried(defs):
+    """Dagster drops a request whose run key it has seen: the key must change once a run succeeded (weeks on,
+    the same layer stale again) and must not change after a failed run (no retry every tick)."""
+    import dagster as dg
+
+    from mergemix_dagster.core.settings import load_settings
+    from mergemix_dagster.defs.sensors import stage_run_requests
+
+    settings = load_settings("smoke")
+    job = defs.resolve_job_def("foundation_job")
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("stage", ["s0"])
+
+        def keys():
+            requests, _ = stage_run_requests(instance, defs, settings, "s0", "test")
+            return [(r.job_name, r.run_key) for r in requests]
+
+        first = keys()
+        assert [j for j, _ in first] == ["foundation_job"]  # a fresh instance: the general corpus is missing
+        instance.create_run_for_job(job, status=dg.DagsterRunStatus.FAILURE)
+        assert keys() == first
+        instance.create_run_for_job(job, status=dg.DagsterRunStatus.SUCCESS)
+        later = keys()
+        assert [j for j, _ in later] == ["foundation_job"] and later != first

@@ -16,11 +16,11 @@ from mergemix_dagster.resources.layout import content_version, stage_registratio
 from mergemix_dagster.defs.jobs import corpora_job, experts_job, foundation_job, optimize_job, stage_base_job
 from mergemix_dagster.assets.partitions import stage_partitions
 from mergemix_dagster.runner.instance import STAGE_TAG, fail_abandoned_runs
-from mergemix_dagster.runner.plan import corpus_changes
+from mergemix_dagster.runner.plan import PlanContext, automation_runs, corpus_changes
 from mergemix_dagster.resources import CheckpointStore
 from mergemix_dagster.resources.settings import PipelineSettings
 from mergemix_dagster.core.settings import STAGE_NAME, Settings
-from mergemix_dagster.runner.staleness import latest_stage, next_runs, stage_status
+from mergemix_dagster.runner.staleness import latest_stage
 
 BACKFILL_TAG = "dagster/backfill"  # on every run an asset backfill launches
 PARTITION_TAG = "dagster/partition"  # "s1"; a domain × stage run also has "dagster/partition/stage"
@@ -61,10 +61,14 @@ def backfill_in_flight(instance: dg.DagsterInstance, stage: str) -> bool:
 def stage_run_requests(
     instance: dg.DagsterInstance, defs: dg.Definitions | dg.RepositoryDefinition, settings: Settings, stage: str, why: str
 ):
-    """Run requests for the first layer of ``stage`` that is missing or stale (none while one is in flight);
-    ``defs`` is a sensor's or schedule's ``context.repository_def`` (or the ``Definitions`` in tests).
+    """Run requests for the first layer of ``stage`` that is missing, stale or damaged (``runner.plan.
+    automation_runs``; none while one is in flight); ``defs`` is a sensor's or schedule's
+    ``context.repository_def`` (or the ``Definitions`` in tests).
 
     Runs left STARTED by a killed ``mergemix`` process are marked failed first, so they do not block forever.
+    The run key names what is due and the last successful run: Dagster drops a request whose key it has seen,
+    so the same staleness on a later occasion (a second code change, weeks on) must get a new key, while a
+    failed run is not retried every tick.
     """
     fail_abandoned_runs(instance)
     in_flight = instance.get_run_records(
@@ -79,19 +83,20 @@ def stage_run_requests(
         return [], f"a run for stage {stage!r} is still in flight"
     if backfill_in_flight(instance, stage):
         return [], f"a backfill run for stage {stage!r} is in flight (stage_automation_sensor)"
-    status = stage_status(instance, defs, settings.domain_names, stage)
-    plan = next_runs(status)
-    if not plan:
+    runs = automation_runs(PlanContext(defs, settings, instance, stage))
+    if not runs:
         return [], f"stage {stage!r} is fresh"
-    marker = content_version(status.all())
+    last_success = instance.get_run_records(dg.RunsFilter(statuses=[dg.DagsterRunStatus.SUCCESS]), limit=1)
+    marker = content_version({"due": [[r.job, str(r.partition), r.reason] for r in runs],
+                              "after": last_success[0].dagster_run.run_id if last_success else None})
     requests = [
         dg.RunRequest(
-            job_name=job,
-            partition_key=str(partition),
-            run_key=f"{job}:{partition}:{marker}",
-            tags={STAGE_TAG: stage, "mergemix/reason": why},
+            job_name=run.job,
+            partition_key=str(run.partition),
+            run_key=f"{run.job}:{run.partition}:{marker}",
+            tags={STAGE_TAG: stage, "mergemix/reason": f"{why}: {run.reason}"},
         )
-        for job, partition in plan
+        for run in runs
     ]
     return requests, ""
 

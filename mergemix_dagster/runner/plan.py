@@ -20,7 +20,8 @@ A hierarchical stage starts with ``changed_subdomain_corpora`` (once), then
 top-down: the flat steps, ``stale_subdomain_work``, ``stale_hierarchical_mixture``;
 bottom-up: ``stale_early_layer``, ``stale_subdomain_work``, the flat steps, ``stale_hierarchical_mixture``
 (a split domain's expert is the merge of its sub-domain experts, so the fine search comes first).
-The sensors and schedules (defs/) ask ``stale_layer``'s ``staleness.next_runs`` only.
+The sensors and schedules (defs/) ask ``AUTOMATION_RULES`` (``automation_runs``): the flat rules above but the
+domain corpora (``corpus_change_sensor``'s), so a daemon retrains a deleted expert and rescores stale rows too.
 """
 
 from __future__ import annotations
@@ -327,6 +328,21 @@ def stage_steps(settings: Settings, hierarchical: bool = False, max_layers: int 
     if settings.search.hierarchy == "bottom_up":
         return (sub, early, fine, *flat, final)
     return (sub, *flat, fine, final)
+
+
+#: What the daemon asks each tick, in order; the first rule with runs wins (one layer at a time, as ``plan``).
+AUTOMATION_RULES: tuple[Rule, ...] = (
+    changed_general_corpus, changed_stage_base, damaged_expert_checkpoints, stale_layer, stale_evaluations,
+)
+
+
+def automation_runs(ctx: PlanContext) -> list[PlannedRun]:
+    """The runs a sensor or schedule requests for ``ctx.stage`` now: those of the first ``AUTOMATION_RULES``
+    rule that has any."""
+    for rule in AUTOMATION_RULES:
+        if runs := rule(ctx):
+            return runs
+    return []
 
 
 @dataclass
