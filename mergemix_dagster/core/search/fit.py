@@ -351,7 +351,7 @@ def fit_swarm(
                              "kl_weight": kl_weight, "test_fraction": test_fraction, "test_count": test_count,
                              "token_counts": dict(token_counts or {}) or None, "target_tokens": target_tokens,
                              "max_epochs": max_epochs if target_tokens else None, "id_column": id_column},
-                    record=record or {})
+                    record=record or {}, id_name=str(mixtures.index.name or "run"))
     if predict_csv is not None:
         rec.other = read_mixtures(predict_csv, domains, id_column=id_column)
     files = write_fit(Path(out_dir), rec, surrogates, notes)

@@ -2,7 +2,8 @@
 
 ``mixture.json`` (the choice, predictions, constraints, held-out quality), ``config.json`` (inputs, options, the
 objective as data: terms, aggregates, scale, KL weight and prior, bounds), ``surrogates/`` (one LightGBM model
-per metric and its ensemble), ``swarm.csv`` (the runs used: split, weights, metrics), ``predictions.csv``
+per fitted metric and its ensemble), ``swarm_mixtures.csv`` / ``swarm_scores.csv`` (the runs used: split and
+weights; the fitted metrics), ``predictions.csv``
 (``--predict`` mixtures, else the swarm's runs: run id, one column per metric, ``objective``), ``heldout.csv``
 (with a held-out split), three PNGs and ``summary.md`` (the PNGs embedded, like the stage report).
 """
@@ -40,6 +41,7 @@ class FitRecord:
     options: dict
     record: dict = field(default_factory=dict)
     other: pd.DataFrame | None = None  # --predict mixtures
+    id_name: str = "run"  # the run-id column's name in the input CSVs, kept in the CSVs written
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float | None:
@@ -66,8 +68,8 @@ def objective_definition(rec: FitRecord) -> str:
     return "weighted mean of each target's min–max goodness over the fitted runs (0 worst, 1 best; maximize)"
 
 
-def _frame(rec: FitRecord, index, per_metric: dict, per_target: dict, X: np.ndarray) -> pd.DataFrame:
-    frame = pd.DataFrame({m: per_metric[m] for m in rec.objective.metrics}, index=pd.Index(index, name="run"))
+def _frame(rec: FitRecord, index, name: str, per_metric: dict, per_target: dict, X: np.ndarray) -> pd.DataFrame:
+    frame = pd.DataFrame({m: per_metric[m] for m in rec.objective.metrics}, index=pd.Index(index, name=name))
     frame["objective"] = objective_column(rec, per_target, X)
     return frame
 
@@ -82,7 +84,7 @@ def _heldout(rec: FitRecord, out: Path, files: dict) -> dict:
     obj_a = objective_column(rec, rec.objective.target_values(actual), Xt)
     rho = {m: spearman(actual[m], pred[m]) for m in rec.objective.metrics}
     rho["objective"] = spearman(obj_a, obj_p)
-    table = {"run": [rec.runs[i] for i in rec.test]}
+    table = {rec.id_name: [rec.runs[i] for i in rec.test]}
     for m in [*rec.objective.metrics, "objective"]:
         a, p = (obj_a, obj_p) if m == "objective" else (actual[m], pred[m])
         table[f"{m} measured"], table[f"{m} predicted"] = a, p
@@ -178,20 +180,20 @@ def write_fit(out: Path, rec: FitRecord, surrogates, notes: list[str] | None = N
     surrogates.save(out / "surrogates")
     files["surrogates"] = out / "surrogates"
     split = np.where(np.isin(np.arange(len(rec.runs)), rec.test), "held_out", "fitted")
-    swarm = pd.DataFrame(rec.X, columns=list(rec.domains), index=pd.Index(rec.runs, name="run"))
+    index = pd.Index(rec.runs, name=rec.id_name)
+    swarm = pd.DataFrame(rec.X, columns=list(rec.domains), index=index)
     swarm.insert(0, "split", split)
-    for m in rec.objective.metrics:
-        swarm[m] = rec.per_metric[m]
-    files["swarm"] = out / "swarm.csv"
-    swarm.to_csv(files["swarm"])
+    files["swarm_mixtures"], files["swarm_scores"] = out / "swarm_mixtures.csv", out / "swarm_scores.csv"
+    swarm.to_csv(files["swarm_mixtures"])  # two files: a metric may share a domain's name (olmix's "math")
+    pd.DataFrame({m: rec.per_metric[m] for m in rec.objective.metrics}, index=index).to_csv(files["swarm_scores"])
     if rec.other is not None:
         Xo = rec.other.to_numpy(dtype=float)
-        index, X = list(rec.other.index), Xo
+        index, X, name = list(rec.other.index), Xo, rec.other.index.name or "run"
     else:
-        index, X = rec.runs, rec.X
+        index, X, name = rec.runs, rec.X, rec.id_name
     pred = rec.model.inner.predict(X)
     files["predictions"] = out / "predictions.csv"
-    _frame(rec, index, pred, rec.objective.target_values(pred), X).to_csv(files["predictions"])
+    _frame(rec, index, name, pred, rec.objective.target_values(pred), X).to_csv(files["predictions"])
     _plots(rec, out, files)
     files["mixture"].write_text(json.dumps(p, indent=2))
     files["config"] = out / "config.json"
