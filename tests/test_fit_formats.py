@@ -163,7 +163,8 @@ def test_mean_objective_token_caps_and_held_out_split_from_the_cli(bpb_swarm, tm
     assert set(payload["heldout"]["spearman"]) == {"a_bpb", "b_bpb", "objective"}
     assert "held-out Spearman (8 runs)" in printed.out
     held = pd.read_csv(out / "heldout.csv")
-    assert len(held) == 8 and not set(held["run"]) & set(pd.read_csv(out / "swarm_mixtures.csv").query("split == 'fitted'")["run"])
+    fitted = pd.read_csv(out / "swarm_mixtures.csv").query("split == 'fitted'")["run"]
+    assert len(held) == 8 and not set(held["run"]) & set(fitted)
     preds = pd.read_csv(out / "predictions.csv")
     assert list(preds.columns) == ["run", "a_bpb", "b_bpb", "objective"]
     assert np.allclose(preds["objective"], (preds["a_bpb"] + preds["b_bpb"]) / 2, atol=1e-12)

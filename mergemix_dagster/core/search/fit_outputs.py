@@ -128,7 +128,9 @@ def _plots(rec: FitRecord, out: Path, files: dict) -> None:
         x, y = kl_to_prior(rec.X, q), obj_a
         star = (float(kl_to_prior(chosen_x, q)[0]), float(objective_column(
             rec, rec.objective.target_values(rec.model.inner.predict(chosen_x)), chosen_x)[0]))
-        labels, title = ("KL(α ‖ prior)", f"objective: {targets[0]}"), "Trade-off: objective vs distance to the prior"
+        ref = "prior" if prior else "mean swarm mixture"
+        labels = (f"KL(α ‖ {ref})", f"objective: {targets[0]}")
+        title = f"Trade-off: objective vs distance to the {ref}"
     files["tradeoff_png"] = fit_tradeoff_plot(np.asarray(x), np.asarray(y), labels, star, out / "tradeoff.png", title)
 
 
