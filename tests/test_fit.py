@@ -58,7 +58,7 @@ def test_fit_cli_minimizes_loss_and_writes_outputs(swarm, tmp_path, capsys):
     lo, hi = payload["predicted_interval"]["loss"]
     assert lo <= payload["predicted"]["loss"] <= hi + 1e-9
     preds = pd.read_csv(out / "predictions.csv")
-    assert list(preds.columns) == ["run", "loss"] and list(preds["run"]) == ["uniform", "authors"]
+    assert list(preds.columns) == ["run", "loss", "objective"] and list(preds["run"]) == ["uniform", "authors"]
     assert payload["predicted"]["loss"] <= preds.set_index("run").loc["authors", "loss"] + 0.01
     assert true_loss(w) < loss(np.full((1, K), 1 / K))[0]
 

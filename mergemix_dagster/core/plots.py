@@ -103,3 +103,70 @@ def tradeoff_plot(
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _save(fig, plt, path: Path) -> Path:
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def predicted_vs_actual_plot(actual: np.ndarray, predicted: np.ndarray, held_out: np.ndarray, name: str,
+                             rho: float | None, path: Path) -> Path:
+    """``mergemix fit``: predicted vs measured per run, held-out runs in colour, fitted runs in grey."""
+    plt = _pyplot()
+    held_out = np.asarray(held_out, dtype=bool)
+    fig, ax = plt.subplots(figsize=(4.4, 4.2))
+    lo, hi = float(min(actual.min(), predicted.min())), float(max(actual.max(), predicted.max()))
+    ax.plot([lo, hi], [lo, hi], color="0.7", lw=1, ls="--")
+    ax.scatter(actual[~held_out], predicted[~held_out], s=12, c="0.65", label="fitted runs (in sample)")
+    if held_out.any():
+        ax.scatter(actual[held_out], predicted[held_out], s=26, c="C0", label="held-out runs")
+    ax.set_xlabel(f"measured {name}")
+    ax.set_ylabel(f"predicted {name}")
+    what = "held-out" if held_out.any() else "in-sample (no --test-fraction)"
+    ax.set_title(f"{name}: {what} Spearman {'n/a' if rho is None else f'{rho:.3f}'}", fontsize=9)
+    ax.legend(fontsize=7)
+    return _save(fig, plt, path)
+
+
+def weights_plot(domains: Sequence[str], chosen: Sequence[float], prior: Sequence[float] | None,
+                 caps: Sequence[float], path: Path) -> Path:
+    """Chosen weight per domain beside the prior, with each domain's upper bound (cap) where it is below 1."""
+    plt = _pyplot()
+    k = len(domains)
+    x = np.arange(k)
+    fig, ax = plt.subplots(figsize=(max(4.8, 0.32 * k + 1.5), 3.8))
+    width = 0.4 if prior is not None else 0.7
+    ax.bar(x - (width / 2 if prior is not None else 0), chosen, width, color="C3", label="chosen")
+    if prior is not None:
+        ax.bar(x + width / 2, prior, width, color="0.6", label="prior")
+    caps = np.asarray(caps, dtype=float)
+    capped = caps < 1
+    if capped.any():
+        ax.scatter(x[capped], caps[capped], marker="_", s=220, c="black", zorder=4, label="cap (upper bound)")
+    ax.set_xticks(x)
+    ax.set_xticklabels(domains, rotation=60, ha="right", fontsize=7)
+    ax.set_ylabel("weight")
+    top = max(float(np.max(chosen)), float(np.max(prior)) if prior is not None else 0.0)
+    shown = [top] + [float(c) for c in caps[capped] if c <= 3 * top]  # caps far above every weight: off the chart
+    ax.set_ylim(0, min(1.05, 1.15 * max(shown)))
+    ax.set_title("Chosen mixture vs the prior, with caps", fontsize=10)
+    ax.legend(fontsize=7)
+    return _save(fig, plt, path)
+
+
+def fit_tradeoff_plot(x: np.ndarray, y: np.ndarray, labels: tuple[str, str], chosen: tuple[float, float],
+                      path: Path, title: str) -> Path:
+    """Measured runs on two axes of the objective, and the chosen mixture's prediction (star)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4.8, 4.0))
+    ax.scatter(x, y, s=14, c="0.6", label="swarm runs (measured)")
+    ax.scatter([chosen[0]], [chosen[1]], marker="*", s=160, c="C3", zorder=3, label="chosen (predicted)")
+    ax.set_xlabel(labels[0])
+    ax.set_ylabel(labels[1])
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    return _save(fig, plt, path)

@@ -9,27 +9,36 @@ same search, constraints and choices as the pipeline, and the same output: ``mix
 
 from __future__ import annotations
 
-import json
 import math
-import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
-from mergemix_dagster.core.search.constraints import build_constraints
 from mergemix_dagster.core.errors import ConfigError, SimplexError, TooFewRunsError, UnmatchedRunsError
-from mergemix_dagster.core.search.objective import Objective, fit_score_scale, resolve_targets
+from mergemix_dagster.core.search.constraints import build_constraints
+from mergemix_dagster.core.search.fit_outputs import FitRecord, write_fit
+from mergemix_dagster.core.search.objective import ScoreScale, fit_score_scale, resolve_targets
 from mergemix_dagster.core.search.simplex import search_mixture
 from mergemix_dagster.core.search.surrogate import CapabilitySurrogates
+from mergemix_dagster.core.search.swarm_objective import (
+    AggregateSurrogates,
+    ParsedObjective,
+    SwarmObjective,
+    matches,
+    parse_objective,
+    resolve_objective,
+)
+
+__all__ = ["FitResult", "ParsedObjective", "SwarmNotice", "SwarmWarning", "fit_swarm", "parse_bounds",
+           "parse_objective", "read_mixtures", "read_token_counts"]
 
 RENORMALIZE_TOLERANCE = 1e-2  # rows rounded to 3 decimals sum to 0.996–1.003: renormalize, with a warning
 ID_COLUMNS = ("run", "run_id", "id", "name")  # the first that exists is the run id, unless --id-column says
 EXAMPLES = 5  # ids named in a message
-_TERM = re.compile(r"^\s*(?:(?P<w>[0-9.eE+-]+)\s*\*\s*)?(?P<col>[^*]+?)\s*$")
 
 
 class SwarmWarning(UserWarning):
@@ -38,45 +47,6 @@ class SwarmWarning(UserWarning):
 
 class SwarmNotice(SwarmWarning):
     """Columns of a swarm CSV that are not used (labels, row positions); printed as a note."""
-
-
-@dataclass(frozen=True)
-class ParsedObjective:
-    weights: dict[str, float]
-    directions: dict[str, str]
-
-    def objective(self, **extra) -> Objective:
-        return Objective(weights=self.weights, directions=self.directions, **extra)
-
-
-def parse_objective(text: str) -> ParsedObjective:
-    """``maximize:COL``, ``minimize:COL``, ``minimize:0.7*a+0.3*b``, or several terms joined by commas
-    (``maximize:acc,minimize:0.5*loss``). Weights default to 1 and are normalized later."""
-    weights: dict[str, float] = {}
-    directions: dict[str, str] = {}
-    for part in [p for p in text.split(",") if p.strip()]:
-        if ":" not in part:
-            raise ConfigError(f"objective term {part!r} must look like 'maximize:COLUMN' or 'minimize:COLUMN'")
-        direction, expr = part.split(":", 1)
-        direction = direction.strip().lower()
-        if direction not in ("maximize", "minimize"):
-            raise ConfigError(f"objective direction {direction!r} must be 'maximize' or 'minimize'")
-        for item in expr.split("+"):
-            m = _TERM.match(item)
-            if not m or not m.group("col").strip():
-                raise ConfigError(f"cannot read objective term {item!r} in {text!r}")
-            col = m.group("col").strip()
-            try:
-                w = float(m.group("w")) if m.group("w") else 1.0
-            except ValueError as exc:
-                raise ConfigError(f"objective weight in {item!r} is not a number") from exc
-            if not (math.isfinite(w) and w > 0):
-                raise ConfigError(f"objective weight of {col!r} must be > 0, got {w}")
-            weights[col] = weights.get(col, 0.0) + w
-            directions[col] = direction
-    if not weights:
-        raise ConfigError(f"empty objective {text!r}")
-    return ParsedObjective(weights, directions)
 
 
 def parse_bounds(items: Sequence[str], what: str) -> dict[str, float]:
@@ -202,10 +172,57 @@ class FitResult:
     files: dict[str, Path] = field(default_factory=dict)
 
 
+def read_token_counts(path: Path) -> dict[str, int]:
+    """Available tokens per domain: a CSV of two columns (domain, tokens) or a JSON/YAML mapping."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"token counts file {path} does not exist")
+    if path.suffix.lower() in (".json", ".yaml", ".yml"):
+        import yaml
+
+        data = yaml.safe_load(path.read_text())
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: token counts must be a mapping domain -> tokens")
+        items = list(data.items())
+    else:
+        frame = pd.read_csv(path)
+        if frame.shape[1] != 2:
+            raise ConfigError(f"{path}: token counts CSV needs exactly two columns (domain, tokens), got "
+                              f"{list(frame.columns)}")
+        items = list(zip(frame.iloc[:, 0], frame.iloc[:, 1]))
+    out = {}
+    for d, v in items:
+        try:
+            n = float(str(v).replace("_", ""))
+        except ValueError as exc:
+            raise ConfigError(f"{path}: token count of {d!r} is not a number: {v!r}") from exc
+        if not (math.isfinite(n) and n >= 0):
+            raise ConfigError(f"{path}: token count of {d!r} must be a finite number >= 0, got {v!r}")
+        out[str(d)] = int(n)
+    return out
+
+
+def _split_rows(n: int, test_fraction: float, test_count: int | None, seed: int, needed: int):
+    """Seeded train/held-out row indices; the held-out rows are never fitted on."""
+    if test_count is None:
+        if not (0.0 <= test_fraction < 1.0):
+            raise ConfigError(f"--test-fraction must be in [0, 1), got {test_fraction}")
+        test_count = int(round(test_fraction * n)) if test_fraction > 0 else 0
+        if test_fraction > 0:
+            test_count = max(test_count, 2)  # a Spearman needs 2 points
+    if test_count == 0:
+        return np.arange(n), np.arange(0)
+    if n - test_count < needed:
+        raise TooFewRunsError(f"holding out {test_count} of {n} runs leaves {n - test_count} to fit on; "
+                              f"{needed} are needed (domains + 2)")
+    perm = np.random.default_rng(seed).permutation(n)
+    return np.sort(perm[test_count:]), np.sort(perm[:test_count])
+
+
 def fit_swarm(
     mixtures_csv: Path,
     scores_csv: Path,
-    objective_text: str,
+    objective: str | Callable[[list[str]], SwarmObjective],
     out_dir: Path,
     predict_csv: Path | None = None,
     n_samples: int = 100_000,
@@ -223,25 +240,49 @@ def fit_swarm(
     min_spread_in_noise: float = 1.0,
     id_column: str | None = None,
     strict: bool = False,
+    exclude_metrics: Sequence[str] = (),
+    token_counts: Mapping[str, int] | None = None,
+    target_tokens: int | None = None,
+    max_epochs: float = 4.0,
+    test_fraction: float = 0.0,
+    test_count: int | None = None,
+    raw_scale: bool = False,
+    domain_prior_required: bool = False,
+    objective_label: str | None = None,
+    record: dict | None = None,
+    notes: list[str] | None = None,
 ) -> FitResult:
-    """Fit one regressor per objective metric on the swarm, search, write ``mixture.json`` (and predictions).
+    """Fit one regressor per objective metric on the swarm, search, write ``mixture.json`` and the fit folder.
 
-    ``noise``: a standard error per metric (e.g. the std of a run repeated over seeds); metrics the swarm
-    moves by less than ``min_spread_in_noise`` of it are reported and left out of the objective, as in the
-    pipeline (docs/search.md). ``id_column``: the run-id column of both CSVs (default: the first of
+    ``objective``: the ``--objective`` text, or a builder ``(score columns) -> SwarmObjective`` (an Olmix
+    config). ``noise``: a standard error per metric (e.g. the std of a run repeated over seeds); metrics the
+    swarm moves by less than ``min_spread_in_noise`` of it are reported and left out of the objective, as in
+    the pipeline (docs/search.md). ``id_column``: the run-id column of both CSVs (default: the first of
     ``ID_COLUMNS`` that exists, else the first column). ``strict``: run ids in only one file are an error.
+    ``exclude_metrics``: patterns of columns left out of every ``mean(...)``. ``token_counts`` with
+    ``target_tokens``: ``α_d ≤ max_epochs · N_d / T``. ``test_fraction`` / ``test_count``: a seeded held-out
+    split, never fitted on. ``raw_scale``: the objective in the metrics' own units (Olmix), not min–max.
+    ``notes``: lines for ``summary.md`` (an objective builder may append to the same list).
     """
     if choice == "lcb" and ensemble < 2:
         raise ConfigError(f"choice 'lcb' (the default) needs an ensemble of >= 2 regressors, got {ensemble}; "
                           "use --choice top_k_mean or argmax without one")
+    if (token_counts is None) != (target_tokens is None):
+        raise ConfigError("--token-counts and --target-tokens go together: α_d ≤ max_epochs · N_d / T needs both")
     mixtures = read_mixtures(mixtures_csv, id_column=id_column)
     domains = tuple(mixtures.columns)
     scores = _read_csv(scores_csv, "scores", id_column)
-    parsed = parse_objective(objective_text)
-    unknown = sorted(set(parsed.weights) - set(scores.columns))
-    if unknown:
-        raise ConfigError(f"objective names columns {unknown} that {scores_csv} lacks or that are not numeric; "
-                          f"its numeric columns: {list(scores.columns)}")
+    columns = [str(c) for c in scores.columns]
+    if callable(objective):
+        sobj = objective(columns)
+        label = objective_label or "objective"
+    else:
+        sobj = resolve_objective(parse_objective(objective), columns, exclude_metrics, str(scores_csv))
+        label = objective
+    unmatched = [p for p in exclude_metrics if not matches([p], columns)]
+    if unmatched:
+        warnings.warn(f"--exclude-metrics patterns {unmatched} match no column of {scores_csv}", SwarmWarning,
+                      stacklevel=2)
     common = _match_runs(mixtures, scores, mixtures_csv, scores_csv, strict)
     needed = len(domains) + 2
     if len(common) < needed:
@@ -249,60 +290,92 @@ def fit_swarm(
             f"fit needs at least {needed} runs (domains + 2) for {len(domains)} domains; {len(common)} run ids "
             f"appear in both {mixtures_csv} and {scores_csv}")
     dropped = len(mixtures) - len(common)
-    metrics = list(parsed.weights)
-    Y = _numeric(scores.loc[common, metrics], scores_csv, "score", ConfigError)
+    metrics = list(sobj.metrics)
+    Y = _numeric(scores.loc[common, sobj.source_columns], scores_csv, "score", ConfigError)
     X = mixtures.loc[common].to_numpy(dtype=float)
-    targets = {m: Y[m].to_numpy(dtype=float) for m in metrics}
-    surrogates = CapabilitySurrogates.fit(domains, X, targets, seed=seed, cv_folds=cv_folds, ensemble=ensemble)
-    if prior is None and kl_weight > 0:
-        mean = X.mean(axis=0)
-        prior = dict(zip(domains, (mean / mean.sum()).tolist()))
-    unknown_noise = sorted(set(noise or {}) - set(metrics))
+    train, test = _split_rows(len(common), test_fraction, test_count, seed, needed)
+    per_metric = sobj.with_derived({c: Y[c].to_numpy(dtype=float) for c in Y.columns})
+    observed = sobj.target_values(per_metric)
+    surrogates = CapabilitySurrogates.fit(domains, X[train], {m: v[train] for m, v in per_metric.items()},
+                                          seed=seed, cv_folds=cv_folds, ensemble=ensemble)
+    model = AggregateSurrogates(surrogates, sobj)
+    prior = _prior(prior, domains, kl_weight, X[train], domain_prior_required)
+    targets = sobj.targets
+    unknown_noise = sorted(set(noise or {}) - set(targets))
     if unknown_noise:
-        raise ConfigError(f"--noise names metrics {unknown_noise} that are not in the objective {metrics}")
-    resolution = resolve_targets(targets, dict(noise or {}), min_spread_in_noise) if noise else {}
+        raise ConfigError(f"--noise names metrics {unknown_noise} that are not in the objective {targets}")
+    fitted = {t: v[train] for t, v in observed.items()}
+    resolution = resolve_targets(fitted, dict(noise or {}), min_spread_in_noise) if noise else {}
     excluded = {m: r.reason for m, r in resolution.items() if not r.resolved}
-    objective = parsed.objective(kl_weight=kl_weight, prior=prior if kl_weight > 0 else None, excluded=excluded)
-    constraints = build_constraints(domains, min_weight=min_weight, max_weight=max_weight, pinned=pinned)
-    scale = fit_score_scale(targets)
-    result = search_mixture(surrogates, objective, scale, n_samples=n_samples, seed=seed, choice=choice,
-                            top_k=top_k, constraints=constraints, include=_mixtures(domains, X))
-    unconstrained = (search_mixture(surrogates, objective, scale, n_samples=n_samples, seed=seed, choice=choice,
+    obj = sobj.parsed.objective(kl_weight=kl_weight * sobj.kl_scale, prior=prior if kl_weight > 0 else None,
+                                excluded=excluded)
+    constraints = build_constraints(domains, min_weight=min_weight, max_weight=max_weight, pinned=pinned,
+                                    available_tokens=token_counts, target_tokens=target_tokens, max_epochs=max_epochs)
+    scale = ScoreScale({t: 0.0 for t in targets}, {t: 1.0 for t in targets}) if raw_scale else fit_score_scale(fitted)
+    result = search_mixture(model, obj, scale, n_samples=n_samples, seed=seed, choice=choice,
+                            top_k=top_k, constraints=constraints, include=_mixtures(domains, X[train]))
+    unconstrained = (search_mixture(model, obj, scale, n_samples=n_samples, seed=seed, choice=choice,
                                     top_k=top_k) if constraints.active else None)
-    observed = X.copy()
-    best_run = common[int(np.argmax(_values(targets, objective, scale, observed, domains)))]
+    best_run = common[train][int(np.argmax(_values(fitted, obj, scale, X[train], domains)))]
     payload = {
         "weights": result.mixture.as_dict(),
         "predicted": result.predicted,
         "predicted_interval": {k: list(v) for k, v in result.intervals.items()},
         "predicted_objective": result.predicted_objective,
-        "objective": objective_text,
+        "objective": label,
         "not_optimized": excluded,
         "choice": choice,
         "argmax": result.argmax.as_dict(),
         "top_k_mean": result.top_k_mean.as_dict(),
         "constraints": constraints.describe(),
+        "constraint_reasons": dict(constraints.reasons),
         "unconstrained": None if unconstrained is None else unconstrained.mixture.as_dict(),
         "surrogate_cv": {m: {"r2": _num(q.r2), "spearman": _num(q.spearman)} for m, q in surrogates.quality.items()},
         "runs_used": int(len(common)),
+        "runs_fitted": int(len(train)),
+        "runs_held_out": int(len(test)),
         "runs_without_scores": int(dropped),
         "runs_without_mixture": int(len(scores) - len(common)),
         "best_observed_run": best_run,
         "n_samples": result.n_samples,
+        "metrics": metrics,
+        "excluded_metrics": list(sobj.excluded),
+        "prior": prior,
     }
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    files = {"mixture": out_dir / "mixture.json"}
-    files["mixture"].write_text(json.dumps(payload, indent=2))
-    surrogates.save(out_dir / "surrogates")
+    rec = FitRecord(payload=payload, objective=sobj, search_objective=obj, scale=scale, model=model,
+                    domains=domains, runs=list(common), X=X, per_metric=per_metric, train=train, test=test,
+                    constraints=constraints, inputs={"mixtures": str(mixtures_csv), "scores": str(scores_csv),
+                                                     "predict": None if predict_csv is None else str(predict_csv)},
+                    options={"seed": seed, "n_samples": n_samples, "choice": choice, "top_k": top_k,
+                             "ensemble": ensemble, "cv_folds": cv_folds, "raw_scale": raw_scale,
+                             "kl_weight": kl_weight, "test_fraction": test_fraction, "test_count": test_count,
+                             "token_counts": dict(token_counts or {}) or None, "target_tokens": target_tokens,
+                             "max_epochs": max_epochs if target_tokens else None, "id_column": id_column},
+                    record=record or {}, id_name=str(mixtures.index.name or "run"))
     if predict_csv is not None:
-        other = read_mixtures(predict_csv, domains, id_column=id_column)
-        pred = surrogates.predict(other.to_numpy(dtype=float))
-        frame = pd.DataFrame({m: pred[m] for m in metrics}, index=other.index)
-        frame.index.name = other.index.name or "run"
-        files["predictions"] = out_dir / "predictions.csv"
-        frame.to_csv(files["predictions"])
+        rec.other = read_mixtures(predict_csv, domains, id_column=id_column)
+    files = write_fit(Path(out_dir), rec, surrogates, notes)
     return FitResult(payload, surrogates, files)
+
+
+def _prior(prior, domains, kl_weight, X, required: bool) -> dict[str, float] | None:
+    """The KL prior over ``domains``: given (every domain needs a weight), else the mean swarm mixture."""
+    if prior is not None:
+        missing = sorted(set(domains) - set(prior))
+        if missing:
+            raise ConfigError(f"the prior (relative_sizes / --prior) has no weight for domains {missing}")
+        extra = sorted(set(prior) - set(domains))
+        if extra:
+            warnings.warn(f"the prior names domains that are not in the mixtures CSV, ignored: {extra}", SwarmNotice,
+                          stacklevel=3)
+        total = math.fsum(float(prior[d]) for d in domains)
+        if not total > 0:
+            raise ConfigError(f"the prior's weights over the domains sum to {total}")
+        return {d: float(prior[d]) / total for d in domains}
+    if kl_weight > 0 or required:
+        mean = X.mean(axis=0)
+        return dict(zip(domains, (mean / mean.sum()).tolist()))
+    return None
 
 
 def _mixtures(domains, X):
