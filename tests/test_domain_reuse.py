@@ -32,9 +32,11 @@ def _config(tmp: Path, domains: list[str], name: str) -> Path:
 @pytest.fixture(scope="module")
 def added_domain(tmp_path_factory):
     """s0 over three domains, then the same home with ``sft`` added, both on one Dagster instance."""
+    from mergemix_dagster.core.report import render_markdown
     from mergemix_dagster.core.settings import load_settings
     from mergemix_dagster.definitions import build_definitions
     from mergemix_dagster.resources import CheckpointStore, EvaluationDatabase, layout
+    from mergemix_dagster.runner.report import stage_report
     from mergemix_dagster.runner.stage import run_stage
 
     tmp = tmp_path_factory.mktemp("i20-reuse")
@@ -51,7 +53,8 @@ def added_domain(tmp_path_factory):
             out[label] = {"settings": settings, "started": started, "rows": database.evaluations("s0"),
                           "runs": database.training_runs("s0"),
                           "design": store.get_json(layout.candidates_key("s0")),
-                          "mixture": store.get_json(layout.mixture_key("s0"))}
+                          "mixture": store.get_json(layout.mixture_key("s0")),
+                          "report": render_markdown(stage_report(settings, instance, "s0"))}
     return out
 
 
@@ -99,6 +102,12 @@ def test_mixture_json_names_reused_and_new_evidence(added_domain):
     assert after["mixture"]["weights"].keys() == {*OLD, "sft"}
     before = added_domain["before"]["mixture"]["evidence"]
     assert before["counts"]["reused"] == 0 and before["origin"] == "seed"
+    assert "evidence" not in added_domain["before"]["design"]  # a design as before stores what it stored
+    report = after["report"]
+    assert f"Evidence: {evidence['counts']['reused']} measured mixtures reused" in report
+    r = next(r for r in evidence["reused"] if r["from"]["kind"] == "round1")
+    assert f"{r['candidate_id']} <- {r['from']['candidate_id']} (round1)" in report
+    assert "Evidence:" not in added_domain["before"]["report"]
 
 
 def test_experts_beat_base_scores_the_new_expert(added_domain):
