@@ -98,3 +98,14 @@ def test_rows_are_trusted_only_where_the_stored_recipe_reproduces_them(tmp_path)
     copied = rows[rows["candidate_id"] == "c010"]
     assert len(copied) == len(s.evaluation.tasks) and set(copied["model_fingerprint"]) == {moved[0]["fingerprint"]}
     assert copy_reused_rows(db, "s0", s, moved) == []  # done: nothing copied twice
+
+
+def test_the_face_fingerprint_ignores_only_domains_at_weight_zero():
+    alpha = {"a": 0.5, "b": 0.5, "c": 0.0}
+    same = face_fingerprint(RECIPE, alpha)
+    assert face_fingerprint(RECIPE | {"experts": RECIPE["experts"] | {"c": "C2", "d": "D"}}, alpha | {"d": 0.0}) == same
+    assert face_fingerprint(RECIPE, {"a": 0.5, "b": 0.5}) == same
+    for other in (RECIPE | {"base": "B2"}, RECIPE | {"method": "ties"},
+                  RECIPE | {"experts": RECIPE["experts"] | {"b": "B2"}}):
+        assert face_fingerprint(other, alpha) != same
+    assert face_fingerprint(RECIPE, {"a": 0.4, "b": 0.6, "c": 0.0}) != same
