@@ -147,7 +147,9 @@ def extend_design(
     2. the midpoints of each new domain with every other domain (at most ``max(len(new_domains), n // 2)``,
        a seeded choice when there are more);
     3. interior mixtures (every weight > 0) picked farthest-first from Dirichlet samples, away from every
-       point so far: at least ``len(new_domains) + 1`` when a domain is new, and enough to reach ``n`` points.
+       point so far: when a domain is new, at least ``len(new_domains) + 1`` and enough that the added points
+       number ``ceil(n · len(new_domains) / K)`` (the new domains' share of a fresh design); and enough to
+       reach ``n`` points.
 
     Points already in ``measured`` (to 1e-9) are not returned. Deterministic for a given ``seed``; with no
     new domain and ``n`` points measured, nothing is added (a removed domain leaves its face's points).
@@ -178,7 +180,10 @@ def extend_design(
         rows.append(p)
     have = _dedup(np.vstack([measured, *rows])) if len(measured) else _dedup(np.vstack(rows))
     if k > 1:
-        need = max(len(new) + 1 if new else 0, n - len(have))
+        # a new domain's share of the budget, as in a fresh design (n/K points each), and at least one more
+        # interior point than there are new domains
+        share = int(np.ceil(n * len(new) / k)) - (len(have) - len(measured)) if new else 0
+        need = max(len(new) + 1 if new else 0, share, n - len(have))
         pool = rng.dirichlet(np.full(k, 1.5), size=max(200, 50 * need))
         have = _dedup(np.vstack([have, farthest_first(pool, have, need)]))
     return _not_in(have, measured)
