@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from mergemix_dagster.core.search.designs import coarse_grid, sample_simplex, seed_design
+from mergemix_dagster.core.search.designs import coarse_grid, extend_design, sample_simplex, seed_design
 from mergemix_dagster.core.errors import ConfigError
 from mergemix_dagster.core.mixture import Mixture
 from mergemix_dagster.core.search.constraints import build_constraints
@@ -78,6 +78,41 @@ def test_seed_design_needs_k_plus_one_and_keeps_priors():
     assert [m.weights for m in two][:3] == [(1.0, 0.0), (0.0, 1.0), (0.5, 0.5)]
     with pytest.raises(ConfigError):
         seed_design(DOMAINS, 0)
+
+
+def test_extend_design_measures_a_new_domain_and_adds_only_missing_points():
+    """A 4th domain added to a 3-domain seed design: the 3-domain points are kept (new domain at 0) and only
+    the new domain's vertex, its midpoints, the 4-domain centroid/prior and interior points are added."""
+    old = ("math", "code", "sft")
+    earlier = np.array([m.as_array() for m in seed_design(old, 8, seed=0)])
+    measured = np.hstack([earlier, np.zeros((len(earlier), 1))])  # the new domain at 0
+    prior = Mixture.from_dict({"math": 0.1, "code": 0.2, "sft": 0.3, "general": 0.4}, DOMAINS)
+    added = extend_design(DOMAINS, measured, ["general"], 8, seed=0, priors=[prior])
+    assert added.shape[1] == 4
+    np.testing.assert_allclose(added.sum(axis=1), 1.0, atol=1e-9)
+    assert not any(np.allclose(a, m) for a in added for m in measured)  # nothing measured twice
+    assert any(np.allclose(a, [0, 0, 0, 1]) for a in added)  # the new expert alone
+    for j in range(3):  # its midpoint with every other domain
+        mid = np.zeros(4)
+        mid[j] = mid[3] = 0.5
+        assert any(np.allclose(a, mid) for a in added)
+    assert any(np.allclose(a, prior.as_array()) for a in added)
+    assert any(np.allclose(a, np.full(4, 0.25)) for a in added)
+    assert ((added > 0).all(axis=1)).sum() >= 2 + 2  # centroid, prior and >= 2 more interior points
+    assert (added[:, 3] > 0).all()  # every added point moves the new domain
+    np.testing.assert_array_equal(added, extend_design(DOMAINS, measured, ["general"], 8, seed=0, priors=[prior]))
+    # extending what was just extended adds nothing: every point is measured
+    assert extend_design(DOMAINS, np.vstack([measured, added]), [], 8, seed=0, priors=[prior]).shape[0] == 0
+    with pytest.raises(ConfigError):
+        extend_design(DOMAINS, measured, ["web"], 8)
+
+
+def test_extend_design_after_a_domain_is_removed_fills_the_smaller_simplex():
+    kept = np.array([[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0], [0.5, 0.5, 0]])  # the points off the removed face
+    added = extend_design(("a", "b", "c"), kept, [], 8, seed=1)
+    assert len(kept) + len(added) == 8
+    assert any(np.allclose(a, np.full(3, 1 / 3)) for a in added)
+    assert not any(np.allclose(a, m) for a in added for m in kept)
 
 
 def test_coarse_grid_counts_and_multiples():

@@ -26,6 +26,7 @@ from mergemix_dagster.resources.pools import AssetPools
 from mergemix_dagster.steps.proxy_scoring import fingerprinted, lm_eval_results_path, proxy_scorer_spec, score_rows
 from mergemix_dagster.core.evaluation.fingerprints import evaluation_fingerprints
 from mergemix_dagster.steps.proxy_scoring import finished_fingerprints
+from mergemix_dagster.steps.evidence import copy_reused_rows
 
 EVALUATIONS_CODE_VERSION = "3"  # 2: the base is scored with lm-eval's stderr; 3: per-item scores, experts_beat_base on paired noise
 BASE_CANDIDATE_ID = "base"
@@ -131,6 +132,9 @@ def build_evaluation_assets(parts: PipelinePartitions, pools: AssetPools = Asset
                               store: CheckpointStore, database: EvaluationDatabase) -> dg.MaterializeResult:
         """Merge each seed candidate in memory and score it on the benchmarks (table `evaluations`)."""
         design = store.get_json(layout.candidates_key(stage))
+        copied = copy_reused_rows(database, stage, s, design["candidates"])  # earlier evidence: no merge, no lm-eval
+        if copied:
+            context.log.info(f"{len(copied)} candidates reused from earlier evaluations: {', '.join(copied)}")
         done = finished_fingerprints(database, stage, s)
         todo = [c for c in design["candidates"] if done.get(c["candidate_id"]) != c["fingerprint"]]
         # "stderr": base rows written before the noise estimate was kept are rescored once (one candidate)
@@ -177,6 +181,7 @@ def build_evaluation_assets(parts: PipelinePartitions, pools: AssetPools = Asset
             metadata={
                 "rows": dg.MetadataValue.int(len(frame)),
                 "candidates_scored_now": dg.MetadataValue.int(len(seconds)),
+                "candidates_copied_now": dg.MetadataValue.int(len(copied)),
                 "seconds_per_candidate": number(sum(seconds) / len(seconds) if seconds else 0.0),
                 "expert_vs_base": table(versus_base),
                 "score_range_by_task": table(spread.reset_index()),

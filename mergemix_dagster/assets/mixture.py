@@ -13,6 +13,7 @@ decided by noise (no capability resolved beyond paired noise: check ``capabiliti
 
 import dagster as dg
 
+from mergemix_dagster.steps.evidence import mixture_evidence
 from mergemix_dagster.assets.partitions import PipelinePartitions
 from mergemix_dagster.core.mixture import Mixture
 from mergemix_dagster.core.search.choose import (
@@ -117,6 +118,7 @@ def build_mixture_assets(parts: PipelinePartitions) -> list[dg.AssetsDefinition]
             tokens=tokens, rounds=rounds, mixtures_measured=len(table.candidate_ids),
         )
         details["protections"] = dict(inputs.protections)
+        details["evidence"] = mixture_evidence(design, table.candidate_ids)
         database.upsert_chosen_mixture(stage, weights, predicted_objective, verified_objective_chosen, details)
         payload = {"stage": stage, "weights": weights, "predicted_objective": predicted_objective,
                    "verified_objective": verified_objective_chosen, **details}
@@ -178,6 +180,7 @@ def build_mixture_assets(parts: PipelinePartitions) -> list[dg.AssetsDefinition]
                 "predicted_objective": dg.MetadataValue.float(r(predicted_objective)),
                 "verified_objective": dg.MetadataValue.float(r(verified_objective_chosen)),
                 "measured_comparison": dg.MetadataValue.json(comparison),
+                "evidence": dg.MetadataValue.json(details["evidence"]["counts"]),
                 "effective_domains": dg.MetadataValue.float(r(effective_domains(weights), 3)),
                 "unconstrained_optimum": dg.MetadataValue.json(details["unconstrained_optimum"] or {}),
                 "uri": dg.MetadataValue.path(uri),

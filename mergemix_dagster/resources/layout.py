@@ -131,6 +131,18 @@ def candidate_fingerprint(recipe: dict, weights: dict[str, float]) -> str:
     )
 
 
+def face_fingerprint(recipe: dict, weights: dict[str, float]) -> str:
+    """Identity of the merged model itself, whatever the other domains are: the base, the method, and the
+    expert and weight of each domain with weight > 0. A domain at weight 0 adds nothing to the merge
+    (``linear`` and ``dare`` add ``0·δ`` exactly, in domain order; ``ties`` weighs signs and means by
+    ``α_k``, equal up to the order of a float sum), so a mixture over
+    three domains and the same mixture with a new fourth domain at 0 are one model, while a changed expert of
+    a domain in the support makes another. ``candidate_fingerprint`` (every expert) stays the key of rows."""
+    support = sorted(d for d, w in weights.items() if w > 0)
+    return content_version({"base": recipe["base"], "method": recipe["method"], "face": [
+        [d, recipe["experts"][d], weights[d]] for d in support]})
+
+
 def design_key(stage: str) -> str:
     return f"stages/{stage}/validation/design.json"
 

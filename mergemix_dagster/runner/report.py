@@ -71,6 +71,14 @@ def stage_report(s, instance: dg.DagsterInstance, stage: str):
     notes = [f"Models scored with lm-eval on this stage's search: {sum(evaluated.values())} ({evaluated}: base, "
              "seed design, DeMix rounds, the verification of the search's choice, sub-domain search).",
              f"Scores and candidates: DuckDB tables `evaluations`, `chosen_mixture`, `training_runs` in {s.database_path}."]
+    from mergemix_dagster.steps.evidence import evidence_lines
+
+    evidence = details.get("evidence")
+    if evidence and (evidence["counts"]["reused"] or evidence["origin"] != "seed"):
+        counts = evidence["counts"]
+        notes.append(f"Evidence: {counts['reused']} measured mixtures reused from earlier evaluations, {counts['new']} "
+                     f"scored for this design, {counts['not_used']} earlier ones not mixed into the fit "
+                     "(`evidence` in mixture.json). " + " ".join(f"{line}." for line in evidence_lines(evidence)[1:]))
     if layout.lm_eval_dir(s.home_path, stage).is_dir():
         notes.append(f"lm-eval's results JSON of each scored model: {layout.lm_eval_dir(s.home_path, stage)}.")
     checks = [(c.asset, c.check, c.passed, c.severity, c.description) for c in latest_check_results(instance, stage)]

@@ -134,3 +134,62 @@ def seed_design(
         pool = rng.dirichlet(np.full(k, 1.5), size=max(200, 50 * need))
         points = _dedup(np.vstack([points, farthest_first(pool, points, need)]))
     return [Mixture.from_array(domains, p) for p in points[:n]]
+
+
+def extend_design(
+    domains: Sequence[str], measured: np.ndarray, new_domains: Sequence[str], n: int, seed: int = 0,
+    priors: Sequence[Mixture] = (),
+) -> np.ndarray:
+    """The points a seed design over ``domains`` still needs when ``measured`` (``(m, K)`` rows, columns in
+    ``domains`` order; earlier mixtures, a new domain at 0) are kept: only the missing ones, in order.
+
+    1. every vertex not measured (each new domain's expert), the centroid and the ``priors``;
+    2. the midpoints of each new domain with every other domain (at most ``max(len(new_domains), n // 2)``,
+       a seeded choice when there are more);
+    3. interior mixtures (every weight > 0) picked farthest-first from Dirichlet samples, away from every
+       point so far: when a domain is new, at least ``len(new_domains) + 1`` and enough that the added points
+       number ``ceil(n · len(new_domains) / K)`` (the new domains' share of a fresh design); and enough to
+       reach ``n`` points.
+
+    Points already in ``measured`` (to 1e-9) are not returned. Deterministic for a given ``seed``; with no
+    new domain and ``n`` points measured, nothing is added (a removed domain leaves its face's points).
+    """
+    domains = tuple(domains)
+    k = len(domains)
+    unknown = sorted(set(new_domains) - set(domains))
+    if unknown:
+        raise ConfigError(f"new domains {unknown} are not among the design's domains {domains}")
+    measured = np.asarray(measured, dtype=float).reshape(-1, k)
+    if len(measured) and (np.abs(measured.sum(axis=1) - 1) > 1e-6).any():
+        raise SimplexError("measured mixtures must lie on the simplex of the design's domains")
+    index = {d: i for i, d in enumerate(domains)}
+    new = [index[d] for d in domains if d in set(new_domains)]
+    rows = [np.eye(k), np.full((1, k), 1.0 / k)]
+    for prior in priors:
+        if not isinstance(prior, Mixture):
+            prior = Mixture.from_dict(prior, domains)
+        rows.append(np.array([[prior.as_dict()[d] for d in domains]]))
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, k, n, *new]))
+    pairs = sorted({tuple(sorted((i, j))) for i in new for j in range(k) if j != i})
+    cap = max(len(new), n // 2)
+    if len(pairs) > cap:
+        pairs = [pairs[i] for i in sorted(rng.choice(len(pairs), size=cap, replace=False))]
+    for i, j in pairs:
+        p = np.zeros((1, k))
+        p[0, i] = p[0, j] = 0.5
+        rows.append(p)
+    have = _dedup(np.vstack([measured, *rows])) if len(measured) else _dedup(np.vstack(rows))
+    if k > 1:
+        # a new domain's share of the budget, as in a fresh design (n/K points each), and at least one more
+        # interior point than there are new domains
+        share = int(np.ceil(n * len(new) / k)) - (len(have) - len(measured)) if new else 0
+        need = max(len(new) + 1 if new else 0, share, n - len(have))
+        pool = rng.dirichlet(np.full(k, 1.5), size=max(200, 50 * need))
+        have = _dedup(np.vstack([have, farthest_first(pool, have, need)]))
+    return _not_in(have, measured)
+
+
+def _not_in(points: np.ndarray, measured: np.ndarray) -> np.ndarray:
+    """Rows of ``points`` that are not rows of ``measured`` (to ``_DEDUP_DECIMALS``)."""
+    seen = {tuple(np.round(p, _DEDUP_DECIMALS) + 0.0) for p in measured}
+    return points[[tuple(np.round(p, _DEDUP_DECIMALS) + 0.0) not in seen for p in points]].reshape(-1, points.shape[1])
