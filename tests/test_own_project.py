@@ -402,3 +402,28 @@ def test_a_trade_off_plot_with_nothing_to_draw_warns_nobody(tmp_path):
         warnings.simplefilter("error")
         tradeoff_plot({"base": {"math": 0.5}}, {"base": "base"}, "math", "code", tmp_path / "t.png")
     assert (tmp_path / "t.png").is_file()
+
+
+def test_a_one_capability_project_gets_its_report_without_a_plot(tmp_path, monkeypatch):
+    """Two domains, one capability (a common own project): the report used to stop on unpacking the plot's
+    capability pair; now it says there is no trade-off to plot."""
+    import pandas as pd
+
+    import mergemix_dagster.definitions  # noqa: F401  bound before the patch (see above)
+    from mergemix_dagster.core.report import render_markdown
+    from mergemix_dagster.core.settings import load_settings
+    from mergemix_dagster.resources import EvaluationDatabase
+    from mergemix_dagster.runner.report import stage_report
+
+    settings = load_settings(str(own_tasks_config(tmp_path)))
+    weights = {"math": 0.5, "code": 0.5}
+    EvaluationDatabase(path=settings.database_path).upsert_chosen_mixture("s0", weights, 1.0, 1.0, {})
+    scored = pd.DataFrame([{"candidate_id": cid, "kind": kind, "alpha": alpha, "capability": "math",
+                            "task": "my_sums", "value": 0.5}
+                           for cid, kind, alpha in (("base", "base", {"math": 0.0, "code": 0.0}),
+                                                    ("e", "seed", {"math": 1.0, "code": 0.0}), ("v", "verify", weights))])
+    monkeypatch.setattr("mergemix_dagster.resources.artifacts.configured_rows", lambda *_a, **_k: scored)
+    with dg.instance_for_test() as instance:
+        text = render_markdown(stage_report(settings, instance, "s0"))
+    assert "No trade-off plot: one capability (math)" in text and "data:image/png" not in text
+    assert "| expert math " in text and "| seed design " in text
