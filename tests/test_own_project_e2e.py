@@ -143,7 +143,8 @@ def test_every_export_loads_in_its_consumer(project, tmp_path):
     assert [d["name"] for d in doc["datasets"]] == list(weights)
     sources = []
     for entry in doc["datasets"]:
-        parts = [load_dataset(p["builder"], data_files=p["data_files"], split="train", **p.get("load_kwargs", {}))
+        parts = [load_dataset(p["builder"], data_files=p["data_files"], split="train", cache_dir=str(tmp_path / "cache"),
+                              **p.get("load_kwargs", {}))
                  .select_columns([p["text_field"]]) for p in entry["parts"]]
         parts = [(ds if "text" in ds.column_names else ds.rename_column(ds.column_names[0], "text"))
                  .cast_column("text", Value("string")) for ds in parts]  # parquet gives large_string
