@@ -5,7 +5,8 @@ The page's `make_example.py` writes a tiny random base (save_pretrained), three 
 project. From a folder outside the checkout, with MERGEMIX_*/DAGSTER_HOME unset: the page's commands
 (`check`, `run`), then the commands `run` prints (report, show, export) exactly as printed, each as a
 subprocess; every export is loaded by its consumer. Llama goes the whole path; Qwen2, GPT-NeoX and GPT-2 run
-the same project (smallest settings: no DeMix round, fewer tokens) in process, to keep the module cheap.
+the same project in process with its smallest settings (two of the domains, three seed points, no DeMix round,
+512 expert tokens, two items per task), to keep the module cheap.
 """
 
 from __future__ import annotations
