@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -77,6 +78,25 @@ def test_malformed_jsonl_names_file_and_line(tmp_path):
     path.write_text(json.dumps({"text": "ok"}) + "\n" + json.dumps({"text": "ok"}) + "\n{not json\n")
     with pytest.raises(MalformedCorpusError, match=r"bad\.jsonl:3"):
         load_documents([path])
+
+
+@pytest.mark.parametrize("name", ["c.jsonl", "c.jsonl.gz", "c.txt", "c.json"])
+@pytest.mark.parametrize("bad, reason", [(b"\xff", "invalid start byte"), (b"\xc3A", "invalid continuation byte")])
+def test_bad_utf8_is_named_at_its_byte_and_line_in_the_file(tmp_path, name, bad, reason):
+    """Issue 19: a bad byte 66 KB into a file was reported at byte 1484 (its place in the decoder's chunk).
+    The bad byte sits at 65,535, the last byte of the first 64 KiB: ``\xc3A`` is a two-byte character the
+    decoder holds back at the boundary, then an invalid continuation."""
+    from mergemix_dagster.core.data.corpora import read_documents
+
+    head = "".join(json.dumps({"text": c * 30_000}) + "\n" for c in "ab").encode() + b"\n\n"
+    data = head + b" " * (65_535 - len(head)) + bad + b" here\n"
+    path = tmp_path / name
+    with gzip.open(path, "wb") if name.endswith(".gz") else path.open("wb") as fh:
+        fh.write(data)
+    expected = f"{path}: not valid UTF-8 ({reason} at byte 65535 (line 5))"
+    for read in (load_documents, read_documents):
+        with pytest.raises(MalformedCorpusError, match=re.escape(expected)):
+            read([str(path)])
 
 
 def test_missing_field_and_non_string_text(tmp_path):

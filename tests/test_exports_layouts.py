@@ -70,7 +70,9 @@ def _layouts(root: Path) -> dict[str, dict]:
     domains["gzdir"] = {"paths": [str(root / "gzdir")], "text_field": "body"}
 
     (root / "parquetdir").mkdir()
-    pq.write_table(pa.table({"text": _docs("parquetdir"), "n": list(range(DOCS))}), root / "parquetdir" / "a.parquet")
+    # large_string, as pandas' to_parquet writes text: the snippet must interleave it with the json/text parts
+    pq.write_table(pa.table({"text": pa.array(_docs("parquetdir"), pa.large_string()), "n": list(range(DOCS))}),
+                   root / "parquetdir" / "a.parquet")
     domains["parquetdir"] = {"paths": [str(root / "parquetdir") + "/"]}
 
     mixed = root / "mixeddir"

@@ -639,17 +639,6 @@ def test_two_concurrent_cli_runs_on_one_home_serialize_and_share_work(tmp_path):
     assert len(rows) == settings.search.n_candidates + 1 and not rows.duplicated(["candidate_id", "task"]).any()
 
 
-@pytest.mark.parametrize("arch", ["qwen2"])
-def test_other_architectures_run_end_to_end(arch, tmp_path):
-    config = make_user_config(tmp_path, arch)
-    (tmp_path / "dagster").mkdir()
-    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
-        out = run_pipeline(config, instance)
-    assert [job for job, _ in out["steps"]].count("experts_job") == 2
-    settings = load_settings(str(config))
-    assert len(seed_rows(settings)) == settings.search.n_candidates + 1
-
-
 def test_a_users_base_mixing_general_data_without_general_paths_is_warned(tmp_path):
     base = make_base(tmp_path / "base", "gpt2")
     common = dict(home=str(tmp_path / "home"), domains=[{"name": "math", "capability": "math"},

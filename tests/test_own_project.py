@@ -294,9 +294,136 @@ def test_the_report_names_its_objective_and_scale_and_rounds_tiny_weights(tmp_pa
         {"candidate_id": cid, "kind": kind, "alpha": alpha, "capability": c, "task": c, "value": 0.3}
         for cid, kind, alpha in (("base", "base", dict.fromkeys(settings.domain_names, 0.0)), ("v", "verify", weights))
         for c in settings.capabilities])
+    import mergemix_dagster.definitions  # noqa: F401  every module that binds configured_rows, bound before the patch
     monkeypatch.setattr("mergemix_dagster.resources.artifacts.configured_rows", lambda *_a, **_k: scored)
     with dg.instance_for_test() as instance:
         text = render_markdown(stage_report(settings, instance, "s0"))
     assert "e-17" not in text and "- objective: maximin over capabilities" in text
     assert "- verified objective: 1.117" in text and "so an objective above 1 beats every measured mixture" in text
     assert "| search choice (verified) |" in text and "search optimum" not in text
+
+
+def _md_table(text: str, heading: str) -> list[dict[str, str]]:
+    """The first markdown table after ``heading`` as rows of cells (header -> cell text)."""
+    lines = text.split(heading, 1)[1].splitlines()
+    rows = [line for line in lines[next(i for i, x in enumerate(lines) if x.startswith("|")):]]
+    rows = rows[:next((i for i, x in enumerate(rows) if not x.startswith("|")), len(rows))]
+    cells = [[c.strip() for c in row.strip("|").split("|")] for row in rows]
+    return [dict(zip(cells[0], r)) for r in cells[2:]]
+
+
+def test_the_report_of_a_finished_stage_matches_mixture_json_and_duckdb(smoke_run):
+    """Every figure of `mergemix report` for the session's smoke stage, recomputed from mixture.json, DuckDB
+    and the instance's check records; no warning (matplotlib's included) while it renders."""
+    import base64
+    import json
+    import warnings
+
+    from mergemix_dagster.core.evaluation.scores import capability_means
+    from mergemix_dagster.core.report import render_markdown
+    from mergemix_dagster.core.search.choose import choice_warnings
+    from mergemix_dagster.resources import CheckpointStore, EvaluationDatabase, layout
+    from mergemix_dagster.resources.artifacts import configured_rows
+    from mergemix_dagster.runner.checks import latest_check_results
+    from mergemix_dagster.runner.report import stage_report
+
+    settings, _, instance, _ = smoke_run
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        text = render_markdown(stage_report(settings, instance, "s0"))
+    assert [str(w.message) for w in caught if "matplotlib" in w.filename or w.filename.endswith("plots.py")] == []
+    mixture = CheckpointStore(root=settings.store_uri).get_json(layout.mixture_key("s0"))
+    db = EvaluationDatabase(path=settings.database_path, store_root=settings.store_uri)
+    chosen = db.query("SELECT * FROM chosen_mixture WHERE stage = 's0'")
+    details = json.loads(chosen["details"].iloc[0])
+
+    # the report opens with the warnings mixture.json carries; the mixture is mixture.json's (and DuckDB's), rounded
+    opening = [x[len("> **WARNING** "):] for x in text.splitlines() if x.startswith("> **WARNING** ")]
+    assert opening == choice_warnings(mixture)
+    shown = {r["domain"]: float(r["weight"]) for r in _md_table(text, "## Chosen mixture")}
+    assert shown == pytest.approx({d: round(w, 4) for d, w in mixture["weights"].items()}, abs=1e-9)
+    assert shown == pytest.approx(dict(zip(chosen["domain"], chosen["weight"])), abs=5e-5)
+    row = chosen.iloc[0]
+    for line in (f"- objective: {details['objective']}", f"- predicted objective: {row['predicted_utility']:.4g}",
+                 f"- verified objective: {row['verified_utility']:.4g}", f"- chosen from: {details['chosen_from']}"):
+        assert line in text.splitlines(), line
+
+    # trade-offs: each model's mean score per capability, from the evaluation rows of DuckDB
+    rows = configured_rows(db.evaluations("s0"), settings)
+    def means(frame):
+        return capability_means(zip(frame["capability"], frame["value"]))
+    expected = {"base": means(rows[rows["kind"] == "base"]),
+                "search choice (verified)": means(rows[rows["kind"] == "verify"])}
+    for cid, group in rows[rows["kind"] == "seed"].groupby("candidate_id"):
+        vertex = [d for d, w in dict(group["alpha"].iloc[0]).items() if abs(w - 1) < 1e-9]
+        if vertex:
+            expected[f"expert {vertex[0]}"] = means(group)
+    table = {r["model"]: r for r in _md_table(text, "## Trade-offs")}
+    assert set(table) == set(expected)
+    for model, caps in expected.items():
+        for cap in settings.capabilities:
+            assert float(table[model][cap]) == pytest.approx(caps[cap], rel=1e-3, abs=1e-4), (model, cap)
+        assert float(table[model]["mean"]) == pytest.approx(sum(caps.values()) / len(caps), rel=1e-3, abs=1e-4)
+
+    # models scored: distinct candidates per kind in DuckDB, DeMix rounds included
+    kinds = rows.groupby(rows["kind"].astype(str))["candidate_id"].nunique().to_dict()
+    scored = {r["scored"]: int(r["models"]) for r in _md_table(text, "### Models scored")}
+    rounds = {k: n for k, n in kinds.items() if k.startswith("round")}
+    assert rounds and all(scored[f"DeMix round {k[5:]}"] == n for k, n in rounds.items())
+    assert scored["base"] == kinds["base"] and scored["seed design"] == kinds["seed"] == settings.search.n_candidates
+    assert scored["verification of the search's choice"] == kinds["verify"] and scored["total"] == sum(kinds.values())
+
+    # the plot is the one written beside the report, of the dual pair's capabilities
+    png = (layout.reports_dir(settings.home_path, "s0") / "tradeoff.png").read_bytes()
+    pair = [settings.domain(d).capability for d in settings.dual_pair]
+    assert f"### Trade-off: {pair[0]} vs {pair[1]}" in text
+    assert f"base64,{base64.b64encode(png).decode('ascii')})" in text
+
+    # asset checks and cost, from the instance and the training_runs table
+    results = latest_check_results(instance, "s0")
+    failed = sum(not r.passed for r in results)
+    assert f"{len(results) - failed} passed, {failed} failed." in text
+    assert len(_md_table(text, "## Asset checks")) == len(results)
+    runs = db.training_runs("s0")
+    cost = {r["study"]: r for r in _md_table(text, "## Cost")}
+    for study, group in runs.groupby("study"):
+        assert int(cost[study]["runs"]) == len(group) and float(cost[study]["tokens"]) == pytest.approx(
+            group["tokens"].sum(), rel=1e-3)
+
+
+def test_a_trade_off_plot_with_nothing_to_draw_warns_nobody(tmp_path):
+    """The terminal's matplotlib warning of `mergemix report` ("No artists with labels found to put in
+    legend"): a plot whose capabilities no model was scored on. Now no legend, no warning."""
+    import warnings
+
+    from mergemix_dagster.core.plots import tradeoff_plot
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tradeoff_plot({"base": {"math": 0.5}}, {"base": "base"}, "math", "code", tmp_path / "t.png")
+    assert (tmp_path / "t.png").is_file()
+
+
+def test_a_one_capability_project_gets_its_report_without_a_plot(tmp_path, monkeypatch):
+    """Two domains, one capability (a common own project): the report used to stop on unpacking the plot's
+    capability pair; now it says there is no trade-off to plot."""
+    import pandas as pd
+
+    import mergemix_dagster.definitions  # noqa: F401  bound before the patch (see above)
+    from mergemix_dagster.core.report import render_markdown
+    from mergemix_dagster.core.settings import load_settings
+    from mergemix_dagster.resources import EvaluationDatabase
+    from mergemix_dagster.runner.report import stage_report
+
+    settings = load_settings(str(own_tasks_config(tmp_path)))
+    weights = {"math": 0.5, "code": 0.5}
+    EvaluationDatabase(path=settings.database_path).upsert_chosen_mixture("s0", weights, 1.0, 1.0, {})
+    scored = pd.DataFrame([{"candidate_id": cid, "kind": kind, "alpha": alpha, "capability": "math",
+                            "task": "my_sums", "value": 0.5}
+                           for cid, kind, alpha in (("base", "base", {"math": 0.0, "code": 0.0}),
+                                                    ("e", "seed", {"math": 1.0, "code": 0.0}), ("v", "verify", weights))])
+    monkeypatch.setattr("mergemix_dagster.resources.artifacts.configured_rows", lambda *_a, **_k: scored)
+    with dg.instance_for_test() as instance:
+        text = render_markdown(stage_report(settings, instance, "s0"))
+    assert "No trade-off plot: one capability (math)" in text and "data:image/png" not in text
+    assert "| expert math " in text and "| seed design " in text

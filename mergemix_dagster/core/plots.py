@@ -74,22 +74,25 @@ def tradeoff_plot(
     y_capability: str,
     path: Path,
 ) -> Path:
-    """Every scored model of a stage on two capabilities: seed candidates, base, experts, the search optimum.
+    """Every scored model of a stage on two capabilities: seed candidates, DeMix round candidates, base, experts,
+    the verified search choice.
 
-    ``scores``: model label -> {capability: score}; ``kinds``: model label -> seed / base / expert / verify.
+    ``scores``: model label -> {capability: score}; ``kinds``: model label -> seed / round / base / expert / verify.
     Points up and to the right are better on both; the spread shows what one capability costs the other.
     """
     plt = _pyplot()
-    style = {"seed": ("0.6", "o", 18), "base": ("black", "s", 40), "expert": ("C0", "^", 40), "verify": ("C3", "*", 120)}
-    names = {"seed": "seed candidates", "base": "base", "expert": "experts", "verify": "search optimum (verified)"}
+    style = {"seed": ("0.6", "o", 18), "round": ("C1", "D", 18), "base": ("black", "s", 40), "expert": ("C0", "^", 40),
+             "verify": ("C3", "*", 120)}
+    names = {"seed": "seed candidates", "round": "DeMix round candidates", "base": "base", "expert": "experts",
+             "verify": "search choice (verified)"}
     fig, ax = plt.subplots(figsize=(4.8, 4.0))
-    for kind in ("seed", "base", "expert", "verify"):
+    for kind in ("seed", "round", "base", "expert", "verify"):
         labels = [m for m, k in kinds.items() if k == kind and x_capability in scores[m] and y_capability in scores[m]]
         if not labels:
             continue
         color, marker, size = style[kind]
         ax.scatter([scores[m][x_capability] for m in labels], [scores[m][y_capability] for m in labels],
-                   c=color, marker=marker, s=size, label=names[kind], zorder=3 if kind != "seed" else 2)
+                   c=color, marker=marker, s=size, label=names[kind], zorder=2 if kind in ("seed", "round") else 3)
         if kind == "expert":
             for m in labels:
                 ax.annotate(m, (scores[m][x_capability], scores[m][y_capability]), fontsize=7, xytext=(3, 3),
@@ -97,7 +100,8 @@ def tradeoff_plot(
     ax.set_xlabel(f"{x_capability} score")
     ax.set_ylabel(f"{y_capability} score")
     ax.set_title(f"Trade-off: {x_capability} vs {y_capability}", fontsize=10)
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:  # nothing plotted: no legend (matplotlib would warn on the terminal)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

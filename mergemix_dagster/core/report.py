@@ -24,6 +24,7 @@ class StageReport:
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # the report opens with them (no capability resolved, ...)
     task_vectors: str = ""  # markdown: cosines of the experts' task vectors and ‖Δ‖/‖base‖ (merge_candidates)
+    scored: pd.DataFrame = field(default_factory=pd.DataFrame)  # scored (base, seed design, DeMix round r, ...), models
 
 
 def _md(frame: pd.DataFrame) -> str:
@@ -37,6 +38,10 @@ def render_markdown(report: StageReport) -> str:
     lines += [f"- {k.replace('_', ' ')}: {v:.4g}" if isinstance(v, float) else f"- {k.replace('_', ' ')}: {v}"
               for k, v in report.utility.items()]
     lines += ["", "## Trade-offs (mean score per capability)", "", _md(report.tradeoffs), ""]
+    if not report.scored.empty:
+        lines += ["### Models scored", "", ("Every model the search scored with lm-eval on this stage; the table above "
+                  "shows the base, the experts and the verified choice, the plot below every one of them."), "",
+                  _md(report.scored), ""]
     for title, png in report.images.items():
         lines += [f"### {title}", "", f"![{title}](data:image/png;base64,{base64.b64encode(png).decode('ascii')})", ""]
     if report.task_vectors:

@@ -12,6 +12,7 @@ import pandas as pd
 from mergemix_dagster.core.evaluation.scores import capability_means
 from mergemix_dagster.resources import EvaluationDatabase
 from mergemix_dagster.resources import layout
+from mergemix_dagster.steps.evidence import evidence_lines
 
 
 def stage_report(s, instance: dg.DagsterInstance, stage: str):
@@ -40,23 +41,32 @@ def stage_report(s, instance: dg.DagsterInstance, stage: str):
     from mergemix_dagster.steps.validation_report import search_evaluation_counts
 
     every = configured_rows(database.evaluations(stage), s)
-    evals = every[every["kind"].isin(["seed", "base", "verify"])]
+    kind_of = every["kind"].astype(str)
+    evals = every[kind_of.isin(["seed", "base", "verify"]) | kind_of.str.fullmatch(r"round\d+")]
     scores, kinds = {}, {}
     for cid, group in evals.groupby("candidate_id"):
-        kind = group["kind"].iloc[0]
+        kind = str(group["kind"].iloc[0])
         alpha = dict(group["alpha"].iloc[0])
-        vertex = next((d for d, w in alpha.items() if abs(w - 1) < 1e-9), None)
+        vertex = next((d for d, w in alpha.items() if abs(w - 1) < 1e-9), None) if kind == "seed" else None
         label = {"base": "base", "verify": "search choice (verified)"}.get(kind) or (f"expert {vertex}" if vertex else cid)
-        kinds[label] = "expert" if vertex and kind == "seed" else kind
+        kinds[label] = "expert" if vertex else "round" if kind.startswith("round") else kind
         scores[label] = capability_means(zip(group["capability"], group["value"]))
     caps = list(s.capabilities)
-    shown = [m for m, k in kinds.items() if k != "seed"]
+    shown = [m for m, k in kinds.items() if k not in ("seed", "round")]
     tradeoffs = pd.DataFrame([{"model": m, **{c: scores[m].get(c) for c in caps},
                                "mean": float(np.mean([scores[m][c] for c in caps if c in scores[m]]))} for m in shown])
     out = layout.reports_dir(s.home_path, stage)
     pair = [s.domain(d).capability for d in s.dual_pair if s.domain(d).capability in caps] or caps
-    x_cap, y_cap = (pair + caps)[:2] if len(set(pair)) >= 2 else caps[:2]
-    images = {f"Trade-off: {x_cap} vs {y_cap}": tradeoff_plot(scores, kinds, x_cap, y_cap, out / "tradeoff.png").read_bytes()}
+    x_cap, y_cap = (pair + caps)[:2] if len(set(pair)) >= 2 else (caps + caps)[:2]
+    images, notes = {}, []
+    if len(caps) < 2:
+        notes.append(f"No trade-off plot: one capability ({caps[0]}); the table above is the whole picture.")
+    elif not any(x_cap in sc and y_cap in sc for sc in scores.values()):
+        notes.append(f"No trade-off plot: no model has scores on both {x_cap} and {y_cap} under the current "
+                     "evaluation settings (run `mergemix run` to score them).")
+    else:
+        plot = tradeoff_plot(scores, kinds, x_cap, y_cap, out / "tradeoff.png")
+        images[f"Trade-off: {x_cap} vs {y_cap}"] = plot.read_bytes()
     for title, path in (
         ("Rank fidelity (validation)", layout.validation_dir(s.home_path, stage) / "rank_fidelity.png"),
         ("Dual-capability curve (validation)", layout.validation_dir(s.home_path, stage) / "dual_capability.png"),
@@ -67,18 +77,15 @@ def stage_report(s, instance: dg.DagsterInstance, stage: str):
     runs = database.training_runs(stage)
     cost = (runs.groupby("study").agg(runs=("run_id", "count"), tokens=("tokens", "sum"), seconds=("seconds", "sum"))
             .reset_index() if not runs.empty else pd.DataFrame())
-    evaluated = search_evaluation_counts(every)
-    notes = [f"Models scored with lm-eval on this stage's search: {sum(evaluated.values())} ({evaluated}: base, "
-             "seed design, DeMix rounds, the verification of the search's choice, sub-domain search).",
-             f"Scores and candidates: DuckDB tables `evaluations`, `chosen_mixture`, `training_runs` in {s.database_path}."]
-    from mergemix_dagster.steps.evidence import evidence_lines
-
+    scored = models_scored(search_evaluation_counts(every))
     evidence = details.get("evidence")
     if evidence and (evidence["counts"]["reused"] or evidence["origin"] != "seed"):
         counts = evidence["counts"]
         notes.append(f"Evidence: {counts['reused']} measured mixtures reused from earlier evaluations, {counts['new']} "
                      f"scored for this design, {counts['not_used']} earlier ones not mixed into the fit "
                      "(`evidence` in mixture.json). " + " ".join(f"{line}." for line in evidence_lines(evidence)[1:]))
+    notes.append(f"Scores and candidates: DuckDB tables `evaluations`, `chosen_mixture`, `training_runs` in "
+                 f"{s.database_path}.")
     if layout.lm_eval_dir(s.home_path, stage).is_dir():
         notes.append(f"lm-eval's results JSON of each scored model: {layout.lm_eval_dir(s.home_path, stage)}.")
     checks = [(c.asset, c.check, c.passed, c.severity, c.description) for c in latest_check_results(instance, stage)]
@@ -87,7 +94,23 @@ def stage_report(s, instance: dg.DagsterInstance, stage: str):
     from mergemix_dagster.core.search.choose import choice_warnings
 
     return StageReport(stage, mixture, utility, tradeoffs, checks, cost, images, notes, choice_warnings(details),
-                       _task_vectors(s, stage))
+                       _task_vectors(s, stage), scored)
+
+
+SCORED_LABELS = {"base": "base", "seed": "seed design", "verify": "verification of the search's choice"}
+
+
+def models_scored(counts: dict[str, int]) -> pd.DataFrame:
+    """One row per kind of model the search scored with lm-eval (base, seed design, each DeMix round, the
+    verification, sub-domain search), in search order, and their total."""
+    def order(kind: str) -> tuple[int, int]:
+        if kind.startswith("round") and kind[5:].isdigit():
+            return 2, int(kind[5:])
+        return {"base": (0, 0), "seed": (1, 0), "verify": (3, 0)}.get(kind, (4, 0))
+
+    rows = [{"scored": SCORED_LABELS.get(k) or (f"DeMix round {k[5:]}" if order(k)[0] == 2 else k), "models": n}
+            for k, n in sorted(counts.items(), key=lambda kv: order(kv[0]))]
+    return pd.DataFrame(rows + [{"scored": "total", "models": sum(counts.values())}]) if rows else pd.DataFrame()
 
 
 def _task_vectors(s, stage: str) -> str:

@@ -65,6 +65,33 @@ def _read_jsonl_lines(lines: Iterable[str], text_field: str, path: Path) -> list
     return docs
 
 
+def bad_utf8_position(path: Path) -> str:
+    """Where ``path``'s first invalid UTF-8 byte is, as ``byte N (line L)`` counted from the file's start (of
+    the decompressed stream for ``.gz``). A ``UnicodeDecodeError`` raised through a text stream counts from
+    the start of the chunk it was decoding, which is not a place in the file."""
+    import codecs
+
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = newlines = 0
+    with (gzip.open if path.name.endswith(".gz") else open)(path, "rb") as fh:
+        while True:
+            chunk = fh.read(1 << 16)
+            try:
+                decoder.decode(chunk, final=not chunk)
+            except UnicodeDecodeError as exc:  # exc.object: the bytes held back from the last chunk, then this one
+                held = len(exc.object) - len(chunk)
+                where, line = offset - held + exc.start, newlines + exc.object[:exc.start].count(b"\n") + 1
+                return f"byte {where} (line {line})"
+            if not chunk:
+                return "an unknown position"
+            offset += len(chunk)
+            newlines += chunk.count(b"\n")
+
+
+def _not_utf8(path: Path, exc: UnicodeDecodeError) -> MalformedCorpusError:
+    return MalformedCorpusError(f"{path}: not valid UTF-8 ({exc.reason} at {bad_utf8_position(path)})")
+
+
 def _load_file(path: Path, text_field: str) -> list[str]:
     suf = _suffix(path)
     try:
@@ -99,7 +126,7 @@ def _load_file(path: Path, text_field: str) -> list[str]:
         if suf == ".txt":
             return [path.read_text(encoding="utf-8")]
     except UnicodeDecodeError as exc:
-        raise MalformedCorpusError(f"{path}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from exc
+        raise _not_utf8(path, exc) from exc
     except (OSError, EOFError) as exc:
         if isinstance(exc, FileNotFoundError):
             raise CorpusError(f"{path}: corpus file does not exist") from exc
@@ -230,7 +257,7 @@ def iter_file_documents(path: Path, text_field: str = "text", txt_chars: int | N
                 yield fh.read(-1 if txt_chars is None else max(0, txt_chars))
             return
     except UnicodeDecodeError as exc:
-        raise MalformedCorpusError(f"{path}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from exc
+        raise _not_utf8(path, exc) from exc
     except (OSError, EOFError) as exc:
         if isinstance(exc, FileNotFoundError):
             raise CorpusError(f"{path}: corpus file does not exist") from exc

@@ -202,7 +202,7 @@ budget{budget}.
 """
 
 import fsspec
-from datasets import concatenate_datasets, interleave_datasets, load_dataset
+from datasets import Value, concatenate_datasets, interleave_datasets, load_dataset
 
 # name -> its load_dataset parts (builder, data files, text field, load kwargs, optional), in the order of
 # PROBABILITIES; an optional part (a folder whose file types were not known at export) may match no file
@@ -224,7 +224,10 @@ def load_source(name, parts):
             continue
         part = load_dataset(builder, data_files=files, split="train", streaming=True, **kwargs)
         part = part.select_columns([field])
-        loaded.append(part if field == "text" else part.rename_column(field, "text"))
+        part = part if field == "text" else part.rename_column(field, "text")
+        if part.features is not None and part.features["text"] != Value("string"):
+            part = part.cast_column("text", Value("string"))  # parquet may hold large_string: one type to interleave
+        loaded.append(part)
     if not loaded:
         raise FileNotFoundError(f"{{name}}: no data file in {{[files for _, files, *_ in parts]}}")
     return loaded[0] if len(loaded) == 1 else concatenate_datasets(loaded)
