@@ -104,19 +104,19 @@
   selB.selectedIndex = Math.min(1, caps.length - 1);
   const sc = document.getElementById("scatter");
   function drawScatter(pred) {
-    const a = selA.value, b = selB.value, SW = 420, SH = 300, M = 36;
-    const X = (v) => M + ((v - range[a][0]) / (range[a][1] - range[a][0])) * (SW - 2 * M);
+    const a = selA.value, b = selB.value, SW = 420, SH = 300, M = 36, ML = 64;
+    const X = (v) => ML + ((v - range[a][0]) / (range[a][1] - range[a][0])) * (SW - ML - M);
     const Y = (v) => SH - M - ((v - range[b][0]) / (range[b][1] - range[b][0])) * (SH - 2 * M);
     sc.replaceChildren();
-    sc.append(s$("rect", { x: M, y: M, width: SW - 2 * M, height: SH - 2 * M, class: "frame" }));
-    const la = s$("text", { x: SW / 2, y: SH - 8, class: "axis" }); la.textContent = a;
+    sc.append(s$("rect", { x: ML, y: M, width: SW - ML - M, height: SH - 2 * M, class: "frame" }));
+    const la = s$("text", { x: (SW + ML - M) / 2, y: SH - 8, class: "axis" }); la.textContent = a;
     const lb = s$("text", { x: 10, y: SH / 2, class: "axis", transform: `rotate(-90 10 ${SH / 2})` }); lb.textContent = b;
     sc.append(la, lb);
-    for (const [v, tx, ty, anchor] of [[range[a][0], M, SH - M + 14, "start"], [range[a][1], SW - M, SH - M + 14, "end"]]) {
+    for (const [v, tx, ty, anchor] of [[range[a][0], ML, SH - M + 14, "start"], [range[a][1], SW - M, SH - M + 14, "end"]]) {
       const t = s$("text", { x: tx, y: ty, class: "tick", "text-anchor": anchor }); t.textContent = fmt(v); sc.append(t);
     }
     for (const [v, ty] of [[range[b][0], SH - M], [range[b][1], M + 10]]) {
-      const t = s$("text", { x: M - 3, y: ty, class: "tick", "text-anchor": "end" }); t.textContent = fmt(v); sc.append(t);
+      const t = s$("text", { x: ML - 3, y: ty, class: "tick", "text-anchor": "end" }); t.textContent = fmt(v); sc.append(t);
     }
     (D.measured.ids).forEach((id, j) => {
       const va = D.measured.scores[a], vb = D.measured.scores[b];
