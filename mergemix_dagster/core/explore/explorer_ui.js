@@ -83,7 +83,7 @@
       const t = s$("title", {}); t.textContent = name + ": " + r[c];
       l.append(t); svg.append(l);
     }
-    markers.forEach((m, k) => {
+    markers.map((m, k) => [m, k]).reverse().forEach(([m, k]) => { // the chosen mixture drawn last, on top
       const px = sx(c, m.pred[c].value);
       const p = s$("path", { d: `M${px},${H / 2 - 6} l5,6 l-5,6 l-5,-6 z`, class: "mk m" + Math.min(k, 3) });
       const t = s$("title", {}); t.textContent = m.name + " (predicted): " + m.pred[c].value;
@@ -126,7 +126,7 @@
       p.addEventListener("click", () => { x = MM.project(D.measured.X[j], lo, hi); render(); });
       sc.append(p);
     });
-    markers.forEach((m, k) => {
+    markers.map((m, k) => [m, k]).reverse().forEach(([m, k]) => {
       const p = s$("circle", { cx: X(m.pred[a].value), cy: Y(m.pred[b].value), r: 6, class: "mk m" + Math.min(k, 3) });
       const t = s$("title", {}); t.textContent = m.name + " (predicted)"; p.append(t); sc.append(p);
     });
