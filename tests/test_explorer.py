@@ -164,3 +164,33 @@ def test_fit_folder_missing_files_is_a_named_error(tmp_path):
     (tmp_path / "mixture.json").write_text("{}")
     with pytest.raises(ExplorerError, match="not a `mergemix fit --out` folder: missing config.json"):
         fit_inputs(tmp_path)
+
+
+def test_fit_folder_becomes_a_page_with_its_bounds_runs_and_markers(fitted, tmp_path):
+    """A folder laid out as core/search/fit_outputs.write_fit writes it (written here by hand, no search)."""
+    import pandas as pd
+
+    from mergemix_dagster.cli import main
+
+    s, X, targets, _ = fitted
+    s.save(tmp_path / "surrogates")
+    runs = pd.Index([f"run{i}" for i in range(len(X))], name="run")
+    mixtures = pd.DataFrame(X, columns=list(DOMAINS), index=runs)
+    mixtures.insert(0, "split", ["held_out" if i < 2 else "fitted" for i in range(len(X))])
+    mixtures.to_csv(tmp_path / "swarm_mixtures.csv")
+    pd.DataFrame(targets, index=runs).to_csv(tmp_path / "swarm_scores.csv")
+    (tmp_path / "mixture.json").write_text(json.dumps({
+        "weights": dict(zip(DOMAINS, [0.4, 0.3, 0.2, 0.1])), "best_observed_run": "run5", "objective": "maximize:code"}))
+    (tmp_path / "config.json").write_text(json.dumps({
+        "domains": list(DOMAINS), "objective": {"terms": {"code": {"direction": "maximize", "weight": 1.0}},
+                                                "prior": dict(zip(DOMAINS, [0.25] * 4))},
+        "constraints": {"lower": dict(zip(DOMAINS, [0, 0, 0, 0.05])), "upper": dict(zip(DOMAINS, [0.5, 1, 1, 1]))}}))
+    out = tmp_path / "page.html"
+    assert main(["explore", "--fit", str(tmp_path), "-o", str(out)]) == 0
+    data, _ = _page_scripts(out.read_text())
+    assert data["lower"] == [0, 0, 0, 0.05] and data["upper"] == [0.5, 1, 1, 1]
+    assert [m["name"] for m in data["markers"]] == ["chosen", "best measured run (run5)", "prior", "uniform"]
+    assert data["markers"][1]["weights"] == pytest.approx(X[5].tolist())
+    assert data["measured"]["ids"][:3] == ["run0 (held out)", "run1 (held out)", "run2"]
+    assert data["directions"] == {"code": "maximize", "math": "", "flat": ""}
+    assert data["models"]["flat"]["main"] == {"const": 0.3}
