@@ -7,7 +7,7 @@ page's quantile) to an absolute 1e-6, at the mixture the page shows, after each 
 opens (the chosen mixture), four slider drags with the mouse, two arrow-key presses, a baseline button and a
 click on a measured point; every mixture shown must sum to 1 within 1e-9 and lie within the bounds. The data:
 a synthetic 4-domain swarm of 30 runs and 3 metrics (seed 0), fitted with `mergemix fit` (a --max-weight bound,
-a prior), then `mergemix explore --fit`; or, with --stage/--config, a finished stage's `mergemix explore --stage` page. The browser: Debian's /usr/bin/chromium driven by playwright-core
+a prior), then `mergemix explore --fit`; or, with --stage/--config, a finished stage's `mergemix explore --stage` page; with --fit DIR, an existing fit folder's page. The browser: Debian's /usr/bin/chromium driven by playwright-core
 (scripts/explorer_drive.cjs; NODE_PATH must hold playwright-core, the make target installs it).
 Exit 0 when every reading matches, 1 otherwise; prints the largest difference.
 """
@@ -88,12 +88,21 @@ def main() -> int:
     ap.add_argument("--keep", default="", help="folder to keep the fit and the page in (default: a temporary one)")
     ap.add_argument("--stage", default="", help="check the page of this finished stage instead of a synthetic fit")
     ap.add_argument("--config", default="", help="with --stage: its config")
+    ap.add_argument("--fit", default="", help="check the page of this existing `mergemix fit --out` folder instead")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="explorer-check-") as tmp:
         work = Path(args.keep or tmp)
         work.mkdir(parents=True, exist_ok=True)
         page = work / "explorer.html"
-        inputs = stage_page(args.config, args.stage, page) if args.stage else fit_page(work, page)
+        if args.stage:
+            inputs = stage_page(args.config, args.stage, page)
+        elif args.fit:
+            from mergemix_dagster.core.explore.sources import fit_inputs
+
+            mergemix("explore", "--fit", args.fit, "-o", str(page))
+            inputs = fit_inputs(Path(args.fit))
+        else:
+            inputs = fit_page(work, page)
         readings_path = work / "readings.json"
         driver = ROOT / "scripts" / "explorer_drive.cjs"
         subprocess.run(["node", str(driver), str(page), str(readings_path), args.screenshot, args.chromium],

@@ -5,14 +5,16 @@
 const MM = (function () {
   const KZ = 1.0000000180025095e-35; // LightGBM's kZeroThreshold (1e-35f)
 
+  // node: [feature, threshold, missing type (0 None, 1 Zero, 2 NaN) + 4 * default_left, left, right] or a leaf value
   function evalTree(node, x) {
     while (typeof node !== "number") {
-      let v = x[node.f];
-      if (Number.isNaN(v) && node.m !== 2) v = 0.0;
-      if ((node.m === 1 && v >= -KZ && v <= KZ) || (node.m === 2 && Number.isNaN(v))) {
-        node = node.d ? node.l : node.r;
+      const missing = node[2] & 3, defaultLeft = node[2] & 4;
+      let v = x[node[0]];
+      if (Number.isNaN(v) && missing !== 2) v = 0.0;
+      if ((missing === 1 && v >= -KZ && v <= KZ) || (missing === 2 && Number.isNaN(v))) {
+        node = defaultLeft ? node[3] : node[4];
       } else {
-        node = v <= node.t ? node.l : node.r;
+        node = v <= node[1] ? node[3] : node[4];
       }
     }
     return node;

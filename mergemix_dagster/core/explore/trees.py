@@ -1,8 +1,8 @@
 """LightGBM surrogates as JSON trees the explorer page evaluates in the browser, and the same evaluation in Python.
 
 ``export_surrogates`` turns each capability's main regressor and bootstrap members (``CapabilitySurrogates``)
-into compact trees from ``booster.dump_model()``. A split node is ``{"f": feature, "t": threshold, "m": missing
-type (0 None, 1 Zero, 2 NaN), "d": default_left (0/1), "l": left, "r": right}``, a leaf its value (LightGBM
+into compact trees from ``booster.dump_model()``. A split node is ``[feature, threshold, code, left, right]``
+with ``code = missing type (0 None, 1 Zero, 2 NaN) + 4 · default_left``, a leaf its value (LightGBM
 stores leaves with the learning rate and, in the first tree, the initial score already applied). A model is
 ``{"trees": [...]}`` or ``{"const": value}``. ``predict_exported`` / ``intervals_exported`` mirror, line by line,
 what ``explorer_model.js`` does, and both follow LightGBM's ``Tree::NumericalDecision``:
@@ -40,9 +40,8 @@ def _node(n: dict, where: str):
     missing = n.get("missing_type", "None")
     if missing not in MISSING:
         raise ExplorerError(f"{where}: unknown missing_type {missing!r}")
-    return {"f": int(n["split_feature"]), "t": float(n["threshold"]), "m": MISSING[missing],
-            "d": 1 if n.get("default_left") else 0,
-            "l": _node(n["left_child"], where), "r": _node(n["right_child"], where)}
+    return [int(n["split_feature"]), float(n["threshold"]), MISSING[missing] + (4 if n.get("default_left") else 0),
+            _node(n["left_child"], where), _node(n["right_child"], where)]
 
 
 def export_booster(booster, n_features: int, where: str) -> dict:
@@ -74,14 +73,16 @@ def export_surrogates(surrogates) -> dict:
 
 
 def _tree(node, x: Sequence[float]) -> float:
-    while isinstance(node, dict):
-        v = x[node["f"]]
-        if math.isnan(v) and node["m"] != 2:
+    while isinstance(node, list):
+        feature, threshold, code, left, right = node
+        missing, default_left = code & 3, code & 4
+        v = x[feature]
+        if math.isnan(v) and missing != 2:
             v = 0.0
-        if (node["m"] == 1 and -K_ZERO_THRESHOLD <= v <= K_ZERO_THRESHOLD) or (node["m"] == 2 and math.isnan(v)):
-            node = node["l"] if node["d"] else node["r"]
+        if (missing == 1 and -K_ZERO_THRESHOLD <= v <= K_ZERO_THRESHOLD) or (missing == 2 and math.isnan(v)):
+            node = left if default_left else right
         else:
-            node = node["l"] if v <= node["t"] else node["r"]
+            node = left if v <= threshold else right
     return node
 
 
