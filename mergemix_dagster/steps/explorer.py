@@ -29,9 +29,9 @@ def explorer_path(s: Settings, stage: str) -> Path:
 def _others(payload: dict) -> dict[str, dict]:
     """Mixtures worth marking beside the chosen one: the search's choice when a measured mixture won, and the
     optimum without constraints when the constraints moved it."""
-    out = {}
-    if payload.get("search_choice") and payload.get("search_choice") != payload.get("weights"):
-        out["search choice"] = payload["search_choice"]
+    out, chosen, search = {}, payload.get("weights") or {}, payload.get("search_choice") or {}
+    if search and max(abs(w - chosen.get(d, 0.0)) for d, w in search.items()) > 1e-4:  # stored rounded to 1e-6
+        out["search choice"] = search
     if payload.get("unconstrained_optimum"):
         out["unconstrained optimum"] = payload["unconstrained_optimum"]
     return out

@@ -21,7 +21,11 @@
   const fmt = (v) => (v === null || v === undefined ? "–" : Math.abs(v) >= 1000 ? v.toFixed(1) : v.toFixed(4));
 
   // markers: the chosen mixture and baselines, each with its predictions (for the strips and the scatter)
-  const markers = D.markers.map((m) => ({ ...m, pred: MM.predict(D.models, m.weights, D.quantile) }));
+  // a baseline outside the bounds (beyond the 1e-4 that stored, rounded mixtures carry) is marked at its own
+  // prediction, and loads moved into the bounds
+  const outside = (w) => w.some((v, j) => v < lo[j] - 1e-4 || v > hi[j] + 1e-4);
+  const markers = D.markers.map((m) => ({ ...m, name: m.name + (outside(m.weights) ? " (outside the bounds)" : ""),
+                                          pred: MM.predict(D.models, m.weights, D.quantile) }));
 
   // --- sliders
   const sl = document.getElementById("sliders");
