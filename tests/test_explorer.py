@@ -108,7 +108,7 @@ def test_missing_value_rules_match_lightgbm():
     Xn = X.copy()
     Xn[rng.random(X.shape) < 0.2] = np.nan
     y = np.nan_to_num(Xn[:, 0]) * 2 + (Xn[:, 1] == 0) + np.isnan(Xn[:, 2]) * 1.5 + rng.normal(0, 0.1, 200)
-    params = {"objective": "regression", "num_leaves": 8, "min_data_in_leaf": 3, "verbose": -1, "seed": 0}
+    params = {"objective": "regression", "num_leaves": 8, "min_data_in_leaf": 3, "verbose": -1, "seed": 0, "num_threads": 1}
     probes = np.vstack([Xn[:30], [[0.0, 0.0, 0.0], [np.nan, np.nan, np.nan], [1e-40, -1e-40, 0.3]]])
     for extra, train in (({"zero_as_missing": True}, X), ({}, Xn)):
         b = lgb.train({**params, **extra}, lgb.Dataset(train, label=y), num_boost_round=15)
@@ -159,7 +159,7 @@ def test_page_is_offline_and_refuses_what_it_cannot_show(fitted):
         page_data(ExplorerInputs(**{**_inputs(s, X, targets).__dict__, "quantile": 0.7}))
     import lightgbm as lgb
 
-    poisson = lgb.train({"objective": "poisson", "verbose": -1, "min_data_in_leaf": 2},
+    poisson = lgb.train({"objective": "poisson", "verbose": -1, "min_data_in_leaf": 2, "num_threads": 1},
                         lgb.Dataset(X, label=targets["code"]), num_boost_round=2)
     with pytest.raises(ExplorerError, match="output transform"):
         export_booster(poisson, 4, "poisson")
