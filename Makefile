@@ -11,7 +11,7 @@ export DAGSTER_HOME ?= $(MERGEMIX_HOME)/dagster
 # Hugging Face offline mode is the `model.offline` setting (default true): the definitions set HF_HUB_OFFLINE
 # and friends when they load, so nothing reaches a model or dataset hub unless a config says otherwise.
 
-.PHONY: install run validate stages report test smoke ui bench clean
+.PHONY: install run validate stages report test smoke ui bench clean explorer-check
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -51,6 +51,16 @@ ui: install $(DAGSTER_HOME)/dagster.yaml
 # One self-contained markdown report of s0 (mixture, trade-offs, plots, checks, cost); prints its path.
 report: install
 	$(BIN)/mergemix report --stage s0
+
+# The explorer page's predictions equal the Python surrogates' to 1e-6 in a real headless Chromium (Debian's
+# chromium, driven by playwright-core from npm, no browser download); writes docs/screenshots/explorer.png.
+# Installs chromium with apt-get when missing (here only: never in `make test`). About 40 s.
+EXPLORER_NODE ?= $(HOME)/.cache/mergemix-explorer-check
+explorer-check: install
+	test -x /usr/bin/chromium || (apt-get update && apt-get install -y chromium chromium-driver)
+	test -d $(EXPLORER_NODE)/node_modules/playwright-core || \
+		npm install --prefix $(EXPLORER_NODE) --no-audit --no-fund playwright-core
+	NODE_PATH=$(EXPLORER_NODE)/node_modules $(BIN)/python scripts/explorer_check.py
 
 bench: install
 	$(BIN)/python benchmarks/train_throughput.py

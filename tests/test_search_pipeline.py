@@ -104,6 +104,32 @@ def test_chosen_mixture_reports_intervals_and_degeneracy(smoke_run):
     assert meta["capabilities"].value.records and meta["mixture"].value.records
 
 
+def test_stage_explorer_page_is_linked_and_rebuilt_from_the_store(smoke_run, pipeline_config, tmp_path):
+    """chosen_mixture links the explorer page it wrote; `mergemix explore --stage` rebuilds the same data from
+    the store and DuckDB (same surrogates, measured mixtures, bounds, markers)."""
+    import json
+    import re
+    from pathlib import Path
+
+    from mergemix_dagster.cli import main
+
+    settings, _, instance, _ = smoke_run
+    written = Path(str(_latest(instance, "chosen_mixture", "s0").metadata["explorer"].value))
+    assert written.exists()
+    rebuilt = tmp_path / "explorer.html"
+    assert main(["explore", "--stage", "s0", "--config", str(pipeline_config), "-o", str(rebuilt)]) == 0
+
+    def data(path):
+        text = path.read_text()
+        return json.loads(re.search(r'<script id="mm-data" type="application/json">(.*?)</script>', text,
+                                    re.DOTALL).group(1))
+
+    a, b = data(written), data(rebuilt)
+    for key in ("domains", "capabilities", "lower", "upper", "quantile", "models", "measured", "markers", "references"):
+        assert a[key] == b[key], key
+    assert a["markers"][0]["name"] == "chosen" and len(a["measured"]["ids"]) >= len(settings.domain_names)
+
+
 def test_capabilities_moved_less_than_their_noise_are_reported_not_optimized(smoke_run):
     settings, _, instance, _ = smoke_run
     db = EvaluationDatabase(path=settings.database_path)

@@ -15,6 +15,7 @@ import dagster as dg
 
 from mergemix_dagster.steps.evidence import mixture_evidence
 from mergemix_dagster.assets.partitions import PipelinePartitions
+from mergemix_dagster.core.errors import MergeMixError
 from mergemix_dagster.core.mixture import Mixture
 from mergemix_dagster.core.search.choose import (
     MarginRule,
@@ -31,6 +32,7 @@ from mergemix_dagster.core.search.choose import (
 from mergemix_dagster.core.settings import Settings
 from mergemix_dagster.core.training.exports import token_plan_for
 from mergemix_dagster.resources import CheckpointStore, EvaluationDatabase, layout
+from mergemix_dagster.steps.explorer import write_stage_explorer
 from mergemix_dagster.steps.mixture_choice import (
     paired_items,
     publish_exports,
@@ -157,6 +159,12 @@ def build_mixture_assets(parts: PipelinePartitions) -> list[dg.AssetsDefinition]
             description=noise_decided[0] if noise_decided else
             f"{len(resolved)} of {len(resolution)} capabilities resolved beyond paired noise",
         )
+        try:  # the explorer page (mergemix explore --stage writes the same): a link on this asset's page
+            explorer = {"explorer": dg.MetadataValue.path(str(write_stage_explorer(
+                s, store, database, stage, surrogates=surrogates, table=table, payload=payload)))}
+        except MergeMixError as exc:  # a page it cannot draw exactly is not written; the choice stands
+            context.log.warning(f"no explorer page: {exc}")
+            explorer = {}
         for warning in [*noise_decided, *([f"degenerate mixture: {why_degenerate}"] if why_degenerate else [])]:
             context.log.warning(warning)
         for c, reason in objective.excluded.items():
@@ -186,6 +194,7 @@ def build_mixture_assets(parts: PipelinePartitions) -> list[dg.AssetsDefinition]
                 "uri": dg.MetadataValue.path(uri),
                 "exports": dg.MetadataValue.json({fmt: str(p) for fmt, p in exports.items()}),
                 **({"token_plan": dg.MetadataValue.md(plan.to_markdown())} if plan is not None else {}),
+                **explorer,
             },
             data_version=dg.DataVersion(layout.content_version(weights)),
             check_results=[check, resolved_check],

@@ -2,7 +2,7 @@
 
 Everything here goes through the same Dagster definitions and instance the UI shows. One module per verb
 group, so a newcomer finds a verb by its name: ``run`` (run, validate), ``stages`` (stage add, midtrain),
-``results`` (show, export, compare, report), ``fit``, ``check``; ``options`` holds what the verbs share
+``results`` (show, export, compare, report), ``fit``, ``explore``, ``check``; ``options`` holds what the verbs share
 (``--config`` before or after the verb, ``--stage``, ``--log-level``, help with examples), ``errors`` how a
 failure ends (a named error, exit code 2; anything else, 1), ``common`` the helpers several verbs print with.
 This module only assembles the ``mergemix`` group and keeps ``main`` for the console script and the tests.
@@ -14,10 +14,10 @@ import warnings
 
 import click
 
-from mergemix_dagster.cli import check, fit, results, run, stages
+from mergemix_dagster.cli import check, explore, fit, results, run, stages
 from mergemix_dagster.cli.options import CONTEXT_SETTINGS, VerbGroup, config_option
 
-ORDER = ("run", "show", "export", "stage", "midtrain", "validate", "fit", "check", "compare", "report")
+ORDER = ("run", "show", "export", "stage", "midtrain", "validate", "fit", "explore", "check", "compare", "report")
 
 
 @click.group(
@@ -36,7 +36,7 @@ def mergemix() -> None:
     """The root group: only ``--config`` (any verb takes it too)."""
 
 
-_verbs = {c.name: c for module in (run, results, stages, fit, check) for c in module.COMMANDS}
+_verbs = {c.name: c for module in (run, results, stages, fit, explore, check) for c in module.COMMANDS}
 for _name in ORDER:
     mergemix.add_command(_verbs.pop(_name))
 assert not _verbs, f"verbs missing from ORDER: {sorted(_verbs)}"

@@ -28,14 +28,19 @@ def store_final_surrogates(
     s: Settings, store: CheckpointStore, stage: str, table: CapabilityTable, surrogates: CapabilitySurrogates
 ) -> str:
     """Keep the surrogates refitted on every measured mixture, keyed by what they were fitted on."""
-    version = layout.content_version({"table": table.frame().round(6).to_dict("list"), "seed": s.search.seed,
-                                      "ensemble": s.search.ensemble})
-    key = layout.final_surrogates_key(stage, version)
+    key = final_surrogates_key_of(s, stage, table)
     if not store.exists(key):
         with tempfile.TemporaryDirectory() as tmp:
             surrogates.save(Path(tmp))
             store.put_dir(Path(tmp), key)
     return key
+
+
+def final_surrogates_key_of(s: Settings, stage: str, table: CapabilityTable) -> str:
+    """Where ``store_final_surrogates`` keeps the surrogates fitted on ``table`` (the explorer reads them back)."""
+    version = layout.content_version({"table": table.frame().round(6).to_dict("list"), "seed": s.search.seed,
+                                      "ensemble": s.search.ensemble})
+    return layout.final_surrogates_key(stage, version)
 
 
 def verify_search_choice(
@@ -103,4 +108,4 @@ def publish_exports(payload: dict, plan, s, store: CheckpointStore, stage: str) 
     return exports
 
 
-__all__ = ["VERIFY_CANDIDATE_ID", "store_final_surrogates", "verify_search_choice", "candidate_items", "paired_items", "publish_exports"]
+__all__ = ["VERIFY_CANDIDATE_ID", "store_final_surrogates", "final_surrogates_key_of", "verify_search_choice", "candidate_items", "paired_items", "publish_exports"]

@@ -136,6 +136,12 @@ class CapabilitySurrogates:
         """Bootstrap regressors per capability (0 without an ensemble)."""
         return min((len(v) for v in self._members.values()), default=0) if self._members else 0
 
+    def models(self, capability: str) -> tuple[object, list]:
+        """One capability's main regressor (a LightGBM booster, or a float for a constant) and its ensemble
+        members as ``predict_members`` uses them: what ``core/explore/trees.py`` exports for the explorer page."""
+        main = self._constants[capability] if capability in self._constants else self._boosters[capability]
+        return main, list(self._members.get(capability, []))[: self.n_members]
+
     # ------------------------------------------------------------------ fit
     @staticmethod
     def _train(X: np.ndarray, y: np.ndarray, params: dict, rounds: int):
