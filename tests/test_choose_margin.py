@@ -197,3 +197,10 @@ def test_search_costs_count_round_evaluations_and_show_a_missing_record_as_unkno
     text = cost_markdown([mergemix, trained])
     assert "| MergeMix (K experts, merged proxies) | 2 | unknown | unknown | 8 |" in text
     assert f"{s.experts.tokens:,}" not in text
+    # a home moved or copied elsewhere: the records keep the old absolute URI, the store key still names the run
+    db.record_training_run("s0", "code-run", "expert", {"code": 1.0}, 0, 1000, 3.0, 1.0,
+                           "/old/home/store/stages/s0/experts/code/ckpt")
+    db.record_training_run("s0", "other-run", "expert", {"code": 1.0}, 0, 99, 1.0, 1.0,
+                           "/old/home/store/stages/s0/experts/code/ckpt-other")
+    mergemix, _ = search_costs(s, store, db, "s0")
+    assert mergemix.tokens_trained == 1234 + 1000 and mergemix.train_seconds == 5.0 + 3.0

@@ -32,6 +32,11 @@ def search_evaluation_counts(evals: pd.DataFrame) -> dict[str, int]:
     return {str(k): int(n) for k, n in rows.groupby("kind")["candidate_id"].nunique().items()}
 
 
+def _names_key(uri: str, key: str) -> bool:
+    """Whether a recorded checkpoint URI is the store key ``key`` under any store root."""
+    return uri == key or uri.endswith("/" + key)
+
+
 def search_costs(s: Settings, store: CheckpointStore, database: EvaluationDatabase, stage: str,
                  swarm_runs: Sequence[str] = ()) -> list[SearchCost]:
     """MergeMix search (K experts + every search evaluation: base, seed design, DeMix rounds, verification) vs
@@ -41,8 +46,9 @@ def search_costs(s: Settings, store: CheckpointStore, database: EvaluationDataba
     experts = []
     for d in s.domain_names:
         key = read_pointer(store, layout.expert_pointer(stage, d), f"expert {d!r}")["key"]
-        hit = runs[(runs["study"] == "expert") & (runs["checkpoint_uri"] == store.uri(key))] if not runs.empty \
-            else runs
+        # matched on the store key, not the whole URI: a home moved or copied keeps its records' old absolute paths
+        hit = runs[(runs["study"] == "expert") & runs["checkpoint_uri"].map(lambda uri: _names_key(uri, key))] \
+            if not runs.empty else runs
         experts.append((int(hit["tokens"].iloc[0]), float(hit["seconds"].iloc[0])) if not hit.empty
                        else (None, float("nan")))
     tokens = None if any(t is None for t, _ in experts) else sum(t for t, _ in experts)
