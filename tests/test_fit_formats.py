@@ -187,3 +187,37 @@ def test_regmix_csvs_fit_as_published(tmp_path):
     preds = pd.read_csv(tmp_path / "out" / "predictions.csv")
     assert list(preds.columns) == ["index", target, "objective"]
     assert np.array_equal(preds[target], preds["objective"])  # one target: the objective is that loss
+
+
+def test_reuse_fits_the_earlier_runs_with_the_new_swarm_on_the_face_they_lie_on(tmp_path, capsys):
+    """A 3-domain swarm fitted, then a 4th domain added and `math` revised: earlier runs without math are fitted
+    with the new swarm (books = 0), earlier runs that weighted math are dropped and named."""
+    rng = np.random.default_rng(5)
+
+    def swarm(domains, n, name, zero_math=0):
+        X = rng.dirichlet(np.ones(len(domains)), n)
+        X[:zero_math, domains.index("math")] = 0.0
+        X /= X.sum(axis=1, keepdims=True)
+        runs = [f"{name}{i:02d}" for i in range(n)]
+        pd.DataFrame(X, columns=domains, index=pd.Index(runs, name="run")).to_csv(tmp_path / f"{name}_mix.csv")
+        score = 1.0 + X @ rng.uniform(0.1, 0.5, len(domains)) + rng.normal(0, 0.01, n)
+        pd.DataFrame({"loss": score}, index=pd.Index(runs, name="run")).to_csv(tmp_path / f"{name}_scores.csv")
+
+    swarm(["web", "code", "math"], 24, "old", zero_math=6)
+    swarm(DOMAINS, 12, "new")
+    base = ["fit", "--objective", "minimize:loss", *FAST]
+    assert main([*base, "--mixtures", str(tmp_path / "old_mix.csv"), "--scores", str(tmp_path / "old_scores.csv"),
+                 "--out", str(tmp_path / "first")]) == 0
+    capsys.readouterr()
+    assert main([*base, "--mixtures", str(tmp_path / "new_mix.csv"), "--scores", str(tmp_path / "new_scores.csv"),
+                 "--reuse", str(tmp_path / "first"), "--revised", "math", "--out", str(tmp_path / "second")]) == 0
+    err = capsys.readouterr().err
+    assert "--reuse: 6 earlier runs fitted with the new swarm" in err and "18 dropped" in err
+    assert "dropped reused:old10: weights math" in err and "(revised)" in err
+    used = pd.read_csv(tmp_path / "second" / "swarm_mixtures.csv", index_col=0)
+    reused = used.loc[[r for r in used.index if r.startswith("reused:")]]
+    assert len(reused) == 6 and len(used) == 6 + 12 and list(used.columns[1:]) == DOMAINS
+    assert (reused["books"] == 0).all() and (reused["math"] == 0).all()
+    assert main([*base, "--mixtures", str(tmp_path / "new_mix.csv"), "--scores", str(tmp_path / "new_scores.csv"),
+                 "--revised", "math", "--out", str(tmp_path / "third")]) == 2
+    assert "ConfigError: --revised needs --reuse" in capsys.readouterr().err

@@ -54,6 +54,10 @@ from mergemix_dagster.cli.options import repeatable, verb
               help="E: passes allowed over a domain's tokens")
 @click.option("--test-fraction", metavar="TEST_FRACTION", type=float, default=0.0,
               help="runs held out (seeded by --seed), never fitted on: held-out Spearman per metric and objective")
+@click.option("--reuse", metavar="PREVIOUS_FIT_DIR", default="",
+              help="fit the new swarm together with the runs of an earlier `mergemix fit --out` folder: domains "
+                   "added since are 0 in them, runs that weighted a removed or --revised domain are dropped")
+@repeatable("--revised", "DOMAIN", help="with --reuse: a domain whose data changed since the earlier fit")
 @click.option("--samples", metavar="SAMPLES", type=int, default=100_000, help="objective evaluations of the search")
 @click.option("--choice", default="lcb", type=click.Choice(["top_k_mean", "argmax", "lcb"]), show_default=True,
               help="lcb: highest lower confidence bound over the --ensemble (needs >= 2); top_k_mean: mean of the "
@@ -71,7 +75,7 @@ from mergemix_dagster.cli.options import repeatable, verb
                                          "moves by less is reported and not optimized")
 def fit(config: str, olmix_config: str, mixtures: str, scores: str, objective: str, out: str, predict: str,
         id_column: str, strict: bool, exclude_metrics: list[str], token_counts: str, target_tokens: float | None,
-        max_epochs: float, test_fraction: float, samples: int, choice: str, top_k: int, ensemble: int, seed: int,
+        max_epochs: float, test_fraction: float, reuse: str, revised: list[str], samples: int, choice: str, top_k: int, ensemble: int, seed: int,
         min_weight: list[str], max_weight: list[str], pin: list[str], kl_weight: float, prior: list[str],
         noise: list[str]) -> int:
     """Fit + search on a swarm of trained runs (RegMix/Olmix style) — no pipeline, no Dagster.
@@ -116,6 +120,18 @@ def fit(config: str, olmix_config: str, mixtures: str, scores: str, objective: s
                   "kl_weight": kl_weight, "prior": parse_bounds(prior, "--prior") or None,
                   "token_counts": read_token_counts(Path(token_counts)) if token_counts else None,
                   "target_tokens": None if target_tokens is None else int(target_tokens), "max_epochs": max_epochs}
+    if revised and not reuse:
+        raise ConfigError("--revised needs --reuse")
+    if reuse:
+        from mergemix_dagster.core.search.swarm_reuse import union_swarm
+
+        if "mixtures_csv" not in kwargs:
+            raise ConfigError("--reuse needs --mixtures and --scores (the new swarm)")
+        union = union_swarm(Path(reuse), kwargs["mixtures_csv"], kwargs["scores_csv"], Path(out) / "reuse",
+                            id_column or None, [d for item in revised for d in item.split(",") if d])
+        kwargs |= {"mixtures_csv": union.mixtures_csv, "scores_csv": union.scores_csv}
+        for line in union.notes():
+            print(f"mergemix: note: {line}", file=sys.stderr)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", SwarmWarning)
         try:

@@ -33,7 +33,7 @@ from mergemix_dagster.core.search.swarm_objective import (
     resolve_objective,
 )
 
-__all__ = ["FitResult", "ParsedObjective", "SwarmNotice", "SwarmWarning", "fit_swarm", "parse_bounds",
+__all__ = ["FitResult", "ParsedObjective", "SwarmNotice", "SwarmWarning", "fit_swarm", "parse_bounds", "read_swarm_csv",
            "parse_objective", "read_mixtures", "read_token_counts"]
 
 RENORMALIZE_TOLERANCE = 1e-2  # rows rounded to 3 decimals sum to 0.996–1.003: renormalize, with a warning
@@ -65,7 +65,7 @@ def parse_bounds(items: Sequence[str], what: str) -> dict[str, float]:
 
 def read_mixtures(path: Path, domains: Sequence[str] | None = None, id_column: str | None = None) -> pd.DataFrame:
     """The mixtures CSV, indexed by run id; rows within 1e-2 of the simplex renormalized (with a warning)."""
-    frame = _read_csv(path, "mixtures", id_column)
+    frame = read_swarm_csv(path, "mixtures", id_column)
     if domains is not None:
         missing = sorted(set(domains) - set(frame.columns))
         if missing:
@@ -126,7 +126,9 @@ def _ignored_columns(frame: pd.DataFrame) -> dict[str, str]:
     return out
 
 
-def _read_csv(path: Path, what: str, id_column: str | None = None) -> pd.DataFrame:
+def read_swarm_csv(path: Path, what: str, id_column: str | None = None) -> pd.DataFrame:
+    """A swarm CSV indexed by its run ids (``--id-column``, else the usual names), label and position columns dropped
+    with a note; unreadable files, duplicate ids and no data column are named errors."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{what} CSV {path} does not exist")
@@ -271,7 +273,7 @@ def fit_swarm(
         raise ConfigError("--token-counts and --target-tokens go together: α_d ≤ max_epochs · N_d / T needs both")
     mixtures = read_mixtures(mixtures_csv, id_column=id_column)
     domains = tuple(mixtures.columns)
-    scores = _read_csv(scores_csv, "scores", id_column)
+    scores = read_swarm_csv(scores_csv, "scores", id_column)
     columns = [str(c) for c in scores.columns]
     if callable(objective):
         sobj = objective(columns)
