@@ -18,7 +18,7 @@ from mergemix_dagster.assets.partitions import PipelinePartitions
 from mergemix_dagster.resources import CheckpointStore, EvaluationDatabase
 from mergemix_dagster.resources.settings import PipelineSettings
 from mergemix_dagster.resources.layout import candidate_fingerprint
-from mergemix_dagster.steps.proxy_scoring import open_proxy_scorer, score_rows
+from mergemix_dagster.steps.proxy_scoring import score_one, score_rows
 from mergemix_dagster.steps.search_inputs import available_tokens, mixture_objective, seed_scale, stage_objective
 from mergemix_dagster.resources import layout
 from mergemix_dagster.steps.metadata import image, table
@@ -75,7 +75,7 @@ def build_report_assets(parts: PipelinePartitions) -> list[dg.AssetsDefinition]:
                 new = Mixture.from_dict(wide.loc[stage].to_dict(), s.domain_names)
                 row["moved_tv"] = 0.5 * float(np.abs(old.as_array() - new.as_array()).sum())
                 scale = seed_scale(s, store, database, stage)
-                scores = open_proxy_scorer(store, stage, s).score(old)
+                scores = score_one(context, s, stage, store, old, f"carryover:{order[i - 1]}")
                 design = store.get_json(layout.candidates_key(stage))
                 database.upsert_evaluations(
                     score_rows(stage, f"carryover:{order[i - 1]}", "carryover", old.as_dict(), scores,

@@ -1,35 +1,37 @@
 """Evaluation table of a stage: every seed candidate (and the base) scored with lm-eval, rows in DuckDB.
 
-Each candidate's rows are written as soon as it is scored, keyed by (stage, candidate, task, metric);
-a rerun skips candidates whose rows already carry the same model fingerprint, so an interrupted run
-resumes where it stopped and a finished one costs nothing.
+A graph-backed asset: candidates are scored in chunks, one Dagster step each (a dynamic fan-out), so the
+run's executor decides where they run (in process, the multiprocess executor's processes, a pod per step).
+Each model's scores go to the store as soon as it is scored; one step writes the rows, keyed by (stage,
+candidate, task, metric). A rerun skips candidates whose rows already carry the same model fingerprint and
+does not rescore those whose scores are stored, so an interrupted run resumes where it stopped.
 """
 
 
 import dagster as dg
 import pandas as pd
 
+from mergemix_dagster.assets.partitions import PipelinePartitions
 from mergemix_dagster.core.errors import PairedAnalysisError
 from mergemix_dagster.core.evaluation.paired import paired_capability_difference
-from mergemix_dagster.core.evaluation.workers import ProxyJob, score_proxies
-from mergemix_dagster.core.mixture import Mixture
-from mergemix_dagster.core.progress import Progress
 from mergemix_dagster.core.evaluation.scores import capability_means
-from mergemix_dagster.assets.partitions import PipelinePartitions
-from mergemix_dagster.resources import CheckpointStore, EvaluationDatabase
-from mergemix_dagster.steps.stage_asset import stage_asset
 from mergemix_dagster.core.settings import Settings
-from mergemix_dagster.resources import layout
+from mergemix_dagster.resources import CheckpointStore, EvaluationDatabase, layout
 from mergemix_dagster.resources.artifacts import configured_rows, has_items, items_by_benchmark
-from mergemix_dagster.steps.metadata import number, table
 from mergemix_dagster.resources.pools import AssetPools
-from mergemix_dagster.steps.proxy_scoring import fingerprinted, lm_eval_results_path, proxy_scorer_spec, score_rows
-from mergemix_dagster.core.evaluation.fingerprints import evaluation_fingerprints
-from mergemix_dagster.steps.proxy_scoring import finished_fingerprints
+from mergemix_dagster.resources.settings import PipelineSettings
 from mergemix_dagster.steps.evidence import copy_reused_rows
+from mergemix_dagster.steps.evaluation_fanout import (
+    BASE_CANDIDATE_ID,
+    chunked,
+    pending_models,
+    score_models,
+    unscored,
+    write_scored,
+)
+from mergemix_dagster.steps.metadata import number, table
 
 EVALUATIONS_CODE_VERSION = "3"  # 2: the base is scored with lm-eval's stderr; 3: per-item scores, experts_beat_base on paired noise
-BASE_CANDIDATE_ID = "base"
 EXPERTS_BEAT_BASE_CHECK = "experts_beat_base"
 EXPERTS_BEAT_BASE_DESCRIPTION = (
     "Every expert (vertex candidate) scores higher than the base on its own domain's capability, beyond paired "
@@ -100,12 +102,13 @@ def _gain_text(row) -> str:
     return f"{row['domain']} {row['gain']:+.3f} ({NO_ITEMS}: gain > 0 rule)"
 
 
-def experts_beat_base_result(s: Settings, versus: pd.DataFrame) -> dg.AssetCheckResult:
+def experts_beat_base_result(s: Settings, versus: pd.DataFrame, asset_key: str | None = None) -> dg.AssetCheckResult:
     """Every expert beats the base on its capability beyond paired noise: the 95 % paired interval of its gain
     over the same items is above 0 (without per-item scores: the gain is > 0, and the description says so)."""
     behind = versus[~versus["beats_base"]]
     shown = "; ".join(_gain_text(row) for _, row in versus.iterrows())
     return dg.AssetCheckResult(
+        asset_key=asset_key,
         check_name=EXPERTS_BEAT_BASE_CHECK,
         passed=behind.empty,
         severity=dg.AssetCheckSeverity.ERROR if s.checks.block else dg.AssetCheckSeverity.WARN,
@@ -118,70 +121,60 @@ def experts_beat_base_result(s: Settings, versus: pd.DataFrame) -> dg.AssetCheck
 
 
 def build_evaluation_assets(parts: PipelinePartitions, pools: AssetPools = AssetPools()) -> list[dg.AssetsDefinition]:
-    @stage_asset(
-        parts.stage,
-        group_name="search",
-        code_version=EVALUATIONS_CODE_VERSION,
-        deps=["merge_candidates"],
-        kinds={"duckdb"},
-        pool=pools.evaluation,
-        check_specs=[dg.AssetCheckSpec(EXPERTS_BEAT_BASE_CHECK, asset="candidate_evaluations",
-                                       description=EXPERTS_BEAT_BASE_DESCRIPTION, blocking=True)],
-    )
-    def candidate_evaluations(context: dg.AssetExecutionContext, s: Settings, stage: str,
-                              store: CheckpointStore, database: EvaluationDatabase) -> dg.MaterializeResult:
-        """Merge each seed candidate in memory and score it on the benchmarks (table `evaluations`)."""
+    """``candidate_evaluations`` as a graph of three ops: plan (which models need scores, split into chunks by
+    ``evaluator.chunk_size``), score (one dynamic step per chunk, in the evaluation pool: the unit Dagster's
+    executor schedules, over local processes with the multiprocess executor, over pods with the k8s one) and
+    write (the one step that writes scores to DuckDB; the plan step only copies reused rows, before any scoring). Work: ``steps/evaluation_fanout.py``."""
+
+    @dg.op(ins={"merge_candidates": dg.In(dg.Nothing)}, out=dg.DynamicOut(list))
+    def plan_candidate_scoring(context: dg.OpExecutionContext, settings: PipelineSettings, store: CheckpointStore,
+                               database: EvaluationDatabase):
+        """The models without current rows, in chunks; models whose scores are already stored are not scored.
+        Reused evidence (a candidate another scored model already measured, ``steps/evidence.py``) is copied
+        into DuckDB first, here, before any scoring step starts: it is never merged nor scored again."""
+        s, stage = settings.get(), context.partition_key
         design = store.get_json(layout.candidates_key(stage))
         copied = copy_reused_rows(database, stage, s, design["candidates"])  # earlier evidence: no merge, no lm-eval
         if copied:
             context.log.info(f"{len(copied)} candidates reused from earlier evaluations: {', '.join(copied)}")
-        done = finished_fingerprints(database, stage, s)
-        todo = [c for c in design["candidates"] if done.get(c["candidate_id"]) != c["fingerprint"]]
-        # "stderr": base rows written before the noise estimate was kept are rescored once (one candidate)
-        base_fp = layout.content_version({"base": design["base"], "stderr": 1})
-        need_base = done.get(BASE_CANDIDATE_ID) != base_fp
-        context.log.info(f"{len(design['candidates']) - len(todo)} candidates already scored; {len(todo)} to go")
-        fingerprints = evaluation_fingerprints(s)
-        jobs = [ProxyJob(c["candidate_id"], c["alpha"], str(lm_eval_results_path(s, stage, c["candidate_id"])))
-                for c in todo]
-        if need_base:
-            jobs.insert(0, ProxyJob(BASE_CANDIDATE_ID, None, str(lm_eval_results_path(s, stage, BASE_CANDIDATE_ID))))
-        by_id = {c["candidate_id"]: c for c in todo}
-        progress = Progress(len(todo), "candidates", log=context.log.info, unit="candidate")
-        seconds = []
+        models, done = pending_models(s, stage, store, database)
+        todo = unscored(s, stage, store, models)
+        context.log.info(f"{done} candidates already scored; {sum(m['kind'] == 'seed' for m in models)} to go"
+                         + (f" ({len(models) - len(todo)} models' scores already stored)" if len(todo) < len(models) else ""))
+        for i, chunk in enumerate(chunked(todo, s.evaluator.chunk_size) or [[]]):  # one (empty) step at least
+            yield dg.DynamicOutput(chunk, mapping_key=f"chunk_{i}")
 
-        def write(job: ProxyJob, scores: list, elapsed: float) -> None:
-            """Rows of one scored model, written as soon as it is scored (a kill loses only those in flight)."""
-            scores = fingerprinted(scores, fingerprints)
-            if job.alpha is None:
-                zero = {d: 0.0 for d in s.domain_names}
-                database.upsert_evaluations(score_rows(stage, BASE_CANDIDATE_ID, "base", zero, scores, base_fp))
-                return
-            c = by_id[job.candidate_id]
-            database.upsert_evaluations(
-                score_rows(stage, c["candidate_id"], "seed", c["alpha"], scores, c["fingerprint"])
-            )
-            seconds.append(elapsed)
-            progress.advance(candidate=c["candidate_id"])
-            context.log.debug(
-                f"{c['candidate_id']} {Mixture.from_dict(c['alpha'], s.domain_names).label()}: "
-                + ", ".join(f"{x.task}={x.value:.3f}" for x in scores)
-            )
+    @dg.op(pool=pools.evaluation)
+    def score_candidate_chunk(context: dg.OpExecutionContext, settings: PipelineSettings, store: CheckpointStore,
+                              chunk: list) -> list:
+        """Merge and score one chunk of models; each model's scores go to the store as soon as it is scored."""
+        return score_models(context, settings.get(), context.partition_key, store, chunk)
 
-        if jobs:
-            workers = min(s.evaluation.workers, len(jobs))
-            context.log.info(f"scoring {len(jobs)} models in {workers} worker process(es)")
-            score_proxies(proxy_scorer_spec(store, stage, s), jobs, write, workers=workers)
+    @dg.op(out={"result": dg.Out(dg.Nothing), "check": dg.Out(dg.Nothing, is_required=False)})
+    def write_candidate_evaluations(context: dg.OpExecutionContext, settings: PipelineSettings,
+                                    store: CheckpointStore, database: EvaluationDatabase, scored: list):
+        """Rows of every pending model from its stored scores (table `evaluations`), the table's metadata and
+        the `experts_beat_base` check."""
+        s, stage = settings.get(), context.partition_key
+        models, _ = pending_models(s, stage, store, database)
+        write_scored(s, stage, store, database, models)
+        seconds = [m["seconds"] for chunk in scored for m in chunk if m["kind"] == "seed"]
+        for chunk in scored:
+            for m in chunk:
+                context.log.debug(f"{m['candidate_id']} scored in {m['seconds']:.2f} s")
+        design = store.get_json(layout.candidates_key(stage))
         ids = [c["candidate_id"] for c in design["candidates"]] + [BASE_CANDIDATE_ID]
         frame = configured_rows(database.evaluations(stage), s)
         frame = frame[frame["candidate_id"].isin(ids)]
         versus_base = expert_vs_base_frame(s, frame)
         spread = frame[frame["kind"] == "seed"].groupby("task")["value"].agg(["min", "max"])
-        return dg.MaterializeResult(
+        yield dg.Output(
+            None, "result",
             metadata={
                 "rows": dg.MetadataValue.int(len(frame)),
                 "candidates_scored_now": dg.MetadataValue.int(len(seconds)),
-                "candidates_copied_now": dg.MetadataValue.int(len(copied)),
+                "candidates_reused": dg.MetadataValue.int(sum("reused" in c for c in design["candidates"])),
+                "scoring_steps": dg.MetadataValue.int(len(scored)),
                 "seconds_per_candidate": number(sum(seconds) / len(seconds) if seconds else 0.0),
                 "expert_vs_base": table(versus_base),
                 "score_range_by_task": table(spread.reset_index()),
@@ -192,7 +185,24 @@ def build_evaluation_assets(parts: PipelinePartitions, pools: AssetPools = Asset
                 layout.content_version(sorted(zip(frame["candidate_id"], frame["task"], frame["value"],
                                                   frame["stderr"].astype(object).where(frame["stderr"].notna(), None))))
             ),
-            check_results=[experts_beat_base_result(s, versus_base)],
         )
+        yield experts_beat_base_result(s, versus_base, asset_key="candidate_evaluations")
+
+    @dg.graph_asset(
+        name="candidate_evaluations",
+        partitions_def=parts.stage,
+        group_name="search",
+        code_version=EVALUATIONS_CODE_VERSION,
+        ins={"merge_candidates": dg.AssetIn(dagster_type=dg.Nothing)},
+        kinds={"duckdb"},
+        check_specs=[dg.AssetCheckSpec(EXPERTS_BEAT_BASE_CHECK, asset="candidate_evaluations",
+                                       description=EXPERTS_BEAT_BASE_DESCRIPTION, blocking=True)],
+    )
+    def candidate_evaluations(merge_candidates):
+        """Merge each seed candidate (and the base) and score it on the benchmarks (table `evaluations`), in
+        chunks that Dagster's executor schedules; one step writes DuckDB."""
+        scored = plan_candidate_scoring(merge_candidates).map(score_candidate_chunk).collect()
+        result, check = write_candidate_evaluations(scored)
+        return {"result": result, f"candidate_evaluations_{EXPERTS_BEAT_BASE_CHECK}": check}
 
     return [candidate_evaluations]

@@ -95,7 +95,7 @@ def build_mixture_assets(parts: PipelinePartitions) -> list[dg.AssetsDefinition]
 
         recipe = {k: design[k] for k in ("base", "experts", "method")}
         verified, verified_objective, verified_items = verify_search_choice(
-            s, store, database, stage, recipe, result.mixture, objective, scale)
+            context, s, store, database, stage, recipe, result.mixture, objective, scale)
         chosen = choose_verified_or_measured(
             result.mixture, verified, verified_objective, table, table_objective(table, objective, scale), constraints,
             items=paired_items(s, database, stage, table.candidate_ids, verified_items),

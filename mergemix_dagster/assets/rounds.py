@@ -10,7 +10,7 @@ proposals and scores only what is missing; a rerun with unchanged inputs scores 
 import dagster as dg
 import numpy as np
 
-from mergemix_dagster.core.evaluation.workers import ProxyJob, score_proxies
+from mergemix_dagster.core.evaluation.workers import ProxyJob
 from mergemix_dagster.core.progress import Progress
 from mergemix_dagster.core.search.rounds import best_measured, propose_round
 from mergemix_dagster.assets.partitions import PipelinePartitions
@@ -21,7 +21,7 @@ from mergemix_dagster.resources import layout
 from mergemix_dagster.resources.layout import candidate_fingerprint
 from mergemix_dagster.steps.proxy_scoring import finished_fingerprints
 from mergemix_dagster.resources.pools import AssetPools
-from mergemix_dagster.steps.proxy_scoring import fingerprinted, lm_eval_results_path, proxy_scorer_spec, score_rows
+from mergemix_dagster.steps.proxy_scoring import fingerprinted, lm_eval_results_path, proxy_scorer_spec, score_jobs, score_rows
 from mergemix_dagster.core.evaluation.fingerprints import evaluation_fingerprints
 from mergemix_dagster.steps.search_inputs import available_tokens, constraints_from, fit_surrogates, measured_table, stage_objective, round_kind, seed_scale, table_objective
 from mergemix_dagster.resources.layout import round_key
@@ -103,7 +103,7 @@ def build_round_assets(parts: PipelinePartitions, pools: AssetPools = AssetPools
                     spec = proxy_scorer_spec(store, stage, s)
                 jobs = [ProxyJob(c["candidate_id"], c["alpha"], str(lm_eval_results_path(s, stage, c["candidate_id"])))
                         for c in todo]
-                score_proxies(spec, jobs, write, workers=min(s.evaluation.workers, len(jobs)))
+                score_jobs(context, s, stage, store, spec, jobs, write, workers=s.evaluation.workers)
             after = measured_table(s, store, database, stage, r)
             after_values = table_objective(after, objective, scale)
             # the predicted optimum was proposed first, unless a measured mixture already sat on it

@@ -25,8 +25,10 @@ CHOICE_ONLY = {"measured_margin_quantile"}
 
 
 def evaluation_identity(s: Settings) -> dict:
-    """The evaluation settings that decide scores (not where or in how many processes they are computed)."""
-    return s.evaluation.model_dump(exclude=EVALUATION_PLACEMENT)
+    """The evaluation settings that decide scores (not where or in how many processes they are computed), and
+    the evaluator's identity when it is not the embedded one (``evaluator.chunk_size`` decides no score)."""
+    identity = s.evaluator.identity()
+    return s.evaluation.model_dump(exclude=EVALUATION_PLACEMENT) | ({"evaluator": identity} if identity else {})
 
 
 SETTINGS_READ_BY: dict[str, Callable[[Settings], object]] = {

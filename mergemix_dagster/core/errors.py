@@ -131,3 +131,12 @@ class TooFewRunsError(ConfigError):
 
 class UnmatchedRunsError(ConfigError):
     """``mergemix fit --strict``: some run ids appear in only one of the mixtures and scores CSVs."""
+
+
+class EvaluatorOutputError(MergeMixError):
+    """An evaluation command's output cannot be used: no lm-eval results JSON under its output, a configured
+    task or metric missing from it, or a non-finite value; no row of that candidate is written."""
+
+
+class EvaluatorCommandError(MergeMixError):
+    """An evaluation command failed (non-zero exit, or its launcher could not run it)."""

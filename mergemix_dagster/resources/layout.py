@@ -61,6 +61,13 @@ def subdomain_mixture_key(stage: str, domain: str) -> str:
 STAGES_PREFIX = "stages/"
 
 
+def score_key(stage: str, candidate_id: str, version: str) -> str:
+    """One scored model's scores, written by the step that scored it and read by the step that writes DuckDB
+    (``version``: its model fingerprint and evaluation fingerprints)."""
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in candidate_id)
+    return f"stages/{stage}/scores/{safe}/{version}.json"
+
+
 def rounds_summary_key(stage: str) -> str:
     return f"stages/{stage}/rounds/summary.json"
 

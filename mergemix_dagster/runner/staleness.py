@@ -152,11 +152,19 @@ class PublicStaleStatus:
             return Status.STALE
         for dep in spec.deps:
             recorded = tags.get(INPUT_DATA_VERSION_TAG + dep.asset_key.to_user_string())
-            current = self.current_input_version(
-                dep.asset_key, self.upstream_partitions(dep.asset_key, key, partition, dep.partition_mapping))
-            if recorded != current:
+            partitions = self.upstream_partitions(dep.asset_key, key, partition, dep.partition_mapping)
+            current = self.current_input_version(dep.asset_key, partitions)
+            if recorded != current and recorded != self.own_version(dep.asset_key, partitions):
                 return Status.STALE
         return Status.FRESH
+
+    def own_version(self, up: dg.AssetKey, partitions: list[str | None]) -> str | None:
+        """The data version of the one partition of ``up`` read, unhashed: what Dagster records for an input
+        of a graph-backed asset (``candidate_evaluations``, whose plan op reads ``merge_candidates``)."""
+        if len(partitions) != 1 or partitions[0] is None:
+            return None
+        tags = self.tags(up, partitions[0])
+        return tags.get(DATA_VERSION_TAG) if tags else None
 
     def of(self, asset: str, partition: object = None) -> Status:
         """``status`` by asset name; a multi-partition key is spelled as Dagster stores it (``a|b``)."""

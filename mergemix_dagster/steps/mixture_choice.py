@@ -18,7 +18,7 @@ from mergemix_dagster.core.training.exports import write_exports
 from mergemix_dagster.resources import CheckpointStore, EvaluationDatabase, layout
 from mergemix_dagster.resources.artifacts import configured_rows, has_items, items_by_benchmark
 from mergemix_dagster.resources.layout import candidate_fingerprint
-from mergemix_dagster.steps.proxy_scoring import open_proxy_scorer, score_rows
+from mergemix_dagster.steps.proxy_scoring import score_one, score_rows
 from mergemix_dagster.steps.search_inputs import mixture_objective
 
 VERIFY_CANDIDATE_ID = "verify"
@@ -44,6 +44,7 @@ def final_surrogates_key_of(s: Settings, stage: str, table: CapabilityTable) -> 
 
 
 def verify_search_choice(
+    context,
     s: Settings,
     store: CheckpointStore,
     database: EvaluationDatabase,
@@ -55,8 +56,9 @@ def verify_search_choice(
 ) -> tuple[dict[str, float], float, dict | None]:
     """Merge the search's choice, score it with lm-eval (rows kept as candidate ``verify``): its capability
     scores and objective, measured rather than predicted, and its per-item values by (task, metric) (None when
-    a configured benchmark has none)."""
-    scores = open_proxy_scorer(store, stage, s).score(mixture)
+    a configured benchmark has none). Scored by the configured evaluator (``evaluator.kind``), like the seed
+    candidates; ``context``: the step's, for evaluators run through Dagster Pipes."""
+    scores = score_one(context, s, stage, store, mixture, VERIFY_CANDIDATE_ID)
     verified = capability_means((x.capability, x.value) for x in scores)
     verified_objective = mixture_objective(verified, mixture, objective, scale)
     database.upsert_evaluations(score_rows(

@@ -6,6 +6,7 @@ taken as done nor mixed with fresh ones (``artifacts.configured_rows``).
 """
 
 
+import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -13,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from mergemix_dagster.core.evaluation.harness import BenchmarkScore, Evaluator, TaskSpec
-from mergemix_dagster.core.evaluation.workers import ScorerSpec
+from mergemix_dagster.core.evaluation.workers import OnScored, ProxyJob, ScorerSpec, score_proxies
 from mergemix_dagster.core.merge import InMemoryMerger
 from mergemix_dagster.core.merge.offloaded import OffloadedMerger
 from mergemix_dagster.core.mixture import Mixture
@@ -25,6 +26,7 @@ from mergemix_dagster.core.evaluation.fingerprints import evaluation_fingerprint
 from mergemix_dagster.resources import EvaluationDatabase
 from mergemix_dagster.resources.artifacts import configured_rows
 from mergemix_dagster.resources import layout
+from mergemix_dagster.resources.evaluators import evaluator_for
 
 
 @dataclass(frozen=True)
@@ -174,3 +176,33 @@ def finished_fingerprints(db: EvaluationDatabase, stage: str, s: Settings) -> di
         return {}
     counts = rows.groupby(["candidate_id", "model_fingerprint"]).size()
     return {cid: fp for (cid, fp), n in counts.items() if n >= n_metrics}
+
+
+def score_jobs(context, s: Settings, stage: str, store: CheckpointStore, spec: ScorerSpec, jobs: list[ProxyJob],
+               on_scored: OnScored, workers: int = 1) -> None:
+    """Score ``jobs`` with the configured evaluator (``evaluator.kind``); ``on_scored(job, scores, seconds)`` as
+    each finishes. ``embedded``: merged in memory and scored with the project's lm-eval call
+    (``core.evaluation.workers.score_proxies``, ``workers`` processes); any other kind: each candidate is written
+    by the streaming merge and scored by the team's command (``resources/evaluators.py``), which needs the step's
+    Dagster ``context`` (Pipes). Every search and validation path scores through here, so one stage's rows
+    are never scored by two evaluators."""
+    evaluator = evaluator_for(s.evaluator, store)
+    if evaluator is None:
+        score_proxies(spec, jobs, on_scored, workers=max(1, min(workers, len(jobs))))
+        return
+    workdir = layout.lm_eval_dir(s.home_path, stage) / ".work"
+    for job in jobs:
+        start = time.perf_counter()
+        safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in job.candidate_id)
+        scores = evaluator.score(context, spec, job, workdir / safe, stage)
+        on_scored(job, scores, time.perf_counter() - start)
+
+
+def score_one(context, s: Settings, stage: str, store: CheckpointStore, mixture: Mixture, candidate_id: str,
+              heldout: bool = False) -> list[IdentifiedScore]:
+    """One mixture of the stage's experts, scored by the configured evaluator, with its fingerprints."""
+    scored: list = []
+    job = ProxyJob(candidate_id, mixture.as_dict(), str(lm_eval_results_path(s, stage, candidate_id)))
+    score_jobs(context, s, stage, store, proxy_scorer_spec(store, stage, s, heldout), [job],
+               lambda _job, scores, _seconds: scored.extend(scores))
+    return fingerprinted(scored, evaluation_fingerprints(s, heldout))

@@ -15,7 +15,7 @@ from pathlib import Path
 import dagster as dg
 
 from mergemix_dagster.core.search.designs import seed_design
-from mergemix_dagster.core.evaluation.workers import ProxyJob, ScorerSpec, score_proxies
+from mergemix_dagster.core.evaluation.workers import ProxyJob, ScorerSpec
 from mergemix_dagster.core.training.exports import token_plan_for
 from mergemix_dagster.core.search.choose import MarginRule, choose_verified_or_measured, chosen_objectives, predict_at
 from mergemix_dagster.core.search.constraints import MixtureConstraints
@@ -36,7 +36,7 @@ from mergemix_dagster.steps.search_inputs import count_domain_tokens
 from mergemix_dagster.resources.layout import candidate_fingerprint
 from mergemix_dagster.steps.proxy_scoring import finished_fingerprints
 from mergemix_dagster.resources.artifacts import base_checkpoint, checkpoint_dir, configured_rows, read_pointer
-from mergemix_dagster.steps.proxy_scoring import fingerprinted, lm_eval_results_path, proxy_scorer_spec, score_rows
+from mergemix_dagster.steps.proxy_scoring import fingerprinted, lm_eval_results_path, proxy_scorer_spec, score_jobs, score_rows
 from mergemix_dagster.core.evaluation.fingerprints import evaluation_fingerprints
 from mergemix_dagster.steps.mixture_choice import candidate_items, paired_items
 from mergemix_dagster.steps.search_inputs import mixture_objective, table_objective
@@ -98,7 +98,7 @@ def optimize_subdomains(context, s: Settings, store: CheckpointStore, database: 
     if todo:
         jobs = [ProxyJob(c["candidate_id"], c["alpha"], str(lm_eval_results_path(s, stage, c["candidate_id"])))
                 for c in todo]
-        score_proxies(spec, jobs, write, workers=min(s.evaluation.workers, len(jobs)))
+        score_jobs(context, s, stage, store, spec, jobs, write, workers=s.evaluation.workers)
     current = {c["candidate_id"]: c["fingerprint"] for c in candidates}
     rows = configured_rows(database.evaluations(stage), s)
     rows = rows[rows["candidate_id"].map(current) == rows["model_fingerprint"]]
@@ -124,7 +124,7 @@ def optimize_subdomains(context, s: Settings, store: CheckpointStore, database: 
             database.upsert_evaluations(score_rows(stage, verify_id, SUBDOMAIN_VERIFY_KIND, job.alpha,
                                                    fingerprinted(scores, fingerprints), verify_fp))
 
-        score_proxies(spec, [ProxyJob(verify_id, result.mixture.as_dict())], write_verify)
+        score_jobs(context, s, stage, store, spec, [ProxyJob(verify_id, result.mixture.as_dict())], write_verify)
     verify_rows = configured_rows(database.evaluations(stage), s)
     verify_rows = verify_rows[(verify_rows["candidate_id"] == verify_id) & (verify_rows["model_fingerprint"] == verify_fp)]
     verified = capability_means(zip(verify_rows["capability"], verify_rows["value"]))

@@ -7,7 +7,7 @@ import pandas as pd
 from mergemix_dagster.assets.partitions import PipelinePartitions
 from mergemix_dagster.core.evaluation.fidelity import dual_capability_mixtures, validation_mixtures
 from mergemix_dagster.core.evaluation.fingerprints import evaluation_fingerprints
-from mergemix_dagster.core.evaluation.workers import ProxyJob, score_proxies
+from mergemix_dagster.core.evaluation.workers import ProxyJob
 from mergemix_dagster.core.mixture import Mixture
 from mergemix_dagster.core.progress import Progress
 from mergemix_dagster.core.settings import Settings
@@ -16,7 +16,7 @@ from mergemix_dagster.resources.layout import candidate_fingerprint, design_key,
 from mergemix_dagster.resources.pools import AssetPools
 from mergemix_dagster.resources.settings import PipelineSettings
 from mergemix_dagster.steps.metadata import number, table
-from mergemix_dagster.steps.proxy_scoring import fingerprinted, lm_eval_results_path, proxy_scorer_spec, score_rows
+from mergemix_dagster.steps.proxy_scoring import fingerprinted, lm_eval_results_path, proxy_scorer_spec, score_jobs, score_rows
 from mergemix_dagster.steps.reference_runs import PROXY_KIND, proxy_candidate_id, scores_by_fingerprint
 from mergemix_dagster.steps.stage_asset import stage_asset
 from mergemix_dagster.steps.validation_study import VALIDATION_CODE_VERSION, design_mixtures
@@ -92,8 +92,8 @@ def build_design_assets(parts: PipelinePartitions, pools: AssetPools) -> list[dg
                 progress.advance(mixture=pid)
 
             if jobs:
-                score_proxies(proxy_scorer_spec(store, stage, s, heldout=True), jobs, write,
-                              workers=min(s.evaluation.workers, len(jobs)))
+                score_jobs(context, s, stage, store, proxy_scorer_spec(store, stage, s, heldout=True), jobs, write,
+                           workers=s.evaluation.workers)
         timing = {"seconds_per_evaluation": float(np.mean(seconds)) if seconds else None, "n": len(seconds)}
         if seconds:
             store.put_json(result_key(stage, "proxy_eval_timing.json"), timing, overwrite=True)

@@ -25,13 +25,19 @@ ROW_FORMAT = "items:1"
 
 
 def evaluation_fingerprints(s: Settings, heldout: bool = False) -> dict[str, str]:
-    """task -> hash of its YAML and data files' bytes, its metric, ``evaluation.limit`` and ``ROW_FORMAT``."""
+    """task -> hash of its YAML and data files' bytes, its metric, ``evaluation.limit`` and ``ROW_FORMAT``,
+    and, for an evaluator other than ``embedded``, the evaluator's identity (kind, command, image): a team's
+    command may score the same task differently, so its rows are never taken for the embedded ones. The
+    embedded evaluator adds nothing, so fingerprints of homes built before evaluator kinds existed hold."""
     tasks_dir = Path(s.evaluation.tasks_dir) if s.evaluation.tasks_dir else default_tasks_dir()
     index = task_yaml_paths(tasks_dir)
     out = {}
     for t in list(s.evaluation.tasks) + (list(s.validation.heldout_tasks) if heldout else []):
         h = hashlib.sha256(repr((t.name, t.metric, s.evaluation.limit)).encode())
         h.update(ROW_FORMAT.encode())
+        identity = s.evaluator.identity()
+        if identity is not None:
+            h.update(repr(sorted(identity.items())).encode())
         path = index.get(t.name)
         if path is not None:
             for blob in task_file_contents(path):

@@ -11,7 +11,7 @@ One module per concern; import from here (``from mergemix_dagster.core.settings 
 - ``data``: domains, sub-domains and the stage-0 model;
 - ``recipes``: ``TrainRecipe`` (how to train) and the ``pretrain`` / ``experts`` sections built from it;
 - ``trainer``: who trains (``trainer.kind``) and each kind's own section (why not a union: see there);
-- ``evaluation``: benchmarks and where they run;
+- ``evaluation``: benchmarks and where they run; ``evaluator``: who scores (``evaluator.kind``) and in how many steps;
 - ``search``: objective, search, target run and exports;
 - ``stages``: validation study, stages, checks, stage names; ``protocol``: the validation's pre-registered
   mixture-quality comparison;
@@ -25,6 +25,7 @@ the dump of an existing settings file makes every stored artifact stale: new key
 from mergemix_dagster.core.settings.base import StrictModel
 from mergemix_dagster.core.settings.data import DomainSettings, ModelSettings, SubdomainSettings
 from mergemix_dagster.core.settings.evaluation import EvaluationSettings, TaskSettings
+from mergemix_dagster.core.settings.evaluator import EVALUATOR_PLACEHOLDERS, EvaluatorKind, EvaluatorSettings
 from mergemix_dagster.core.settings.loading import (
     CONFIG_DIR,
     PROJECT_FILE,
@@ -62,7 +63,7 @@ from mergemix_dagster.core.settings.trainer import (
 )
 
 __all__ = [
-    "CONFIG_DIR", "DEFAULT_HOME", "PROJECT_FILE", "STAGE_NAME", "TRAINER_PLACEHOLDERS",
+    "CONFIG_DIR", "DEFAULT_HOME", "EVALUATOR_PLACEHOLDERS", "EvaluatorKind", "EvaluatorSettings", "PROJECT_FILE", "STAGE_NAME", "TRAINER_PLACEHOLDERS",
     "CheckSettings", "DomainSettings", "EcsTrainerSettings", "EvaluationSettings", "ExpertSettings", "ExportFormat",
     "ExportSettings", "KubernetesTrainerSettings", "ModelSettings", "ObjectiveSettings", "RecipeSettings",
     "SearchSettings", "Settings", "StageSettings", "StrictModel", "SubdomainSettings", "TargetSettings",

@@ -6,12 +6,13 @@ import os
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, model_serializer, model_validator
 
 from mergemix_dagster.core.errors import ConfigError, ProtocolError
 from mergemix_dagster.core.settings.base import StrictModel
 from mergemix_dagster.core.settings.data import DomainSettings, ModelSettings
 from mergemix_dagster.core.settings.evaluation import EvaluationSettings
+from mergemix_dagster.core.settings.evaluator import EvaluatorSettings
 from mergemix_dagster.core.settings.recipes import ExpertSettings, RecipeSettings
 from mergemix_dagster.core.settings.search import ExportSettings, SearchSettings, TargetSettings
 from mergemix_dagster.core.settings.stages import CheckSettings, StageSettings, ValidationSettings, check_stage_name
@@ -37,6 +38,16 @@ class Settings(StrictModel):
     initial_stage: str = "s0"
     trainer: TrainerSettings = TrainerSettings()
     checks: CheckSettings = CheckSettings()
+    evaluator: EvaluatorSettings = Field(EvaluatorSettings(), description="who scores candidates (kind, command) "
+                                         "and in how many Dagster steps (chunk_size); docs/cluster.md")
+
+    @model_serializer(mode="wrap")
+    def _evaluator_dumps_when_set(self, handler):
+        """``evaluator`` came after settings files existed: it dumps only when set, so cache keys hold."""
+        data = handler(self)
+        if isinstance(data, dict) and self.evaluator == EvaluatorSettings():
+            data.pop("evaluator", None)
+        return data
 
     @model_validator(mode="after")
     def _unique_domains(self) -> "Settings":
