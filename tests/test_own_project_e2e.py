@@ -57,7 +57,9 @@ def sh(command: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProce
 
 def as_documented(command: str, root: Path) -> str:
     """A printed command as the page writes it: the project folder as /home/me/own, executables by name."""
-    return command.replace(str(root), PLACEHOLDER).replace(f"{shlex.quote(str(BIN / 'mergemix'))} ", "mergemix ")
+    for exe in {BIN / "mergemix", (BIN / "mergemix").resolve()}:  # a venv reached through a symlink prints either
+        command = command.replace(f"{shlex.quote(str(exe))} ", "mergemix ")
+    return command.replace(str(root), PLACEHOLDER)
 
 
 @pytest.fixture(scope="module")
