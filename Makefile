@@ -38,9 +38,12 @@ stages: install
 	$(BIN)/mergemix compare
 
 # lint-imports: the layer contracts of pyproject.toml (core < resources < steps < assets < runner < defs < cli)
+# Two pytest-xdist workers, a test file per worker at a time (module fixtures build once); PYTEST_WORKERS=0 runs
+# the tests in this process.
+PYTEST_WORKERS ?= 2
 test: install
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile
 
 smoke: install
 	bash scripts/smoke_materialize.sh

@@ -15,19 +15,24 @@ mkdir -p "$DAGSTER_HOME" "$MERGEMIX_HOME"
 STAGE=s0
 DOMAINS=$($BIN/python -c "from mergemix_dagster.core.settings import load_settings; print(' '.join(load_settings().domain_names))")
 materialize() { echo "+ dagster asset materialize $*"; $BIN/dagster asset materialize -m mergemix_dagster.definitions "$@" >"$MERGEMIX_HOME/last_materialize.log" 2>&1 || { tail -60 "$MERGEMIX_HOME/last_materialize.log"; exit 1; }; }
+# Run config of Dagster's default executor: a run of one step gains nothing from a subprocess per step, so it
+# runs in the CLI's process; a run of several steps uses the multiprocess executor with a forkserver, which
+# imports the code location once instead of once per step (each import is ~7 s of torch, transformers, lm-eval).
+ONE_STEP=(--config-json '{"execution": {"config": {"in_process": {}}}}')
+STEPS=(--config-json '{"execution": {"config": {"multiprocess": {"start_method": {"forkserver": {}}}}}}')
 
 $BIN/mergemix stage add "$STAGE"
-materialize --select general_corpus,base_tokenizer
-for d in $DOMAINS; do materialize --select domain_corpus --partition "$d"; done
-materialize --select stage_base --partition "$STAGE"
-for d in $DOMAINS; do materialize --select expert_checkpoint --partition "$d|$STAGE"; done
-materialize --select merge_candidates,candidate_evaluations,capability_surrogates,search_rounds,chosen_mixture --partition "$STAGE"
+materialize --select general_corpus,base_tokenizer "${STEPS[@]}"
+for d in $DOMAINS; do materialize --select domain_corpus --partition "$d" "${ONE_STEP[@]}"; done
+materialize --select stage_base --partition "$STAGE" "${ONE_STEP[@]}"
+for d in $DOMAINS; do materialize --select expert_checkpoint --partition "$d|$STAGE" "${ONE_STEP[@]}"; done
+materialize --select merge_candidates,candidate_evaluations,capability_surrogates,search_rounds,chosen_mixture --partition "$STAGE" "${STEPS[@]}"
 $BIN/mergemix show
 if [ "${SMOKE_VALIDATE:-1}" = 1 ]; then  # the validation study of the stage (issue 4), same CLI
-  materialize --select 'group:validation' --partition "$STAGE"
+  materialize --select 'group:validation' --partition "$STAGE" "${STEPS[@]}"
   cat "$MERGEMIX_HOME/validation/$STAGE/report.md"
 elif [ "${SMOKE_VALIDATE}" = fidelity ]; then  # only the proxy-fidelity half (tests: test_validation covers the rest)
-  materialize --select validation_design,validation_proxies,reference_models,proxy_fidelity --partition "$STAGE"
+  materialize --select validation_design,validation_proxies,reference_models,proxy_fidelity --partition "$STAGE" "${STEPS[@]}"
   $BIN/python -c "import json,sys; print('Overall Spearman', json.load(open(sys.argv[1]))['overall_spearman'])" \
     "$MERGEMIX_HOME/validation/$STAGE/fidelity.json"
 fi

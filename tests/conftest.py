@@ -14,6 +14,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.pop("DAGSTER_HOME", None)
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs two pytest-xdist workers on 2 cores: one torch thread each, since two 2-thread
+    # processes on 2 cores make OpenMP wait on descheduled threads (docs/results.md measured 3.5x slower).
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import dagster as dg  # noqa: E402
 import pytest  # noqa: E402
@@ -63,3 +67,21 @@ def smoke_run(session_dir, pipeline_config):
     with dg.instance_for_test(temp_dir=f"{session_dir}/dagster") as instance:
         timings = run_stage(defs, settings, instance, "s0")
         yield settings, defs, instance, timings
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint():
+    """A local S3-compatible server (moto) on 127.0.0.1 and a free port: S3 tests never reach the internet."""
+    import socket
+
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
