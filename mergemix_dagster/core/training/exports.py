@@ -201,8 +201,10 @@ Each source repeats when exhausted (a planned epoch count above 1 needs that): s
 budget{budget}.
 """
 
+import json
+
 import fsspec
-from datasets import Value, concatenate_datasets, interleave_datasets, load_dataset
+from datasets import Features, IterableDataset, Value, concatenate_datasets, interleave_datasets, load_dataset
 
 # name -> its load_dataset parts (builder, data files, text field, load kwargs, optional), in the order of
 # PROBABILITIES; an optional part (a folder whose file types were not known at export) may match no file
@@ -215,12 +217,28 @@ def _matches(pattern):
     return bool(fs.glob(path))
 
 
+def _remote_gzip_lines(files, field):
+    """Gzipped JSON lines on a remote store, read through fsspec: `datasets` cannot stream a compressed file
+    from S3 (huggingface/datasets#7295, aiobotocore refuses the aiohttp options it passes)."""
+    for pattern in files:
+        for opened in fsspec.open_files(pattern, mode="rt", compression="gzip"):
+            with opened as lines:
+                for line in lines:
+                    if line.strip():
+                        yield {{"text": str(json.loads(line)[field])}}
+
+
 def load_source(name, parts):
     """One name's documents as a stream with a single `text` column (its parts concatenated)."""
     loaded = []
     for builder, files, field, kwargs, optional in parts:
         files = [f for f in files if _matches(f)] if optional else files
         if not files:
+            continue
+        if builder == "json" and all("://" in f and f.endswith(".gz") for f in files):
+            loaded.append(IterableDataset.from_generator(
+                _remote_gzip_lines, gen_kwargs={{"files": files, "field": field}},
+                features=Features({{"text": Value("string")}})))
             continue
         part = load_dataset(builder, data_files=files, split="train", streaming=True, **kwargs)
         part = part.select_columns([field])
