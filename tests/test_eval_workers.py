@@ -211,3 +211,28 @@ def test_per_item_values_cross_the_worker_processes(tiny, tmp_path):
         assert two.items is not None and len(two.items) == 5
         assert two.items == pytest.approx(one.items, abs=1e-6)
         assert abs(math.fsum(two.items) / 5 - two.value) < 1e-9
+
+
+def test_spawned_workers_keep_the_callers_quiet_progress_bars(tiny, tmp_path, capfd):
+    """The CLI turns transformers' progress bars off; spawned scoring workers start with its defaults and printed
+    one "Loading weights" bar per checkpoint each (found by `make run` with evaluation.workers: 2)."""
+    from transformers.utils import logging as hf_logging
+
+    from mergemix_dagster.core.evaluation.harness import TaskSpec
+    from mergemix_dagster.core.evaluation.workers import ProxyJob, score_proxies
+    from mergemix_dagster.core.training.model import save_checkpoint
+
+    spec, tokenizer, _, _ = tiny
+    dirs = {d: save_checkpoint(new_tiny_llama(spec, tokenizer, seed=i), tokenizer, tmp_path / d)
+            for i, d in enumerate(("base", "code"))}
+    scorer = ScorerSpec(str(dirs["base"]), {"code": str(dirs["code"])}, (TaskSpec("mm_facts", "knowledge", "gold_prob"),),
+                        limit=2, device="cpu", threads=1)
+    jobs = [ProxyJob("base", None), ProxyJob("c1", {"code": 1.0})]
+    for bars in (True, False):
+        (hf_logging.enable_progress_bar if bars else hf_logging.disable_progress_bar)()
+        try:
+            score_proxies(scorer, jobs, lambda *_: None, workers=2)
+        finally:
+            hf_logging.enable_progress_bar()
+        err = capfd.readouterr().err
+        assert ("Loading weights" in err) == bars, err[-2000:]  # the bars exist, and the caller's "off" holds

@@ -146,15 +146,28 @@ def _exit_with_parent() -> None:
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
-def _start_worker(spec: ScorerSpec, devices) -> None:
+def _transformers_progress_bars() -> bool:
+    """Whether this process shows transformers' progress bars ("Loading weights" per checkpoint)."""
+    from transformers.utils import logging as hf_logging
+
+    return hf_logging.is_progress_bar_enabled()
+
+
+def _start_worker(spec: ScorerSpec, devices, progress_bars: bool = True) -> None:
     """Pool initializer: take a device, set the thread count, load the model and the deltas once.
 
+    A spawned worker starts with transformers' defaults, so it takes the caller's progress-bar choice (the
+    CLI turns them off: one "Loading weights" bar per checkpoint per worker was the terminal's noise).
     A failure is kept and raised by the first job, so the caller sees the named error (a failing
     initializer would only break the pool)."""
     import torch
 
     global _SCORER, _START_ERROR
     _exit_with_parent()
+    if not progress_bars:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     try:
         if spec.threads:
             torch.set_num_threads(spec.threads)
@@ -200,7 +213,7 @@ def score_proxies(spec: ScorerSpec, jobs: Sequence[ProxyJob], on_scored: OnScore
     for device in worker_devices(spec.device, workers):
         devices.put(device)
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_start_worker,
-                               initargs=(spec, devices))
+                               initargs=(spec, devices, _transformers_progress_bars()))
     try:
         futures = {pool.submit(_score_in_worker, job): job for job in jobs}
         for future in as_completed(futures):
