@@ -235,11 +235,14 @@ def load_source(name, parts):
         files = [f for f in files if _matches(f)] if optional else files
         if not files:
             continue
-        if builder == "json" and all("://" in f and f.endswith(".gz") for f in files):
+        remote_gzip = [f for f in files if builder == "json" and "://" in f and f.endswith(".gz")]
+        if remote_gzip:
             loaded.append(IterableDataset.from_generator(
-                _remote_gzip_lines, gen_kwargs={{"files": files, "field": field}},
+                _remote_gzip_lines, gen_kwargs={{"files": remote_gzip, "field": field}},
                 features=Features({{"text": Value("string")}})))
-            continue
+            files = [f for f in files if f not in remote_gzip]
+            if not files:
+                continue
         part = load_dataset(builder, data_files=files, split="train", streaming=True, **kwargs)
         part = part.select_columns([field])
         part = part if field == "text" else part.rename_column(field, "text")
