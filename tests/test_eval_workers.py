@@ -187,52 +187,42 @@ def test_definitions_carry_the_configured_pools(pipeline_config, tmp_path):
         assert read(moved) == read(custom), name
 
 
-def test_per_item_values_cross_the_worker_processes(tiny, tmp_path):
-    """Scores from spawned workers carry their items, equal to the in-process ones and averaging to the value."""
+def test_per_item_values_cross_the_worker_processes(tiny, tmp_path, capfd):
+    """Scores from spawned workers carry their items, equal to the in-process ones and averaging to the value.
+
+    The workers also keep the caller's choice of no transformers progress bars: spawned with transformers'
+    defaults, they printed one "Loading weights" bar per checkpoint each (found by `make run` with
+    evaluation.workers: 2)."""
     import math
+
+    from transformers.utils import logging as hf_logging
 
     from mergemix_dagster.core.evaluation.harness import TaskSpec
     from mergemix_dagster.core.evaluation.workers import ProxyJob, score_proxies
-    from mergemix_dagster.core.training.model import save_checkpoint
+    from mergemix_dagster.core.training.model import load_checkpoint, save_checkpoint
 
     spec, tokenizer, _, _ = tiny
     dirs = {}
     for i, d in enumerate(("base", "code", "math")):
         dirs[d] = save_checkpoint(new_tiny_llama(spec, tokenizer, seed=i), tokenizer, tmp_path / d)
+    hf_logging.enable_progress_bar()
+    load_checkpoint(dirs["base"], device="cpu")
+    assert "Loading weights" in capfd.readouterr().err  # the bar a worker would print
     scorer = ScorerSpec(str(dirs["base"]), {"code": str(dirs["code"]), "math": str(dirs["math"])},
                         (TaskSpec("mm_facts", "knowledge", "gold_prob"),), limit=5, device="cpu", threads=1)
     jobs = [ProxyJob("c0", {"code": 0.3, "math": 0.7}), ProxyJob("c1", {"code": 1.0, "math": 0.0})]
     scored: dict[int, dict] = {1: {}, 2: {}}
-    for workers in (1, 2):
-        score_proxies(scorer, jobs, lambda job, scores, _s: scored[workers].update({job.candidate_id: scores[0]}),
-                      workers=workers)
+    hf_logging.disable_progress_bar()
+    try:
+        for workers in (1, 2):
+            score_proxies(scorer, jobs, lambda job, scores, _s: scored[workers].update({job.candidate_id: scores[0]}),
+                          workers=workers)
+    finally:
+        hf_logging.enable_progress_bar()
+    assert "Loading weights" not in capfd.readouterr().err
     for cid in ("c0", "c1"):
         one, two = scored[1][cid], scored[2][cid]
         assert two.items is not None and len(two.items) == 5
         assert two.items == pytest.approx(one.items, abs=1e-6)
         assert abs(math.fsum(two.items) / 5 - two.value) < 1e-9
 
-
-def test_spawned_workers_keep_the_callers_quiet_progress_bars(tiny, tmp_path, capfd):
-    """The CLI turns transformers' progress bars off; spawned scoring workers start with its defaults and printed
-    one "Loading weights" bar per checkpoint each (found by `make run` with evaluation.workers: 2)."""
-    from transformers.utils import logging as hf_logging
-
-    from mergemix_dagster.core.evaluation.harness import TaskSpec
-    from mergemix_dagster.core.evaluation.workers import ProxyJob, score_proxies
-    from mergemix_dagster.core.training.model import save_checkpoint
-
-    spec, tokenizer, _, _ = tiny
-    dirs = {d: save_checkpoint(new_tiny_llama(spec, tokenizer, seed=i), tokenizer, tmp_path / d)
-            for i, d in enumerate(("base", "code"))}
-    scorer = ScorerSpec(str(dirs["base"]), {"code": str(dirs["code"])}, (TaskSpec("mm_facts", "knowledge", "gold_prob"),),
-                        limit=2, device="cpu", threads=1)
-    jobs = [ProxyJob("base", None), ProxyJob("c1", {"code": 1.0})]
-    for bars in (True, False):
-        (hf_logging.enable_progress_bar if bars else hf_logging.disable_progress_bar)()
-        try:
-            score_proxies(scorer, jobs, lambda *_: None, workers=2)
-        finally:
-            hf_logging.enable_progress_bar()
-        err = capfd.readouterr().err
-        assert ("Loading weights" in err) == bars, err[-2000:]  # the bars exist, and the caller's "off" holds
