@@ -13,9 +13,11 @@ export DAGSTER_HOME ?= $(MERGEMIX_HOME)/dagster
 
 .PHONY: install run validate stages report test smoke ui bench clean explorer-check
 
+# --no-compile: pip would byte-compile all ~25,000 .py files of the dependencies (torch, transformers, dagster, ...)
+# up front; Python compiles the modules a run imports on first use instead, once.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-compile -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -38,8 +40,9 @@ stages: install
 	$(BIN)/mergemix compare
 
 # lint-imports: the layer contracts of pyproject.toml (core < resources < steps < assets < runner < defs < cli)
-# Two pytest-xdist workers, a test file per worker at a time (module fixtures build once); PYTEST_WORKERS=0 runs
-# the tests in this process.
+# Two pytest-xdist workers, a test file per worker at a time (module fixtures build once), and the files that
+# share the session's smoke stage together on one worker (tests/conftest.py); PYTEST_WORKERS=0 runs the tests
+# in this process.
 PYTEST_WORKERS ?= 2
 test: install
 	$(BIN)/lint-imports

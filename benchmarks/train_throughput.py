@@ -3,6 +3,11 @@
     python benchmarks/train_throughput.py                     # default sizes, eager
     python benchmarks/train_throughput.py --compile           # also torch.compile
     python benchmarks/train_throughput.py --sizes 2x128 4x256 --steps 20 --seq-len 256 --batch-size 16
+    python benchmarks/train_throughput.py --sizes 2x128 --steps 40 --processes 2   # side by side vs threads
+
+``--processes N`` asks whether N trainings side by side (N processes of one torch thread, started together)
+get more tokens per second out of the machine than one training with N threads, i.e. whether running a
+layer's independent runs (the experts) concurrently would shorten a stage on this machine.
 
 Tokens are random ids from a synthetic stream (throughput does not depend on the text). A short
 warm-up run is excluded from the timing. On a shared machine the numbers are noisy: repeat.
@@ -62,6 +67,41 @@ def measure(layers, hidden, args, compile_model: bool) -> tuple[float, int]:
     return report.tokens / wall, n_params
 
 
+def _side_by_side(layers: int, hidden: int, args, barrier, results) -> None:
+    """One of ``--processes`` spawned trainings: one torch thread, started with the others."""
+    torch.set_num_threads(1)
+    model = build(layers, hidden, args.vocab, args.seq_len)
+    stream = np.random.default_rng(0).integers(0, args.vocab, size=1_000_000, dtype=np.int32)
+    streams, mix = {"x": stream}, Mixture(("x",), (1.0,))
+    per_step = args.batch_size * args.seq_len
+    common = dict(seq_len=args.seq_len, batch_size=args.batch_size, device="cpu", precision="fp32")
+    train(model, streams, mix, TrainRecipe(tokens=per_step * args.warmup, **common))
+    barrier.wait()
+    t0 = time.perf_counter()
+    report = train(model, streams, mix, TrainRecipe(tokens=per_step * args.steps, **common))
+    results.put((report.tokens, time.perf_counter() - t0))
+
+
+def compare_side_by_side(layers: int, hidden: int, args) -> None:
+    """Tokens/s of one training with N threads vs N one-thread trainings side by side, in one run."""
+    import multiprocessing as mp
+
+    n = args.processes
+    torch.set_num_threads(n)
+    one, _ = measure(layers, hidden, args, False)
+    ctx = mp.get_context("spawn")
+    barrier, results = ctx.Barrier(n), ctx.SimpleQueue()
+    procs = [ctx.Process(target=_side_by_side, args=(layers, hidden, args, barrier, results)) for _ in range(n)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    done = [results.get() for _ in procs]
+    together = sum(t for t, _ in done) / max(s for _, s in done)
+    print(f"1 training x {n} threads: {one:,.0f} tokens/s; {n} trainings x 1 thread side by side: "
+          f"{together:,.0f} tokens/s in all; ratio side by side / threads = {together / one:.2f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", nargs="+", default=["2x128", "4x256"], help="LAYERSxHIDDEN")
@@ -73,7 +113,16 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--compile", action="store_true", help="also measure torch.compile")
     ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: leave as is)")
+    ap.add_argument("--processes", type=int, default=0,
+                    help="N >= 2: one training with N threads vs N one-thread trainings side by side (CPU)")
     args = ap.parse_args()
+    if args.processes > 1:
+        for size in args.sizes:
+            layers, hidden = (int(v) for v in size.lower().split("x"))
+            print(f"torch {torch.__version__}, {size}, seq {args.seq_len}, batch {args.batch_size}, fp32, "
+                  f"{args.steps} steps")
+            compare_side_by_side(layers, hidden, args)
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {args.device}, "

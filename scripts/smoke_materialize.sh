@@ -15,17 +15,19 @@ mkdir -p "$DAGSTER_HOME" "$MERGEMIX_HOME"
 STAGE=s0
 DOMAINS=$($BIN/python -c "from mergemix_dagster.core.settings import load_settings; print(' '.join(load_settings().domain_names))")
 materialize() { echo "+ dagster asset materialize $*"; $BIN/dagster asset materialize -m mergemix_dagster.definitions "$@" >"$MERGEMIX_HOME/last_materialize.log" 2>&1 || { tail -60 "$MERGEMIX_HOME/last_materialize.log"; exit 1; }; }
-# Run config of Dagster's default executor: a run of one step gains nothing from a subprocess per step, so it
-# runs in the CLI's process; a run of several steps uses the multiprocess executor with a forkserver, which
-# imports the code location once instead of once per step (each import is ~7 s of torch, transformers, lm-eval).
-ONE_STEP=(--config-json '{"execution": {"config": {"in_process": {}}}}')
-STEPS=(--config-json '{"execution": {"config": {"multiprocess": {"start_method": {"forkserver": {}}}}}}')
+# Run config of Dagster's default executor: a run of one or two small steps gains nothing from a subprocess per
+# step, so it runs in the CLI's process; the optimize and validation runs (many steps, scoring fanned out) use
+# the multiprocess executor with a forkserver that preloads the code location and the libraries the steps
+# import lazily, once instead of once per step (each is seconds of torch, transformers, lm-eval, LightGBM).
+PRELOAD='["mergemix_dagster.definitions", "transformers.models.llama.modeling_llama", "lm_eval.evaluator", "lightgbm", "matplotlib.pyplot", "scipy.stats"]'
+IN_PROCESS=(--config-json '{"execution": {"config": {"in_process": {}}}}')
+STEPS=(--config-json '{"execution": {"config": {"multiprocess": {"start_method": {"forkserver": {"preload_modules": '"$PRELOAD"'}}}}}}')
 
 $BIN/mergemix stage add "$STAGE"
-materialize --select general_corpus,base_tokenizer "${STEPS[@]}"
-for d in $DOMAINS; do materialize --select domain_corpus --partition "$d" "${ONE_STEP[@]}"; done
-materialize --select stage_base --partition "$STAGE" "${ONE_STEP[@]}"
-for d in $DOMAINS; do materialize --select expert_checkpoint --partition "$d|$STAGE" "${ONE_STEP[@]}"; done
+materialize --select general_corpus,base_tokenizer "${IN_PROCESS[@]}"
+for d in $DOMAINS; do materialize --select domain_corpus --partition "$d" "${IN_PROCESS[@]}"; done
+materialize --select stage_base --partition "$STAGE" "${IN_PROCESS[@]}"
+for d in $DOMAINS; do materialize --select expert_checkpoint --partition "$d|$STAGE" "${IN_PROCESS[@]}"; done
 materialize --select merge_candidates,candidate_evaluations,capability_surrogates,search_rounds,chosen_mixture --partition "$STAGE" "${STEPS[@]}"
 $BIN/mergemix show
 if [ "${SMOKE_VALIDATE:-1}" = 1 ]; then  # the validation study of the stage (issue 4), same CLI

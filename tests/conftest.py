@@ -85,3 +85,36 @@ def moto_endpoint():
         yield f"http://127.0.0.1:{port}"
     finally:
         server.stop()
+
+
+
+# ---- how `make test` spreads the files over its pytest-xdist workers ---------------------------------------
+
+SHARED_STAGE_FIXTURE = "smoke_run"
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadfile`` as ``make test`` runs it: a test file whole on one worker (its module fixtures build
+    once), and every file that uses the session's smoke stage (``smoke_run``) on the same worker, so the stage,
+    and the validation study two of those files run on it, are built once instead of once per worker (each is
+    about a minute on 2 cores). Other ``--dist`` modes are xdist's own.
+
+    The group is decided here, from each file's text, because ``--dist loadgroup`` cannot carry it: with
+    pytest 9.2 its ``xdist_group`` mark no longer reaches the scheduler (pytest-dev/pytest-xdist#1386: the
+    node id it rewrites is no longer the one pytest reports), and tests are spread one by one, silently."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    shares_stage: dict[str, bool] = {}
+
+    class FileOrSharedStageScheduling(LoadFileScheduling):
+        # _split_scope is the override point of xdist's own schedulers (LoadFileScheduling overrides it too)
+        def _split_scope(self, nodeid: str) -> str:
+            file = nodeid.split("::", 1)[0]
+            if file not in shares_stage:
+                path = config.rootpath / file
+                shares_stage[file] = path.is_file() and SHARED_STAGE_FIXTURE in path.read_text()
+            return SHARED_STAGE_FIXTURE if shares_stage[file] else file
+
+    return FileOrSharedStageScheduling(config, log)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import random
 import re
+from functools import lru_cache
 
 from mergemix_dagster.core.data.defaults.split import is_heldout, iter_stdlib_files, read_source
 
@@ -46,8 +47,12 @@ def _prose_paragraphs(text: str) -> list[str]:
     return kept
 
 
-def prose_units() -> list[tuple[str, str]]:
-    """``(key, document)`` for every prose unit (topics and per-file docstrings), held-out ones included."""
+@lru_cache(maxsize=1)
+def prose_units() -> tuple[tuple[str, str], ...]:
+    """``(key, document)`` for every prose unit (topics and per-file docstrings), held-out ones included.
+
+    Kept for the process (it only reads the interpreter's own documentation): parsing every standard-library
+    docstring takes seconds, and a stage asks for it twice (the web domain and the general corpus)."""
     import pydoc_data.topics as topics
 
     units: list[tuple[str, str]] = []
@@ -68,7 +73,7 @@ def prose_units() -> list[tuple[str, str]]:
                     paras.append(p)
         if paras and sum(len(p) for p in paras) >= 80:
             units.append((key, "\n\n".join(paras)))
-    return units
+    return tuple(units)
 
 
 def split_sentences(paragraph_text: str) -> list[str]:
