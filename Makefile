@@ -13,11 +13,12 @@ export DAGSTER_HOME ?= $(MERGEMIX_HOME)/dagster
 
 .PHONY: install run validate stages report test smoke ui bench clean explorer-check
 
-# --no-compile: pip would byte-compile all ~25,000 .py files of the dependencies (torch, transformers, dagster, ...)
-# up front; Python compiles the modules a run imports on first use instead, once.
+# pip byte-compiles the dependencies at install (~25,000 .py files); not skipped with --no-compile, because where
+# PYTHONDONTWRITEBYTECODE is set (this machine, many container images) nothing would ever cache the bytecode and every
+# process would compile torch, transformers and dagster from source again.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-compile -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
