@@ -87,7 +87,6 @@ def moto_endpoint():
         server.stop()
 
 
-
 # ---- how `make test` spreads the files over its pytest-xdist workers ---------------------------------------
 
 SHARED_STAGE_FIXTURE = "smoke_run"
