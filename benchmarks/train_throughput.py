@@ -51,35 +51,33 @@ def build(layers: int, hidden: int, vocab: int, seq_len: int):
     return new_tiny_llama(spec, _Tok(vocab), seed=0)
 
 
+def timed_training(model, args, device: str, ready=lambda: None) -> tuple[int, float]:
+    """Warm up (and compile), call ``ready`` (the side-by-side runs' barrier), then time ``args.steps`` steps:
+    (tokens trained, seconds)."""
+    stream = np.random.default_rng(0).integers(0, args.vocab, size=1_000_000, dtype=np.int32)
+    streams, mix = {"x": stream}, Mixture(("x",), (1.0,))
+    per_step = args.batch_size * args.seq_len
+    common = dict(seq_len=args.seq_len, batch_size=args.batch_size, device=device, precision="fp32")
+    train(model, streams, mix, TrainRecipe(tokens=per_step * args.warmup, **common))  # warm-up / compile
+    ready()
+    t0 = time.perf_counter()
+    report = train(model, streams, mix, TrainRecipe(tokens=per_step * args.steps, **common))
+    return report.tokens, time.perf_counter() - t0
+
+
 def measure(layers, hidden, args, compile_model: bool) -> tuple[float, int]:
     model = build(layers, hidden, args.vocab, args.seq_len)
     n_params = sum(p.numel() for p in model.parameters())
     if compile_model:
         model = torch.compile(model)
-    stream = np.random.default_rng(0).integers(0, args.vocab, size=1_000_000, dtype=np.int32)
-    streams, mix = {"x": stream}, Mixture(("x",), (1.0,))
-    per_step = args.batch_size * args.seq_len
-    common = dict(seq_len=args.seq_len, batch_size=args.batch_size, device=args.device, precision="fp32")
-    train(model, streams, mix, TrainRecipe(tokens=per_step * args.warmup, **common))  # warm-up / compile
-    t0 = time.perf_counter()
-    report = train(model, streams, mix, TrainRecipe(tokens=per_step * args.steps, **common))
-    wall = time.perf_counter() - t0
-    return report.tokens / wall, n_params
+    tokens, wall = timed_training(model, args, args.device)
+    return tokens / wall, n_params
 
 
 def _side_by_side(layers: int, hidden: int, args, barrier, results) -> None:
-    """One of ``--processes`` spawned trainings: one torch thread, started with the others."""
+    """One of ``--processes`` spawned trainings: one torch thread, timed from when all are warmed up."""
     torch.set_num_threads(1)
-    model = build(layers, hidden, args.vocab, args.seq_len)
-    stream = np.random.default_rng(0).integers(0, args.vocab, size=1_000_000, dtype=np.int32)
-    streams, mix = {"x": stream}, Mixture(("x",), (1.0,))
-    per_step = args.batch_size * args.seq_len
-    common = dict(seq_len=args.seq_len, batch_size=args.batch_size, device="cpu", precision="fp32")
-    train(model, streams, mix, TrainRecipe(tokens=per_step * args.warmup, **common))
-    barrier.wait()
-    t0 = time.perf_counter()
-    report = train(model, streams, mix, TrainRecipe(tokens=per_step * args.steps, **common))
-    results.put((report.tokens, time.perf_counter() - t0))
+    results.put(timed_training(build(layers, hidden, args.vocab, args.seq_len), args, "cpu", barrier.wait))
 
 
 def compare_side_by_side(layers: int, hidden: int, args) -> None:
