@@ -29,7 +29,8 @@ from mergemix_dagster.core.data.defaults import prose as pr  # noqa: E402
 from mergemix_dagster.core.data.defaults.split import is_heldout, read_source  # noqa: E402
 from mergemix_dagster.core.data.defaults.stdlib_code import clean_code, heldout_code_files, training_code_files  # noqa: E402
 
-N_ITEMS = {"mm_math": 250, "mm_code": 250, "mm_prose": 250, "mm_facts": 250, "mm_arith_words": 200, "mm_prose_bpb": 200}
+N_ITEMS = {"mm_math": 250, "mm_code": 250, "mm_prose": 250, "mm_facts": 250, "mm_arith_words": 200, "mm_prose_bpb": 200,
+           "mm_code_bpb": 200}
 
 TASKS = {
     # name: (capability, description)
@@ -40,9 +41,11 @@ TASKS = {
     "mm_arith_words": ("heldout", "HELD-OUT, not used in the search: arithmetic word problems whose templates never appear in any corpus."),
     "mm_prose_bpb": ("language", ("Bits per byte of held-out documentation paragraphs (150-600 characters), "
                                   "scored whole; byte_prob = 2 ** -bits_per_byte per paragraph.")),
+    "mm_code_bpb": ("code", ("Bits per byte of held-out stdlib Python blocks (150-600 characters, shortest first), "
+                             "scored whole; byte_prob = 2 ** -bits_per_byte per block.")),
 }
 #: Tasks scored by ``loglikelihood_rolling`` (whole documents), not multiple choice.
-ROLLING = ("mm_prose_bpb",)
+ROLLING = ("mm_prose_bpb", "mm_code_bpb")
 
 
 def _item(rng: random.Random, idx: int, query: str, right: str, wrong: list[str], source: str) -> dict:
@@ -211,6 +214,49 @@ def build_prose_bpb(rng: random.Random, n: int) -> list[dict]:
     return items
 
 
+CODE_BLOCK_CHARS = (150, 600)
+MAX_BLOCKS_PER_FILE = 4
+#: a block is dropped when one of its lines this long (stripped) occurs in the training code
+COPIED_LINE_CHARS = 40
+
+
+def build_code_bpb(rng: random.Random, n: int) -> list[dict]:
+    """Whole blocks of held-out stdlib files (runs of lines between blank lines), for bits per byte.
+
+    A block is kept when it is CODE_BLOCK_CHARS long, ASCII, not verbatim in the training code, and none of its
+    lines of >= COPIED_LINE_CHARS characters is a training line (idioms copied between modules); at most
+    MAX_BLOCKS_PER_FILE per file. Items are written shortest first: lm-eval batches rolling windows in document
+    order, so similar lengths pad less (``mm_prose_bpb`` pays for its unsorted order, docs/results.md attempt 5).
+    """
+    training_text = "\n".join(clean_code(t) for t in (read_source(p) for _, p in training_code_files()) if t)
+    training_lines = {ln.strip() for ln in training_text.split("\n")}
+    lo, hi = CODE_BLOCK_CHARS
+    candidates = []
+    for key, path in heldout_code_files():
+        text = read_source(path)
+        if not text:
+            continue
+        for block in clean_code(text).split("\n\n"):
+            block = block.strip("\n")
+            if (lo <= len(block) <= hi and block.isascii() and block not in training_text
+                    and not any(len(ln.strip()) >= COPIED_LINE_CHARS and ln.strip() in training_lines
+                                for ln in block.split("\n"))):
+                candidates.append((key, block))
+    candidates = sorted(set(candidates))
+    rng.shuffle(candidates)
+    chosen, per_file, seen = [], {}, set()
+    for key, block in candidates:
+        if len(chosen) >= n:
+            break
+        if block in seen or per_file.get(key, 0) >= MAX_BLOCKS_PER_FILE:
+            continue
+        seen.add(block)
+        per_file[key] = per_file.get(key, 0) + 1
+        chosen.append((key, block))
+    chosen.sort(key=lambda kb: (len(kb[1]), kb))
+    return [{"id": i, "text": block, "source": f"stdlib:{key}"} for i, (key, block) in enumerate(chosen)]
+
+
 # ---------------------------------------------------------------- facts
 def build_facts(rng: random.Random, n: int) -> list[dict]:
     pools = ft.fact_pools()
@@ -226,7 +272,7 @@ def build_facts(rng: random.Random, n: int) -> list[dict]:
 
 
 BUILDERS = {"mm_math": build_math, "mm_code": build_code, "mm_prose": build_prose, "mm_facts": build_facts, "mm_arith_words": build_arith_words,
-            "mm_prose_bpb": build_prose_bpb}
+            "mm_prose_bpb": build_prose_bpb, "mm_code_bpb": build_code_bpb}
 
 
 def task_yaml(name: str) -> str:

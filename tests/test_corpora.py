@@ -222,6 +222,14 @@ def test_benchmark_items_do_not_leak_into_corpora():
         assert it["text"] not in web, it["source"]
         for sentence in split_sentences(it["text"]):
             assert len(sentence) < 40 or sentence not in web, (it["source"], sentence)
+    # the code bits-per-byte blocks: held-out files only, and neither a block nor a long line of one is trained on
+    code_lines = {ln.strip() for ln in code.split("\n")}
+    code_bpb = _items("mm_code_bpb")
+    assert len(code_bpb) == len({it["text"] for it in code_bpb})
+    for it in code_bpb:
+        assert is_heldout(it["source"].removeprefix("stdlib:")), it["source"]
+        assert it["text"] not in code, it["source"]
+        assert not any(len(ln.strip()) >= 40 and ln.strip() in code_lines for ln in it["text"].split("\n")), it["source"]
     # held-out word-problem templates never appear in the math training data
     math = "\n".join(build_domain_documents("math", max_chars=1_000_000, seed=0))
     math += "\n".join(build_general_documents(400_000, seed=0))
@@ -235,7 +243,7 @@ def test_benchmark_files_well_formed():
     for path in sorted(TASK_DATA.glob("*.jsonl")):
         items = _items(path.stem)
         counts[path.stem] = len(items)
-        if path.stem == "mm_prose_bpb":  # whole paragraphs for bits per byte, not multiple choice
+        if path.stem in ("mm_prose_bpb", "mm_code_bpb"):  # whole texts for bits per byte, not multiple choice
             assert all(set(it) == {"id", "text", "source"} and 150 <= len(it["text"]) <= 600 for it in items)
             assert [it["id"] for it in items] == list(range(len(items)))
             continue
@@ -244,7 +252,10 @@ def test_benchmark_files_well_formed():
             assert 0 <= it["gold"] < 4 and it["query"]
         golds = [it["gold"] for it in items]
         assert max(golds.count(g) for g in range(4)) < 0.4 * len(items)  # gold position is shuffled
-    assert set(counts) == {"mm_math", "mm_code", "mm_prose", "mm_facts", "mm_arith_words", "mm_prose_bpb"}
+    assert set(counts) == {"mm_math", "mm_code", "mm_prose", "mm_facts", "mm_arith_words", "mm_prose_bpb", "mm_code_bpb"}
+    # shortest first: lm-eval batches rolling windows in file order, so neighbours pad to similar lengths
+    lengths = [len(it["text"]) for it in _items("mm_code_bpb")]
+    assert lengths == sorted(lengths)
     assert all(150 <= n <= 300 for n in counts.values()), counts
 
 
