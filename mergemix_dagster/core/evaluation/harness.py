@@ -68,7 +68,8 @@ class BenchmarkScore:
 
 
 #: The four multiple-choice tasks, one per capability (metric ``acc``): used by tests and ``benchmarks/``. The
-#: pipeline's defaults are ``EvaluationSettings.tasks`` (gold_prob; ``language`` is ``mm_prose_bpb``'s byte_prob).
+#: pipeline's defaults are ``EvaluationSettings.tasks`` (gold_prob; ``code`` and ``language`` are the byte_prob of
+#: ``mm_code_bpb`` and ``mm_prose_bpb``).
 DEFAULT_TASKS: tuple[TaskSpec, ...] = (
     TaskSpec("mm_math", "math"),
     TaskSpec("mm_code", "code"),

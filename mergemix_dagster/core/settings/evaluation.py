@@ -19,13 +19,13 @@ class EvaluationSettings(StrictModel):
     tasks: list[TaskSettings] = Field(
         default_factory=lambda: [
             TaskSettings(name="mm_math", capability="math", metric="gold_prob"),
-            TaskSettings(name="mm_code", capability="code", metric="gold_prob"),
+            TaskSettings(name="mm_code_bpb", capability="code", metric="byte_prob"),
             TaskSettings(name="mm_prose_bpb", capability="language", metric="byte_prob"),
             TaskSettings(name="mm_facts", capability="knowledge", metric="gold_prob"),
         ],
         description="bundled multiple-choice tasks report acc, acc_norm and gold_prob (softmax probability of the "
-        "gold choice); mm_prose_bpb (language) reports byte_prob (2^-bits per byte of each held-out paragraph, "
-        "higher is better) and bits_per_byte",
+        "gold choice); the bits-per-byte tasks mm_code_bpb (code) and mm_prose_bpb (language) report byte_prob "
+        "(2^-bits per byte of each held-out block or paragraph, higher is better) and bits_per_byte",
     )
     tasks_dir: str | None = Field(None, description="folder of lm-eval task YAML; default: the bundled tasks")
     batch_size: int = 64

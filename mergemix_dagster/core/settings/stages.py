@@ -29,7 +29,8 @@ class ValidationSettings(StrictModel):
                                "mixture-quality comparison trains at validation.protocol.seeds")
     heldout_tasks: list[TaskSettings] = Field(
         default_factory=lambda: [TaskSettings(name="mm_arith_words", capability="math", metric="gold_prob"),
-                                 TaskSettings(name="mm_prose", capability="language", metric="gold_prob")],
+                                 TaskSettings(name="mm_prose", capability="language", metric="gold_prob"),
+                                 TaskSettings(name="mm_code", capability="code", metric="gold_prob")],
         description="benchmarks scored in validation but never used by the search",
     )
     protocol: ValidationProtocol = Field(
