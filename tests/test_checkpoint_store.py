@@ -134,8 +134,8 @@ def test_s3_roundtrip(s3_env, tmp_path):
     assert store.uri("a/b.json") == f"s3://{bucket}/prefix/a/b.json"
     _roundtrip(store, tmp_path)
     objects = {o["Key"] for o in client.list_objects_v2(Bucket=bucket)["Contents"]}
-    assert f"prefix/stages/s0/base/abc/_COMPLETE" in objects
-    assert f"prefix/stages/s0/base/abc/sub/weights.bin" in objects
+    assert "prefix/stages/s0/base/abc/_COMPLETE" in objects
+    assert "prefix/stages/s0/base/abc/sub/weights.bin" in objects
 
 
 def test_s3_incomplete_upload_not_seen(s3_env, tmp_path):

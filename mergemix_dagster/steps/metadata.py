@@ -144,6 +144,6 @@ def weights_table(rows: list[dict]) -> dg.MetadataValue:
 
 
 __all__ = [
-    "SIGNIFICANT_DIGITS", "rounded", "number", "table", "image", "png_data_uri", "loss_history_key", "loss_curve",
+    "SIGNIFICANT_DIGITS", "rounded", "number", "table", "image", "png_data_uri", "loss_curve",
     "corpus_metadata", "weights_table",
 ]
