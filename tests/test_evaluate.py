@@ -393,20 +393,21 @@ def test_byte_prob_of_a_known_log_likelihood():
         process_results_rolling(doc, [-1.0, -2.0])  # one log-likelihood per document, nothing else
 
 
-def test_bits_per_byte_task_yields_per_item_values(tiny, tmp_path):
-    """The language benchmark loads through the harness; lm-eval's rolling log-likelihoods arrive as one item
-    per paragraph whose mean is the score, and its own bits_per_byte agrees with them."""
+@pytest.mark.parametrize("task,capability", [("mm_prose_bpb", "language"), ("mm_code_bpb", "code")])
+def test_bits_per_byte_task_yields_per_item_values(tiny, tmp_path, task, capability):
+    """The language and code benchmarks load through the harness; lm-eval's rolling log-likelihoods arrive as one
+    item per paragraph (block) whose mean is the score, and its own bits_per_byte agrees with them."""
     import json
     import math
 
     model, tokenizer = tiny
-    ev = Evaluator([TaskSpec("mm_prose_bpb", "language", "byte_prob")], batch_size=8, limit=10)
+    ev = Evaluator([TaskSpec(task, capability, "byte_prob")], batch_size=8, limit=10)
     path = tmp_path / "bpb.json"
     (score,) = ev.evaluate(model, tokenizer, results_path=path)
     assert score.items is not None and len(score.items) == 10 and len(set(score.items)) == 10
     assert all(0.0 < x < 1.0 for x in score.items)
     assert abs(math.fsum(score.items) / 10 - score.value) < 1e-9 and score.stderr > 0
-    bpb = json.loads(path.read_text())["results"]["mm_prose_bpb"]["bits_per_byte,none"]
+    bpb = json.loads(path.read_text())["results"][task]["bits_per_byte,none"]
     # the byte-weighted bits per byte of the same documents lies between the per-document values
     assert min(score.items) <= 2.0 ** -bpb <= max(score.items)
     again = ev.evaluate(model, tokenizer, progress_log=lambda _: None)[0]  # task by task: the same items
