@@ -19,7 +19,7 @@ import click
 
 from mergemix_dagster.cli.errors import report_failure
 
-CONFIG_HELP = "settings YAML path or bundled name (default, smoke); default $MERGEMIX_CONFIG"
+CONFIG_HELP = "settings YAML path or bundled name (default, smoke, attempt6, hierarchy); default $MERGEMIX_CONFIG"
 CONFIG_KEY = "mergemix.config"  # in click's ctx.meta, shared by the root group and every verb under it
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
 
