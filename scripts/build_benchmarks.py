@@ -202,16 +202,22 @@ def build_prose_bpb(rng: random.Random, n: int) -> list[dict]:
                          if lo <= len(p) <= hi and p not in training_text
                          and not any(len(s) >= 40 and s in training_text for s in pr.split_sentences(p))})
     rng.shuffle(candidates)
-    items, per_unit, seen = [], {}, set()
-    for key, para in candidates:
-        if len(items) >= n:
+    return [{"id": i, "text": para, "source": f"python-docs:{key}"}
+            for i, (key, para) in enumerate(_first_distinct(candidates, n, MAX_PARAGRAPHS_PER_UNIT))]
+
+
+def _first_distinct(candidates: list[tuple[str, str]], n: int, per_unit: int) -> list[tuple[str, str]]:
+    """The first ``n`` distinct texts of shuffled ``(unit, text)`` candidates, at most ``per_unit`` from one unit."""
+    chosen, taken, seen = [], {}, set()
+    for key, text in candidates:
+        if len(chosen) >= n:
             break
-        if para in seen or per_unit.get(key, 0) >= MAX_PARAGRAPHS_PER_UNIT:
+        if text in seen or taken.get(key, 0) >= per_unit:
             continue
-        seen.add(para)
-        per_unit[key] = per_unit.get(key, 0) + 1
-        items.append({"id": len(items), "text": para, "source": f"python-docs:{key}"})
-    return items
+        seen.add(text)
+        taken[key] = taken.get(key, 0) + 1
+        chosen.append((key, text))
+    return chosen
 
 
 CODE_BLOCK_CHARS = (150, 600)
@@ -244,16 +250,7 @@ def build_code_bpb(rng: random.Random, n: int) -> list[dict]:
                 candidates.append((key, block))
     candidates = sorted(set(candidates))
     rng.shuffle(candidates)
-    chosen, per_file, seen = [], {}, set()
-    for key, block in candidates:
-        if len(chosen) >= n:
-            break
-        if block in seen or per_file.get(key, 0) >= MAX_BLOCKS_PER_FILE:
-            continue
-        seen.add(block)
-        per_file[key] = per_file.get(key, 0) + 1
-        chosen.append((key, block))
-    chosen.sort(key=lambda kb: (len(kb[1]), kb))
+    chosen = sorted(_first_distinct(candidates, n, MAX_BLOCKS_PER_FILE), key=lambda kb: (len(kb[1]), kb))
     return [{"id": i, "text": block, "source": f"stdlib:{key}"} for i, (key, block) in enumerate(chosen)]
 
 
