@@ -22,3 +22,23 @@ def test_attempt6_is_the_default_but_for_what_attempt_7_changed():
         settings["evaluation"].pop("tasks")
         settings["validation"].pop("heldout_tasks")
     assert old == new
+
+
+def test_default_heldout_tasks_leave_out_the_searched_ones():
+    """A project whose search scores `mm_code` (the code benchmark until attempt 7) keeps the other bundled
+    held-out tasks; a held-out list that names a search task is refused at load, before anything trains."""
+    import pytest
+
+    from mergemix_dagster.core.errors import ConfigError
+    from mergemix_dagster.core.settings import Settings
+
+    domains = [{"name": "math", "capability": "math"}, {"name": "code", "capability": "code"}]
+    own = {"tasks": [{"name": "mm_math", "capability": "math", "metric": "gold_prob"},
+                     {"name": "mm_code", "capability": "code", "metric": "gold_prob"}]}
+    s = Settings(domains=domains, evaluation=own)
+    assert [t.name for t in s.validation.heldout_tasks] == ["mm_arith_words", "mm_prose"]
+    assert [t.name for t in Settings(domains=domains).validation.heldout_tasks] == \
+        ["mm_arith_words", "mm_prose", "mm_code"]
+    with pytest.raises((ConfigError, ValueError), match=r"\['mm_code'\] are also search tasks"):
+        Settings(domains=domains, evaluation=own,
+                 validation={"heldout_tasks": [{"name": "mm_code", "capability": "code", "metric": "gold_prob"}]})

@@ -100,7 +100,9 @@ def test_run_output_is_a_screenful_with_checks_and_real_paths(smoke_cli_run):
     lines = (proc.stdout + proc.stderr).splitlines()
     assert len(lines) < 60, "\n".join(lines)
     truncating = [x for x in lines if "Truncating" in x]
-    assert len(truncating) == 1  # once per process (seed design, rounds and verification together), then counted
+    # at most once per process (seed design, rounds and verification together), then counted; since attempt 7 scores
+    # code by bits per byte (rolling windows) the smoke tasks may not truncate at all (tests/test_evaluate.py counts)
+    assert len(truncating) <= 1
     assert "BetaWarning" not in proc.stderr and "SupersessionWarning" not in proc.stderr
     assert f"DAGSTER_HOME={home / 'dagster'}" in proc.stdout and "<instance above>" not in proc.stdout
     assert "training_runs" in proc.stdout

@@ -226,9 +226,9 @@ def test_default_heldout_task_missing_from_a_users_tasks_dir_is_reported(tmp_pat
                   home=str(tmp_path / "home"))
     assert check_settings(s).errors == []
     errors = check_validation_settings(s)
-    assert [type(e) for e in errors] == [MissingTaskError, MissingTaskError]  # one per default held-out task
+    assert [type(e) for e in errors] == [MissingTaskError] * 3  # one per default held-out task
     assert all("validation.heldout_tasks" in str(e) for e in errors)
-    assert "mm_arith_words" in str(errors[0]) and "'mm_prose'" in str(errors[1])
+    assert "mm_arith_words" in str(errors[0]) and "'mm_prose'" in str(errors[1]) and "'mm_code'" in str(errors[2])
     assert "set validation.heldout_tasks to" in str(errors[0]) and "or to []" in str(errors[0])  # the fix
 
 

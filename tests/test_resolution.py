@@ -145,7 +145,7 @@ def test_infeasible_protection_is_a_named_error(seeded, tmp_path):
 
 def test_rows_without_items_fall_back_to_the_unpaired_rule(seeded):
     s, store, db, _ = seeded
-    _drop_items(db, "mm_code")
+    _drop_items(db, next(t.name for t in s.evaluation.tasks if t.capability == "code"))
     res = target_resolution(s, store, db, STAGE)
     assert res["code"].reason.startswith("no per-item scores: unpaired rule")
     assert res["code"].p_value is None and not res["code"].resolved  # the old rule misses it

@@ -49,6 +49,34 @@ class Settings(StrictModel):
             data.pop("evaluator", None)
         return data
 
+    @model_validator(mode="before")
+    @classmethod
+    def _default_heldout_apart_from_search(cls, data):
+        """The bundled held-out tasks, less any the search scores: a held-out benchmark is one the search never
+        sees, and a project whose search uses ``mm_code`` (the ``code`` benchmark until docs/results.md attempt
+        7) keeps validating as before. Only when ``validation.heldout_tasks`` is not set; a set list that shares
+        a task with ``evaluation.tasks`` is refused below."""
+        if not isinstance(data, dict):
+            return data
+        validation = data.get("validation")
+        validation = validation if isinstance(validation, dict) else {}
+        if "heldout_tasks" in validation or not isinstance(data.get("evaluation", {}), dict):
+            return data
+        search = {t.name for t in EvaluationSettings(**data.get("evaluation", {})).tasks}
+        bundled = ValidationSettings().heldout_tasks
+        if not any(t.name in search for t in bundled):
+            return data  # the usual case: the field stays unset
+        kept = [t.model_dump() for t in bundled if t.name not in search]
+        return {**data, "validation": {**validation, "heldout_tasks": kept}}
+
+    @model_validator(mode="after")
+    def _heldout_apart_from_search(self) -> "Settings":
+        shared = sorted({t.name for t in self.validation.heldout_tasks} & {t.name for t in self.evaluation.tasks})
+        if shared:
+            raise ValueError(f"validation.heldout_tasks {shared} are also search tasks (evaluation.tasks): a held-out "
+                             "benchmark must be one the search never sees; remove them from one of the two lists")
+        return self
+
     @model_validator(mode="after")
     def _unique_domains(self) -> "Settings":
         names = [d.name for d in self.domains]

@@ -31,7 +31,8 @@ class ValidationSettings(StrictModel):
         default_factory=lambda: [TaskSettings(name="mm_arith_words", capability="math", metric="gold_prob"),
                                  TaskSettings(name="mm_prose", capability="language", metric="gold_prob"),
                                  TaskSettings(name="mm_code", capability="code", metric="gold_prob")],
-        description="benchmarks scored in validation but never used by the search",
+        description="benchmarks scored in validation but never used by the search; unset: these, less any that "
+        "evaluation.tasks scores",
     )
     protocol: ValidationProtocol = Field(
         default_factory=ValidationProtocol,
