@@ -62,7 +62,10 @@ class Settings(StrictModel):
         validation = validation if isinstance(validation, dict) else {}
         if "heldout_tasks" in validation or not isinstance(data.get("evaluation", {}), dict):
             return data
-        search = {t.name for t in EvaluationSettings(**data.get("evaluation", {})).tasks}
+        try:
+            search = {t.name for t in EvaluationSettings(**data.get("evaluation", {})).tasks}
+        except (ValueError, TypeError):
+            return data  # the field's own validation names the problem, with its path
         bundled = ValidationSettings().heldout_tasks
         if not any(t.name in search for t in bundled):
             return data  # the usual case: the field stays unset
