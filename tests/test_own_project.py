@@ -12,6 +12,7 @@ import dagster as dg
 import pytest
 import yaml
 
+from mergemix_dagster.core.errors import ConfigError
 from tests.test_faults import make_task
 
 
@@ -55,9 +56,17 @@ def test_own_heldout_tasks_or_none_pass_validate_preflight(tmp_path):
     from mergemix_dagster.core.preflight import check_validation_settings
     from mergemix_dagster.core.settings import load_settings
 
-    for heldout in ([], [{"name": "my_sums", "capability": "math", "metric": "acc"}]):
+    own = {"name": "my_heldout_sums", "capability": "math", "metric": "acc"}
+    for heldout in ([], [own]):
         config = own_tasks_config(tmp_path, validation={"heldout_tasks": heldout})
+        tasks = tmp_path / "tasks"
+        (tasks / "my_heldout_sums.yaml").write_text(
+            (tasks / "my_sums.yaml").read_text().replace("task: my_sums", "task: my_heldout_sums"))
         assert check_validation_settings(load_settings(str(config))) == []
+    # the search's own task is not held out: refused when the settings load, before anything runs
+    searched = {"name": "my_sums", "capability": "math", "metric": "acc"}
+    with pytest.raises(ConfigError, match=r"\['my_sums'\] are also search tasks"):
+        load_settings(str(own_tasks_config(tmp_path, validation={"heldout_tasks": [searched]})))
 
 
 # ------------------------------------------------------------------ no hang: a failed step ends the command
