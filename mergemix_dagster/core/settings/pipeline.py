@@ -58,12 +58,11 @@ class Settings(StrictModel):
         a task with ``evaluation.tasks`` is refused below."""
         if not isinstance(data, dict):
             return data
-        validation = data.get("validation")
-        validation = validation if isinstance(validation, dict) else {}
-        if "heldout_tasks" in validation or not isinstance(data.get("evaluation", {}), dict):
-            return data
+        validation, evaluation = data.get("validation", {}), data.get("evaluation", {})
+        if not isinstance(validation, dict) or not isinstance(evaluation, dict) or "heldout_tasks" in validation:
+            return data  # set, or sections passed as models: taken as given (the check below still applies)
         try:
-            search = {t.name for t in EvaluationSettings(**data.get("evaluation", {})).tasks}
+            search = {t.name for t in EvaluationSettings(**evaluation).tasks}
         except (ValueError, TypeError):
             return data  # the field's own validation names the problem, with its path
         bundled = ValidationSettings().heldout_tasks
