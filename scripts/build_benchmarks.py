@@ -18,6 +18,7 @@ import argparse
 import json
 import random
 import sys
+from functools import lru_cache
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,6 +56,12 @@ def _item(rng: random.Random, idx: int, query: str, right: str, wrong: list[str]
     rng.shuffle(order)
     shuffled = [choices[i] for i in order]
     return {"id": idx, "query": query, "choices": shuffled, "gold": order.index(0), "source": source}
+
+
+@lru_cache(maxsize=1)
+def _training_code() -> str:
+    """Every training stdlib file, cleaned, as one text: the leakage filter of both code benchmarks (read once)."""
+    return "\n".join(clean_code(t) for t in (read_source(p) for _, p in training_code_files()) if t)
 
 
 # ---------------------------------------------------------------- math
@@ -110,7 +117,7 @@ def _code_line_ok(line: str) -> bool:
 
 
 def build_code(rng: random.Random, n: int) -> list[dict]:
-    training_text = "\n".join(clean_code(t) for t in (read_source(p) for _, p in training_code_files()) if t)
+    training_text = _training_code()
     files = []
     for key, path in heldout_code_files():
         text = read_source(path)
@@ -234,7 +241,7 @@ def build_code_bpb(rng: random.Random, n: int) -> list[dict]:
     MAX_BLOCKS_PER_FILE per file. Items are written shortest first: lm-eval batches rolling windows in document
     order, so similar lengths pad less (``mm_prose_bpb`` pays for its unsorted order, docs/results.md attempt 5).
     """
-    training_text = "\n".join(clean_code(t) for t in (read_source(p) for _, p in training_code_files()) if t)
+    training_text = _training_code()
     training_lines = {ln.strip() for ln in training_text.split("\n")}
     lo, hi = CODE_BLOCK_CHARS
     candidates = []
